@@ -1,0 +1,263 @@
+"""Fast SAM inference on CPU (and GPU) without changing what SAM computes.
+
+A thin layer over the ``segment-anything`` package: it patches module forwards
+in place (no fork) so that
+
+* the image encoder's attention runs through
+  ``torch.nn.functional.scaled_dot_product_attention`` (SDPA), with SAM's
+  decomposed relative-position terms folded into augmented queries and keys
+  (``q' = [q * scale, rel_h, rel_w]``, ``k' = [k, onehot(row), onehot(col)]``
+  so ``q' . k' = scale * q . k + rel_h[row(k)] + rel_w[col(k)]``, exactly the
+  stock score) instead of materialising and adding the broadcast bias;
+* image encoder and mask decoder run in the device's best precision
+  (bfloat16 on CPUs with AVX512-BF16/AMX and on GPUs that support it,
+  float16 on older GPUs, float32 elsewhere), casting inside so callers keep
+  passing and receiving float32 tensors;
+* torch uses as many threads as this process may run on.
+
+``accelerate_sam(sam)`` switches all of this on; ``accelerate_sam(sam,
+enable=False)`` restores the stock forwards and float32 weights.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import types
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+_FAST_ATTR = "_samclip_fast_dtype"
+
+
+# --------------------------------------------------------------------- precision
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset:
+    """CPU feature flags of this machine from /proc/cpuinfo (empty set where unreadable)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_supports_bf16() -> bool:
+    """True when this CPU has native bfloat16 matrix instructions (AVX512-BF16 or AMX-BF16).
+
+    Checked at run time: /proc/cpuinfo flags first, then oneDNN's own probe
+    (covers non-Linux hosts). Without native support bf16 is emulated and
+    slower than float32, so the fast path stays in float32 there.
+    """
+    flags = cpu_flags()
+    if flags:
+        return bool({"avx512_bf16", "amx_bf16"} & flags)
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(probe()) if probe is not None else False
+    except Exception:  # pragma: no cover - depends on the torch build
+        return False
+
+
+def best_dtype(device=None) -> torch.dtype:
+    """The fastest precision that keeps SAM's results on ``device`` ("cpu", "cuda", "cuda:0", torch.device).
+
+    CPU: bfloat16 where the CPU supports it natively, else float32.
+    CUDA: bfloat16 where the GPU supports it, else float16. Anything else: float32.
+    """
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if dev.type == "cpu":
+        return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+    return torch.float32
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """Short name of a dtype for reports: "bf16", "fp16" or "fp32"."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}.get(dtype, str(dtype))
+
+
+def available_cpus() -> int:
+    """Number of CPUs this process may run on (cgroup/affinity aware where the OS says so)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def set_threads(n: Optional[int] = None) -> int:
+    """Set torch's intra-op threads to ``n`` (default: the CPUs available); returns the count used."""
+    n = available_cpus() if n is None else int(n)
+    if n < 1:
+        raise ValueError(f"thread count must be >= 1, got {n}")
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+# ------------------------------------------------------------ fused attention
+def _rel_pos_table(size: int, rel_pos: torch.Tensor) -> torch.Tensor:
+    """Relative-position embeddings for query/key positions of one axis: (size, size, C), [q, k].
+
+    Same as segment_anything's ``get_rel_pos(size, size, rel_pos)`` (square
+    attention, so no coordinate rescaling), including its linear interpolation
+    when the table was trained for another size.
+    """
+    length = 2 * size - 1
+    if rel_pos.shape[0] != length:
+        rel_pos = F.interpolate(
+            rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1), size=length, mode="linear"
+        ).reshape(-1, length).permute(1, 0)
+    coords = torch.arange(size, device=rel_pos.device)
+    index = coords[:, None] - coords[None, :] + (size - 1)
+    return rel_pos[index]
+
+
+@functools.lru_cache(maxsize=16)
+def _key_position_onehots(h: int, w: int, device: str, dtype: torch.dtype) -> torch.Tensor:
+    """One-hot row and column of each key token: (h*w, h + w), row-major token order."""
+    rows = torch.arange(h, device=device).repeat_interleave(w)
+    cols = torch.arange(w, device=device).repeat(h)
+    onehot = torch.zeros(h * w, h + w, device=device, dtype=dtype)
+    onehot[torch.arange(h * w, device=device), rows] = 1
+    onehot[torch.arange(h * w, device=device), h + cols] = 1
+    return onehot
+
+
+def _padded(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Zero-pad the last dim of ``x`` to ``width``."""
+    extra = width - x.shape[-1]
+    return F.pad(x, (0, extra)) if extra > 0 else x
+
+
+def fused_rel_pos_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    rel_pos_h: Optional[torch.Tensor],
+    rel_pos_w: Optional[torch.Tensor],
+    hw: Tuple[int, int],
+) -> torch.Tensor:
+    """softmax(scale * q k^T + rel_h + rel_w) v through SDPA, without the (N, N) bias tensor.
+
+    q, k, v: (B, N, C) with N = h*w tokens in row-major order. rel_pos_h/w:
+    SAM's (2h-1, C) / (2w-1, C) tables, or None for plain attention.
+    Returns (B, N, C) in q's dtype. The relative terms ride along as extra
+    query/key channels (queries carry ``rel_h``/``rel_w`` of their position,
+    keys a one-hot of their row and column); q, k and v are zero-padded to a
+    common width so SDPA's fused kernels apply.
+    """
+    h, w = hw
+    c = q.shape[-1]
+    if rel_pos_h is None:
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    rq = q.reshape(q.shape[0], h, w, c)
+    rel_h = torch.einsum("bhwc,hkc->bhwk", rq, _rel_pos_table(h, rel_pos_h).to(q.dtype))
+    rel_w = torch.einsum("bhwc,wkc->bhwk", rq, _rel_pos_table(w, rel_pos_w).to(q.dtype))
+    n = h * w
+    q_aug = torch.cat([q * scale, rel_h.reshape(-1, n, h), rel_w.reshape(-1, n, w)], dim=-1)
+    onehot = _key_position_onehots(h, w, str(q.device), q.dtype)
+    k_aug = torch.cat([k, onehot.expand(k.shape[0], -1, -1)], dim=-1)
+    width = -(-(c + h + w) // 16) * 16  # multiple of 16 for the vectorised kernels
+    out = F.scaled_dot_product_attention(
+        _padded(q_aug, width), _padded(k_aug, width), _padded(v, width), scale=1.0
+    )
+    return out[..., :c]
+
+
+def _encoder_attention_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """Drop-in forward for segment_anything.modeling.image_encoder.Attention (B, H, W, C) -> same."""
+    b, h, w, _ = x.shape
+    qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.reshape(3, b * self.num_heads, h * w, -1).unbind(0)
+    if self.use_rel_pos:
+        out = fused_rel_pos_attention(q, k, v, self.scale, self.rel_pos_h, self.rel_pos_w, (h, w))
+    else:
+        out = fused_rel_pos_attention(q, k, v, self.scale, None, None, (h, w))
+    out = out.view(b, self.num_heads, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
+    return self.proj(out)
+
+
+# ------------------------------------------------------------ dtype wrappers
+def _encoder_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """Image encoder forward that takes/returns float32 and computes in the module's dtype."""
+    dtype = getattr(self, _FAST_ATTR)
+    return type(self).forward(self, x.to(dtype)).float()
+
+
+def _decoder_forward(self, image_embeddings, image_pe, sparse_prompt_embeddings,
+                     dense_prompt_embeddings, multimask_output):
+    """Mask decoder forward with float32 in/out and the module's dtype inside."""
+    dtype = getattr(self, _FAST_ATTR)
+    masks, iou = type(self).forward(
+        self,
+        image_embeddings.to(dtype),
+        image_pe.to(dtype),
+        sparse_prompt_embeddings.to(dtype),
+        dense_prompt_embeddings.to(dtype),
+        multimask_output,
+    )
+    return masks.float(), iou.float()
+
+
+def _image_encoder_attention_modules(sam):
+    from segment_anything.modeling.image_encoder import Attention
+
+    return [m for m in sam.image_encoder.modules() if isinstance(m, Attention)]
+
+
+def is_accelerated(sam) -> bool:
+    """True when ``accelerate_sam`` has patched this SAM module."""
+    return hasattr(sam.image_encoder, _FAST_ATTR)
+
+
+def fast_dtype(sam) -> torch.dtype:
+    """Compute dtype of an accelerated SAM (float32 for a stock one)."""
+    return getattr(sam.image_encoder, _FAST_ATTR, torch.float32)
+
+
+def _restore(sam) -> None:
+    """Undo accelerate_sam: stock forwards and float32 weights."""
+    for module in (sam.image_encoder, sam.mask_decoder, *_image_encoder_attention_modules(sam)):
+        module.__dict__.pop("forward", None)
+        module.__dict__.pop(_FAST_ATTR, None)
+    sam.image_encoder.float()
+    sam.mask_decoder.float()
+
+
+def accelerate_sam(sam, device=None, *, enable: bool = True, dtype: Optional[torch.dtype] = None):
+    """Make a segment_anything ``Sam`` fast in place and return the same module.
+
+    device: where the model lives/should go (default: where it already is).
+    enable: False restores the stock forwards and float32 weights (the off switch).
+    dtype: override the compute precision (default ``best_dtype(device)``).
+
+    Contract: ``image_encoder``, ``prompt_encoder`` and ``mask_decoder`` still
+    take float32 tensors and return float32 tensors; the prompt encoder stays
+    float32 (a few points; its Fourier features need the precision).
+    """
+    if device is not None:
+        sam.to(device)
+    dev = sam.pixel_mean.device
+    _restore(sam)
+    if not enable:
+        return sam
+    dtype = best_dtype(dev) if dtype is None else dtype
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"unsupported SAM compute dtype {dtype}; use float32, bfloat16 or float16")
+    if dev.type == "cpu":
+        set_threads()
+    sam.eval()
+    for module in _image_encoder_attention_modules(sam):
+        module.forward = types.MethodType(_encoder_attention_forward, module)
+    sam.image_encoder.to(dtype)
+    sam.mask_decoder.to(dtype)
+    for module, forward in ((sam.image_encoder, _encoder_forward), (sam.mask_decoder, _decoder_forward)):
+        setattr(module, _FAST_ATTR, dtype)
+        module.forward = types.MethodType(forward, module)
+    return sam
