@@ -1,0 +1,43 @@
+"""Deployment settings: environment-backed constants, read once at import.
+
+Algorithm settings are keyword arguments of the functions that use them; only things an
+operator sets per machine (paths, device, limits) live here.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _env_path(name: str, default: Path) -> Path:
+    value = os.environ.get(name, "").strip()
+    return Path(value).expanduser() if value else default
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    try:
+        return int(value) if value else default
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer") from exc
+
+
+#: Where downloaded weights, the example gallery and other caches live.
+CACHE_DIR: Path = _env_path("SAMCLIP_CACHE", Path.home() / ".cache" / "samclip")
+#: Explicit weight files (override the cache and the download).
+SAM_CHECKPOINT: str | None = os.environ.get("SAMCLIP_SAM_CHECKPOINT") or None
+CLIP_CHECKPOINT: str | None = os.environ.get("SAMCLIP_CLIP_CHECKPOINT") or None
+#: Default model names.
+SAM_MODEL: str = os.environ.get("SAMCLIP_SAM_MODEL", "vit_b")
+CLIP_MODEL: str = os.environ.get("SAMCLIP_CLIP_MODEL", "ViT-B-32")
+CLIP_PRETRAINED: str = os.environ.get("SAMCLIP_CLIP_PRETRAINED", "openai")
+#: "auto" picks CUDA when available, else CPU; or name a torch device ("cpu", "cuda:1").
+DEVICE: str = os.environ.get("SAMCLIP_DEVICE", "auto")
+#: Set to 1 to never download weights (fail with instructions instead).
+OFFLINE: bool = os.environ.get("SAMCLIP_OFFLINE", "0") not in ("", "0", "false", "False")
+#: How many SAM image embeddings the shared segmenter keeps (about 4 MB each).
+EMBED_CACHE_SIZE: int = _env_int("SAMCLIP_EMBED_CACHE", 16)
+#: Largest image accepted, in pixels (width * height); bigger ones are refused with a message.
+MAX_IMAGE_PIXELS: int = _env_int("SAMCLIP_MAX_IMAGE_PIXELS", 100_000_000)
+#: Largest upload accepted, in bytes.
+MAX_IMAGE_BYTES: int = _env_int("SAMCLIP_MAX_IMAGE_BYTES", 50 * 1024 * 1024)

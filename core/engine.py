@@ -1,0 +1,93 @@
+"""The engine facade the app and the CLI share: settings in, shared models out.
+
+Models load lazily, once, through `core.models`; everything here is read-only after
+loading and safe to share between sessions (the segmenter and embedder lock their
+model calls). Per-user state (image, clicks, masks, gallery additions) lives with the
+caller.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from core import config
+
+UNTRAINED_NOTICE = ("UNTRAINED weights (random, for trying the interface): masks, scores "
+                    "and search results are meaningless")
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Which models to load. Paths override the cache; `untrained` builds random weights."""
+
+    sam: str = config.SAM_MODEL
+    sam_checkpoint: str | None = None
+    clip: str = config.CLIP_MODEL
+    pretrained: str = config.CLIP_PRETRAINED
+    clip_checkpoint: str | None = None
+    untrained: bool = False
+    fast: bool = True
+    device: str | None = None
+
+    def with_(self, **changes) -> "EngineSettings":
+        return replace(self, **changes)
+
+
+class Engine:
+    """Shared SAM segmenter + CLIP embedder, loaded on first use."""
+
+    def __init__(self, settings: EngineSettings | None = None):
+        self.settings = settings or EngineSettings()
+        self._lock = threading.Lock()
+        self._segmenter = None
+        self._embedder = None
+
+    @property
+    def untrained(self) -> bool:
+        return self.settings.untrained
+
+    @property
+    def label(self) -> str:
+        """Human description of the loaded models, flagged when untrained."""
+        s = self.settings
+        text = f"SAM {s.sam} + CLIP {s.clip}/{'untrained' if s.untrained else s.pretrained}"
+        return f"{text} -- {UNTRAINED_NOTICE}" if s.untrained else text
+
+    @property
+    def segmenter(self):
+        """The shared `core.segment.Segmenter` (loads SAM on first use)."""
+        with self._lock:
+            if self._segmenter is None:
+                from core.models import load_sam
+                from core.segment import Segmenter
+
+                s = self.settings
+                self._segmenter = Segmenter(load_sam(s.sam, s.sam_checkpoint, untrained=s.untrained,
+                                                     fast=s.fast, device=s.device))
+            return self._segmenter
+
+    @property
+    def embedder(self):
+        """The shared `core.embed.Embedder` (loads CLIP on first use)."""
+        with self._lock:
+            if self._embedder is None:
+                from core.embed import Embedder
+                from core.models import load_clip
+
+                s = self.settings
+                self._embedder = Embedder(load_clip(s.clip, s.pretrained, checkpoint=s.clip_checkpoint,
+                                                    untrained=s.untrained, device=s.device))
+            return self._embedder
+
+    def load(self) -> "Engine":
+        """Load both models now (raises `core.models.WeightsNotFound` when weights are missing)."""
+        _ = self.segmenter, self.embedder
+        return self
+
+    def embed_objects(self, image: np.ndarray, masks, view: str) -> np.ndarray:
+        """(N, D) CLIP embeddings of N (H, W) bool masks of `image` rendered in `view`."""
+        from core.views import render_view
+
+        return self.embedder.embed_images([render_view(view, image, m) for m in masks])

@@ -1,0 +1,97 @@
+"""Binary masks: COCO RLE (pycocotools-compatible), PNG, IoU, and COCO annotations.
+
+Masks are (H, W) bool arrays; RLE dicts are COCO compressed RLE with a str `counts`
+({"size": [H, W], "counts": "..."}), the form pycocotools and COCO JSON files use.
+"""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+
+def mask_to_rle(mask: np.ndarray) -> dict:
+    """Encode an (H, W) bool mask as COCO compressed RLE with a str `counts`."""
+    mask = _as_mask(mask)
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+
+
+def rle_to_mask(rle: dict) -> np.ndarray:
+    """Decode COCO RLE (compressed str/bytes or uncompressed list counts) to (H, W) bool."""
+    if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
+        raise ValueError("an RLE must be a dict with 'size' [H, W] and 'counts'")
+    height, width = (int(v) for v in rle["size"])
+    counts = rle["counts"]
+    if isinstance(counts, list):
+        coded = mask_utils.frPyObjects(rle, height, width)
+    else:
+        coded = {"size": [height, width],
+                 "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    return mask_utils.decode(coded).astype(bool)
+
+
+def rle_to_json(rle: dict) -> str:
+    """Serialise an RLE dict as JSON text."""
+    return json.dumps(rle)
+
+
+def mask_to_png(mask: np.ndarray) -> bytes:
+    """Encode an (H, W) bool mask as an 8-bit grayscale PNG (object 255, background 0)."""
+    buf = io.BytesIO()
+    Image.fromarray(_as_mask(mask).astype(np.uint8) * 255, mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def png_to_mask(data: bytes) -> np.ndarray:
+    """Decode a mask PNG (any mode; nonzero = object) to (H, W) bool."""
+    pil = Image.open(io.BytesIO(data))
+    return np.asarray(pil.convert("L")) > 0
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two (H, W) masks; 0.0 when both are empty."""
+    a, b = _as_mask(a), _as_mask(b)
+    if a.shape != b.shape:
+        raise ValueError(f"mask shapes differ: {a.shape} vs {b.shape}")
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+
+
+def intersection_and_union(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+    """(|a & b|, |a | b|) in pixels, for cumulative IoU (oIoU)."""
+    a, b = _as_mask(a), _as_mask(b)
+    if a.shape != b.shape:
+        raise ValueError(f"mask shapes differ: {a.shape} vs {b.shape}")
+    return int(np.logical_and(a, b).sum()), int(np.logical_or(a, b).sum())
+
+
+def coco_ann_to_mask(ann: dict, height: int, width: int) -> np.ndarray:
+    """Rasterise a COCO annotation's `segmentation` (polygons or RLE) to (H, W) bool."""
+    seg = ann["segmentation"]
+    if isinstance(seg, list):
+        if not seg:
+            raise ValueError(f"annotation {ann.get('id')} has an empty polygon list")
+        rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+    elif isinstance(seg, dict) and isinstance(seg.get("counts"), list):
+        rle = mask_utils.frPyObjects(seg, height, width)
+    else:
+        rle = {"size": seg["size"], "counts": seg["counts"].encode("ascii")
+               if isinstance(seg["counts"], str) else seg["counts"]}
+    return mask_utils.decode(rle).astype(bool)
+
+
+def coco_box_to_xyxy(bbox) -> np.ndarray:
+    """COCO [x, y, w, h] -> (4,) float32 XYXY (x1, y1 exclusive)."""
+    x, y, w, h = (float(v) for v in bbox)
+    return np.array([x, y, x + w, y + h], dtype=np.float32)
+
+
+def _as_mask(mask: np.ndarray) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"a mask must be (H, W), not {mask.shape}")
+    return mask.astype(bool, copy=False)

