@@ -1,0 +1,60 @@
+"""core.views: exact checks on real COCO ground-truth masks."""
+import numpy as np
+import pytest
+
+from core.masks import coco_ann_to_mask
+from core.views import VIEW_NAMES, expand_box, mask_to_box, render_view, render_views
+
+
+@pytest.fixture(scope="module")
+def object_in_image(coco_image):
+    image, info, anns = coco_image
+    ann = max(anns, key=lambda a: a["area"])
+    return image, coco_ann_to_mask(ann, info["height"], info["width"]), ann
+
+
+def test_box_matches_coco_bbox(object_in_image):
+    image, mask, ann = object_in_image
+    x, y, w, h = ann["bbox"]
+    box = mask_to_box(mask)
+    assert np.allclose(box, [x, y, x + w, y + h], atol=2.0)
+
+
+def test_mask_view_keeps_object_blacks_background(object_in_image):
+    image, mask, _ = object_in_image
+    out = render_view("mask", image, mask)
+    assert out.shape == image.shape
+    assert (out[mask] == image[mask]).all()
+    assert (out[~mask] == 0).all()
+
+
+def test_crop_view_is_the_bounding_box(object_in_image):
+    image, mask, _ = object_in_image
+    x0, y0, x1, y1 = mask_to_box(mask).astype(int)
+    assert (render_view("crop", image, mask) == image[y0:y1, x0:x1]).all()
+    mc = render_view("mask_crop", image, mask)
+    assert mc.shape == (y1 - y0, x1 - x0, 3)
+    assert (mc[~mask[y0:y1, x0:x1]] == 0).all()
+
+
+def test_context_dim_blur_share_the_grown_box(object_in_image):
+    image, mask, _ = object_in_image
+    views = render_views(image, mask)
+    box = expand_box(mask_to_box(mask), 0.2, image.shape[:2])
+    x0, y0, x1, y1 = int(box[0]), int(box[1]), int(np.ceil(box[2])), int(np.ceil(box[3]))
+    assert views["context"].shape == views["dim"].shape == views["blur"].shape == (y1 - y0, x1 - x0, 3)
+    inner = mask[y0:y1, x0:x1]
+    assert (views["dim"][inner] == image[y0:y1, x0:x1][inner]).all()
+    assert views["dim"][~inner].mean() < 0.5 * image[y0:y1, x0:x1][~inner].mean()
+    assert (views["blur"][inner] == image[y0:y1, x0:x1][inner]).all()
+    assert set(views) == set(VIEW_NAMES)
+
+
+def test_errors():
+    image = np.zeros((10, 10, 3), np.uint8)
+    with pytest.raises(ValueError, match="choose one of"):
+        render_view("sketch", image, np.ones((10, 10), bool))
+    with pytest.raises(ValueError, match="empty"):
+        render_view("crop", image, np.zeros((10, 10), bool))
+    with pytest.raises(ValueError, match="does not match"):
+        render_view("crop", image, np.ones((5, 5), bool))
