@@ -428,11 +428,13 @@ def write_plots(report: dict, out: Path) -> list[str]:
 
 
 def run_evaluation(coco_path, images_dir, views, metrics, k: int, selection: SelectionSettings, *,
-                   oracle_masks: bool, sam_name: str = "vit_b", sam_checkpoint=None, clip_name: str = "ViT-B-32",
-                   pretrained: str = "openai", clip_checkpoint=None, untrained: bool = False, device=None,
-                   batch_size: int = 32, progress: bool = True) -> dict:
-    """The whole protocol; returns the report dict (what report.json holds)."""
-    from core.models import load_clip, load_sam
+                   oracle_masks: bool, engine=None, batch_size: int = 32, progress: bool = True) -> dict:
+    """The whole protocol; returns the report dict (what report.json holds).
+
+    engine: a `core.engine.Engine` (default: `Engine()` with the configured models); its
+    segmenter is used unless `oracle_masks`, its embedder always.
+    """
+    from core.engine import Engine
     from core.views import get_view
 
     for view in views:
@@ -450,13 +452,9 @@ def run_evaluation(coco_path, images_dir, views, metrics, k: int, selection: Sel
                          "or lower --min-per-category / --min-area")
     _log(f"selected {len(objects)} objects in {len({o.image_id for o in objects})} images")
 
-    from core.embed import Embedder
-    from core.segment import Segmenter
-
-    embedder = Embedder(load_clip(clip_name, pretrained, checkpoint=clip_checkpoint, untrained=untrained,
-                                  device=device))
-    segmenter = None if oracle_masks else Segmenter(load_sam(sam_name, sam_checkpoint, untrained=untrained,
-                                                             device=device))
+    engine = engine or Engine()
+    embedder = engine.embedder
+    segmenter = None if oracle_masks else engine.segmenter
     embedded = embed_objects(objects, images_dir, views, embedder, segmenter=segmenter,
                              batch_size=batch_size, progress=progress)
     labels = [o.category for o in objects]
@@ -472,8 +470,9 @@ def run_evaluation(coco_path, images_dir, views, metrics, k: int, selection: Sel
         "settings": {"coco": str(coco_path), "images": str(images_dir), "views": list(views),
                      "metrics": list(metrics), "k": k, "oracle_masks": oracle_masks,
                      "selection": asdict(selection)},
-        "models": {"sam": None if oracle_masks else sam_name, "clip": embedder.bundle.label,
-                   "untrained": untrained},
+        "models": {"sam": None if oracle_masks else engine.settings.sam,
+                   "sam_fast_path": None if oracle_masks else engine.settings.fast,
+                   "clip": embedder.bundle.label, "untrained": engine.untrained},
         "selection": {"n_images": len({o.image_id for o in objects}), "n_objects": len(objects),
                       "per_category": dict(sorted(per_category.items(), key=lambda kv: (-kv[1], kv[0]))),
                       "objects": [{"file_name": o.file_name, "ann_id": o.ann_id, "category": o.category,
@@ -526,29 +525,20 @@ def selection_from_args(args) -> SelectionSettings:
 
 
 def command(args) -> int:
-    """Entry point of `python -m core evaluate retrieval`: prints the summary JSON on stdout."""
+    """Entry point of `python -m core evaluate retrieval`: prints a summary JSON on stdout.
+
+    Bad input raises ValueError / FileNotFoundError, which `core.cli.main` reports in one line.
+    """
+    from core.cli import engine_from_args
     from core.views import VIEW_NAMES
 
     views = list(VIEW_NAMES) if args.views == "all" else _csv(args.views)
     metrics = _csv(args.metrics)
     coco = Path(args.coco)
     images = Path(args.images) if args.images else coco.parent / "images"
-    try:
-        report = run_evaluation(coco, images, views, metrics, args.k, selection_from_args(args),
-                                oracle_masks=args.oracle_masks, sam_name=args.sam, sam_checkpoint=args.sam_checkpoint,
-                                clip_name=args.clip, pretrained=args.pretrained,
-                                clip_checkpoint=args.clip_checkpoint, untrained=args.untrained,
-                                device=args.device, batch_size=args.batch_size, progress=not args.quiet)
-    except (ValueError, FileNotFoundError) as exc:
-        _log(f"error: {exc}")
-        return 2
-    except Exception as exc:
-        from core.models import WeightsNotFound
-
-        if isinstance(exc, WeightsNotFound):
-            _log(f"error: {exc}")
-            return 3
-        raise
+    report = run_evaluation(coco, images, views, metrics, args.k, selection_from_args(args),
+                            oracle_masks=args.oracle_masks, engine=engine_from_args(args),
+                            batch_size=args.batch_size, progress=not args.quiet)
     written = write_outputs(report, args.out, plots=not args.no_plots)
     _log(markdown_report(report))
     _log("wrote " + ", ".join(str(p) for p in written))
@@ -568,8 +558,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", default="cosine,l2", help="comma-separated: cosine,l2 (default: %(default)s)")
     parser.add_argument("--k", type=int, default=5, help="cut-off K of P@K and R@K (default: %(default)s)")
     parser.add_argument("--recipe", choices=("paper", "all"), default="paper",
-                        help="paper: 30 images covering person/dog/cat/car/bicycle, >= 2 objects per category; "
-                             "all: every image and category. Flags below override it.")
+                        help="paper: 30 images covering person/dog/cat/car/bicycle, <= 2 objects per image, "
+                             ">= 2 objects per category; all: every image, category and object. "
+                             "Flags below override it.")
     parser.add_argument("--categories", help="comma-separated category names, or 'all'")
     parser.add_argument("--limit-images", type=int, help="at most this many images (0 = no limit)")
     parser.add_argument("--min-per-category", type=int, help="drop categories with fewer objects (default 2)")
@@ -577,16 +568,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-area", type=float, default=0.0, help="skip objects smaller than this many pixels")
     parser.add_argument("--seed", type=int, default=0, help="image selection seed (default: %(default)s)")
     parser.add_argument("--oracle-masks", action="store_true", help="use ground-truth masks instead of SAM")
-    parser.add_argument("--sam", default="vit_b", help="SAM model (default: %(default)s)")
-    parser.add_argument("--sam-checkpoint", help="SAM weight file")
-    parser.add_argument("--clip", default="ViT-B-32", help="CLIP model (default: %(default)s)")
-    parser.add_argument("--pretrained", default="openai", help="CLIP weights tag (default: %(default)s)")
-    parser.add_argument("--clip-checkpoint", help="CLIP weight file")
-    parser.add_argument("--untrained", action="store_true", help="random weights (no downloads; for tests)")
-    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--batch-size", type=int, default=32, help="CLIP batch size (default: %(default)s)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    from core.cli import add_model_arguments
+
+    add_model_arguments(parser)
 
 
 def register_evaluate(subparsers) -> None:
@@ -595,15 +582,3 @@ def register_evaluate(subparsers) -> None:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     parser.set_defaults(func=command)
-
-
-def main(argv=None) -> int:
-    """`python -m core.eval_retrieval ...` (same flags as `python -m core evaluate retrieval`)."""
-    parser = argparse.ArgumentParser(prog="python -m core.eval_retrieval", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return command(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
