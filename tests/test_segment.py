@@ -1,0 +1,111 @@
+"""core.segment: coordinates, sizes, cache, prompt validation, thread safety (small untrained SAM)."""
+import threading
+
+import numpy as np
+import pytest
+
+from core.images import load_image
+from core.segment import PromptError, Segmenter, image_key
+
+
+@pytest.fixture(scope="module")
+def stock_sam():
+    from core.models import load_sam
+
+    return load_sam("vit_tiny", untrained=True, fast=False, device="cpu")
+
+
+def test_matches_segment_anything_predictor(stock_sam, coco_image):
+    """Same prompts through our Segmenter and the stock SamPredictor give the same masks."""
+    from segment_anything import SamPredictor
+
+    image = coco_image[0]
+    ours = Segmenter(stock_sam)
+    emb = ours.set_image(image)
+    ref = SamPredictor(stock_sam)
+    ref.set_image(image)
+    pts, labels, box = np.array([[120.0, 90.0], [300.0, 200.0]]), np.array([1, 0]), np.array([50, 40, 400, 300])
+    for kwargs in ({"point_coords": pts[:1], "point_labels": labels[:1], "multimask_output": True},
+                   {"box": box, "multimask_output": False},
+                   {"point_coords": pts, "point_labels": labels, "box": box, "multimask_output": False}):
+        ref_masks, ref_scores, _ = ref.predict(**kwargs)
+        got = ours.predict(emb, kwargs.get("point_coords"), kwargs.get("point_labels"), kwargs.get("box"),
+                           multimask=kwargs["multimask_output"])
+        order = np.argsort(-ref_scores, kind="stable")
+        assert np.allclose(got.scores, ref_scores[order], atol=1e-5)
+        assert (got.masks == ref_masks[order]).all()
+
+
+def test_shapes_at_original_size(tiny_segmenter, coco_image):
+    image = coco_image[0]
+    emb = tiny_segmenter.set_image(image)
+    assert emb.original_size == image.shape[:2]
+    assert max(emb.input_size) == 1024 and emb.features.shape == (1, 256, 64, 64)
+    one = tiny_segmenter.predict(emb, points=[[10, 10]])
+    assert one.masks.shape == (3,) + image.shape[:2] and one.masks.dtype == bool
+    assert (np.diff(one.scores) <= 0).all() and one.logits.shape == (3, 256, 256)
+    boxed = tiny_segmenter.predict(emb, box=[5, 5, 200, 100])
+    assert boxed.masks.shape == (1,) + image.shape[:2]
+    refined = tiny_segmenter.predict(emb, points=[[10, 10]], mask_input=one.logits[:1], multimask=False)
+    assert refined.masks.shape[0] == 1
+
+
+def test_very_large_image_masks_at_full_size(tiny_segmenter, coco_image):
+    big = np.repeat(np.repeat(coco_image[0], 6, axis=0), 6, axis=1)  # e.g. 2880 x 3840
+    emb = tiny_segmenter.set_image(big)
+    pred = tiny_segmenter.predict(emb, points=[[big.shape[1] - 1, big.shape[0] - 1]], multimask=False)
+    assert pred.masks.shape == (1,) + big.shape[:2]
+
+
+def test_cache_hit_and_lru(stock_sam):
+    seg = Segmenter(stock_sam, cache_size=2)
+    a, b, c = (np.full((32, 48, 3), v, np.uint8) for v in (10, 20, 30))
+    first = seg.set_image(a)
+    assert seg.set_image(a.copy()) is first and seg.hits == 1 and seg.misses == 1
+    seg.set_image(b), seg.set_image(c)
+    assert seg.cached(image_key(a)) is None and seg.cached(image_key(c)) is not None
+    assert image_key(a) != image_key(a.reshape(48, 32, 3))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({}, "at least one point or a box"),
+    ({"points": [[700, 10]]}, "outside the image"),
+    ({"points": [[-1, 10]]}, "outside the image"),
+    ({"points": [[10, 10]], "labels": [1, 0]}, "labels"),
+    ({"points": [[10, 10]], "labels": [2]}, "positive"),
+    ({"box": [10, 10, 10, 50]}, "empty or outside"),
+    ({"box": [700, 500, 900, 800]}, "empty or outside"),
+    ({"box": [1, 2, 3]}, "4 finite numbers"),
+])
+def test_bad_prompts(tiny_segmenter, coco_image, kwargs, message):
+    emb = tiny_segmenter.set_image(coco_image[0])
+    with pytest.raises(PromptError, match=message):
+        tiny_segmenter.predict(emb, **kwargs)
+
+
+def test_box_partly_outside_is_clipped(tiny_segmenter, coco_image):
+    image = coco_image[0]
+    emb = tiny_segmenter.set_image(image)
+    assert tiny_segmenter.predict(emb, box=[-50, -50, 100, 100]).masks.shape[1:] == image.shape[:2]
+
+
+def test_rejects_non_rgb_arrays(tiny_segmenter):
+    with pytest.raises(ValueError, match="load_image"):
+        tiny_segmenter.set_image(np.zeros((10, 10), np.uint8))
+
+
+def test_concurrent_sessions_get_their_own_results(tiny_segmenter, coco_dir):
+    paths = sorted((coco_dir / "images").glob("*.jpg"))[:2]
+    images = [load_image(p) for p in paths]
+    expected = [tiny_segmenter.predict(tiny_segmenter.set_image(im), points=[[30, 40]]).masks for im in images]
+    results = [None, None]
+
+    def session(i):
+        emb = tiny_segmenter.set_image(images[i])
+        results[i] = tiny_segmenter.predict(emb, points=[[30, 40]]).masks
+
+    threads = [threading.Thread(target=session, args=(i,)) for i in (0, 1)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    for got, want in zip(results, expected):
+        assert (got == want).all()
