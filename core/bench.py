@@ -1,0 +1,537 @@
+"""`python -m core bench [--quick]`: speed and memory of the engine's stages, against targets.
+
+Measured (medians over repeats, wall-clock seconds from `time.perf_counter`):
+  * SAM: image encoder fp32 vs the fast path, click-to-mask with a cached embedding, automatic
+    masks, fast-vs-stock equivalence -- from `core.bench_sam` when it is installed;
+  * `Segmenter.set_image` of an image already seen (embedding cache hit);
+  * CLIP object crops embedded per second (batched);
+  * faiss search over synthetic 512-d unit vectors: exact `IndexFlatIP` (single query and
+    batched), and for the large sizes an IVF index whose `nprobe` is tuned to the smallest power
+    of two reaching recall@10 >= 0.95 against exact search (build time and memory reported);
+  * peak resident memory of a fresh process holding the app's models (SAM + CLIP) after one
+    image embedding, one click and one crop embedding.
+
+Timings do not depend on weight values, so models are built with untrained weights unless
+`--trained` is given. Synthetic vectors: by default a mixture of Gaussians on the unit sphere
+(`clustered`: x = normalise(c_j + s * g / sqrt(d)), 1000 random unit centres c_j, s = 1, so two
+vectors of one cluster have cosine ~0.5, as objects of one category do in CLIP space), which
+gives an approximate index structure to find; `uniform` (normalised Gaussian noise) is the
+structure-free worst case.
+
+The JSON (--out, default runs/bench.json) holds every measurement; the table goes to stderr,
+a one-line JSON summary to stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+#: Targets of the benchmark issue (2-core CPU).
+TARGETS = {
+    "set_image_cache_hit_ms": 50.0,
+    "approx_single_query_ms": 5.0,
+    "approx_recall_at_10": 0.95,
+    "clip_crops_per_s": 25.0,
+    "app_peak_rss_gb": 3.0,
+}
+DIM = 512
+RECALL_K = 10
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What to measure and how often.
+
+    sizes: gallery sizes for faiss; approx_min_size: build the approximate index from this size
+    up; n_queries: queries for recall and batched latency; single_repeats: single queries timed
+    (median); repeats: repeats of model timings; clip_crops: crops per CLIP timing;
+    distribution: "clustered" | "uniform"; n_clusters / spread: of the clustered mixture.
+    """
+
+    quick: bool = False
+    sizes: tuple[int, ...] = (1_000, 10_000, 100_000, 1_000_000)
+    approx_min_size: int = 100_000
+    n_queries: int = 200
+    single_repeats: int = 50
+    repeats: int = 3
+    clip_crops: int = 64
+    distribution: str = "clustered"
+    n_clusters: int = 1000
+    spread: float = 1.0
+    sam: str = "vit_b"
+    clip: str = "ViT-B-32"
+    trained: bool = False
+    device: str | None = None
+    seed: int = 0
+    parts: tuple[str, ...] = ("sam", "cache", "clip", "faiss", "memory")
+
+    @classmethod
+    def for_quick(cls, **overrides) -> "BenchSettings":
+        """--quick: galleries up to 100k, fewer queries and repeats (under 2 minutes on 2 cores)."""
+        base = dict(quick=True, sizes=(1_000, 10_000, 100_000), n_queries=100, single_repeats=30,
+                    repeats=2, clip_crops=32)
+        return cls(**{**base, **overrides})
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median wall time of `fn()` over `repeats` calls after `warmup` untimed calls."""
+    if repeats < 1:
+        raise ValueError("repeats must be at least 1")
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (Linux ru_maxrss is in KB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- synthetic data
+
+
+def cluster_centres(n_clusters: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
+    """(n_clusters, dim) float32 random unit vectors."""
+    c = np.random.default_rng(seed).standard_normal((n_clusters, dim), dtype=np.float32)
+    return c / np.linalg.norm(c, axis=1, keepdims=True)
+
+
+def synthetic_vectors(n: int, *, dim: int = DIM, distribution: str = "clustered", centres=None,
+                      spread: float = 1.0, seed: int = 0) -> np.ndarray:
+    """(n, dim) float32 unit vectors (see the module docstring for the two distributions)."""
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal((n, dim), dtype=np.float32)
+    if distribution == "uniform":
+        x = noise
+    elif distribution == "clustered":
+        if centres is None:
+            raise ValueError("clustered vectors need their cluster centres")
+        x = centres[rng.integers(0, len(centres), n)] + (spread / np.sqrt(dim)) * noise
+    else:
+        raise ValueError(f"unknown distribution {distribution!r}; choose clustered or uniform")
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def iter_gallery_chunks(n: int, settings: BenchSettings, centres, chunk: int = 100_000):
+    """The n gallery vectors as float32 chunks, regenerated identically on every call."""
+    for i, start in enumerate(range(0, n, chunk)):
+        yield synthetic_vectors(min(chunk, n - start), distribution=settings.distribution, centres=centres,
+                                spread=settings.spread, seed=settings.seed * 1000 + 17 + i)
+
+
+# ----------------------------------------------------------------------------- faiss
+
+
+def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean over queries of |found[q] ∩ truth[q]| / |truth[q]|, for (Q, k) int id arrays."""
+    return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found.tolist(), truth.tolist())]))
+
+
+def ivf_nlist(n: int) -> int:
+    """Number of IVF lists: the power of two nearest 4 * sqrt(n), between 16 and 4096."""
+    return int(min(4096, max(16, 2 ** round(np.log2(4 * np.sqrt(n))))))
+
+
+def time_single_queries(index, queries: np.ndarray, repeats: int, k: int = RECALL_K) -> float:
+    """Median seconds of one-query searches over the first `repeats` queries (one warm-up)."""
+    index.search(queries[:1], k)
+    times = []
+    for i in range(repeats):
+        q = queries[i % len(queries): i % len(queries) + 1]
+        t0 = time.perf_counter()
+        index.search(q, k)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def time_batched(index, queries: np.ndarray, k: int = RECALL_K) -> tuple[float, np.ndarray]:
+    """(seconds per query when all queries go in one call, the (Q, k) ids found)."""
+    t0 = time.perf_counter()
+    _, ids = index.search(queries, k)
+    return (time.perf_counter() - t0) / len(queries), ids
+
+
+def build_ivf(n: int, settings: BenchSettings, centres):
+    """Train and fill an IVF-Flat inner-product index; returns (index, train_s, add_s, nlist)."""
+    import faiss
+
+    nlist = ivf_nlist(n)
+    quantizer = faiss.IndexFlatIP(DIM)
+    index = faiss.IndexIVFFlat(quantizer, DIM, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.niter = 10
+    index.cp.min_points_per_centroid = 5  # quiet faiss' warning about the capped training set
+    train = next(iter_gallery_chunks(n, settings, centres))[: min(n, 32 * nlist)]
+    t0 = time.perf_counter()
+    index.train(train)
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for chunk in iter_gallery_chunks(n, settings, centres):
+        index.add(chunk)
+    return index, train_s, time.perf_counter() - t0, nlist
+
+
+def tune_nprobe(index, queries: np.ndarray, truth: np.ndarray, target: float) -> list[dict]:
+    """Recall@10 for nprobe = 1, 2, 4, ... up to nlist, stopping at the first reaching `target`."""
+    sweep, nprobe = [], 1
+    while True:
+        index.nprobe = nprobe
+        _, ids = index.search(queries, RECALL_K)
+        sweep.append({"nprobe": nprobe, "recall_at_10": recall_at(ids, truth)})
+        if sweep[-1]["recall_at_10"] >= target or nprobe >= index.nlist:
+            return sweep
+        nprobe = min(nprobe * 2, index.nlist)
+
+
+def ivf_memory_bytes(index) -> int:
+    """Bytes an IVF-Flat index holds: codes + 8-byte ids per vector, plus the centroids."""
+    return int(index.ntotal * (index.code_size + 8) + index.nlist * index.d * 4)
+
+
+def bench_faiss_size(n: int, settings: BenchSettings) -> dict:
+    """Exact (and, from approx_min_size, IVF) search at gallery size n; see module docstring."""
+    import faiss
+
+    centres = cluster_centres(settings.n_clusters, seed=settings.seed) if settings.distribution == "clustered" else None
+    queries = synthetic_vectors(settings.n_queries, distribution=settings.distribution, centres=centres,
+                                spread=settings.spread, seed=settings.seed * 1000 + 1)
+    row: dict = {"n": n, "dim": DIM, "distribution": settings.distribution, "n_queries": settings.n_queries}
+    t0 = time.perf_counter()
+    flat = faiss.IndexFlatIP(DIM)
+    for chunk in iter_gallery_chunks(n, settings, centres):
+        flat.add(chunk)
+    row["exact_build_s"] = time.perf_counter() - t0
+    row["exact_memory_mb"] = n * DIM * 4 / 1e6
+    row["exact_single_ms"] = 1e3 * time_single_queries(flat, queries, settings.single_repeats)
+    per_query, truth = time_batched(flat, queries)
+    row["exact_batched_ms_per_query"] = 1e3 * per_query
+    del flat
+    if n >= settings.approx_min_size:
+        index, train_s, add_s, nlist = build_ivf(n, settings, centres)
+        sweep = tune_nprobe(index, queries, truth, TARGETS["approx_recall_at_10"])
+        index.nprobe = sweep[-1]["nprobe"]
+        per_query, _ = time_batched(index, queries)
+        row["approx"] = {
+            "index": f"IVF{nlist},Flat", "nlist": nlist, "nprobe": index.nprobe,
+            "recall_at_10": sweep[-1]["recall_at_10"], "nprobe_sweep": sweep,
+            "train_s": train_s, "add_s": add_s, "build_s": train_s + add_s,
+            "memory_mb": ivf_memory_bytes(index) / 1e6,
+            "single_ms": 1e3 * time_single_queries(index, queries, settings.single_repeats),
+            "batched_ms_per_query": 1e3 * per_query,
+        }
+        del index
+    return row
+
+
+def bench_faiss(settings: BenchSettings) -> list[dict]:
+    """`bench_faiss_size` for every size in settings.sizes (progress on stderr)."""
+    import faiss
+
+    rows = []
+    for n in settings.sizes:
+        _log(f"faiss: {n} vectors ({settings.distribution}), {faiss.omp_get_max_threads()} threads")
+        rows.append(bench_faiss_size(n, settings))
+    return rows
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def bench_image(seed: int = 0) -> np.ndarray:
+    """A 480x640 RGB test image: the first COCO128 image beside the repo, else smooth noise."""
+    from core.images import load_image
+
+    here = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "coco128" / "images"
+    files = sorted(here.glob("*.jpg")) if here.is_dir() else []
+    if files:
+        return load_image(files[0])
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    return np.kron(small, np.ones((16, 16, 1), dtype=np.uint8))
+
+
+def object_crops(image: np.ndarray, n: int, seed: int = 0) -> list[np.ndarray]:
+    """n random boxes of `image` (32 px to half the image per side): (h, w, 3) uint8 crops."""
+    rng = np.random.default_rng(seed)
+    h, w = image.shape[:2]
+    crops = []
+    for _ in range(n):
+        ch, cw = rng.integers(32, max(33, h // 2)), rng.integers(32, max(33, w // 2))
+        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        crops.append(np.ascontiguousarray(image[y:y + ch, x:x + cw]))
+    return crops
+
+
+def bench_cache_hit(settings: BenchSettings) -> dict:
+    """`Segmenter.set_image` on a new image (miss, one call) and on the same image again (hit)."""
+    from core.models import load_sam
+    from core.segment import Segmenter
+
+    seg = Segmenter(load_sam(settings.sam, untrained=not settings.trained, device=settings.device), cache_size=4)
+    image = bench_image(settings.seed)
+    t0 = time.perf_counter()
+    seg.set_image(image)
+    miss = time.perf_counter() - t0
+    hit = median_seconds(lambda: seg.set_image(image), repeats=max(5, 5 * settings.repeats), warmup=0)
+    copy_hit = median_seconds(lambda: seg.set_image(image.copy()), repeats=max(5, 5 * settings.repeats), warmup=0)
+    return {"sam": settings.sam, "image_size": list(image.shape[:2]), "first_set_image_s": miss,
+            "cache_hit_ms": 1e3 * hit, "cache_hit_new_array_ms": 1e3 * copy_hit}
+
+
+def bench_clip(settings: BenchSettings) -> dict:
+    """Object crops embedded per second by `Embedder.embed_images` in batches of 32."""
+    from core.embed import Embedder
+    from core.models import load_clip
+
+    embedder = Embedder(load_clip(settings.clip, untrained=not settings.trained, device=settings.device))
+    crops = object_crops(bench_image(settings.seed), settings.clip_crops, settings.seed)
+    embedder.embed_images(crops[:8], batch_size=8)  # warm-up
+    seconds = median_seconds(lambda: embedder.embed_images(crops, batch_size=32), settings.repeats, warmup=0)
+    return {"clip": settings.clip, "crops": len(crops), "batch_size": 32, "seconds": seconds,
+            "crops_per_s": len(crops) / seconds}
+
+
+_MEMORY_PROBE = """
+import json, sys
+import numpy as np
+from core.bench import bench_image, object_crops, process_memory_mb
+from core.engine import Engine, EngineSettings
+cfg = json.loads(sys.argv[1])
+engine = Engine(EngineSettings(sam=cfg["sam"], clip=cfg["clip"], untrained=cfg["untrained"],
+                               device=cfg["device"])).load()
+loaded = process_memory_mb()
+image = bench_image()
+emb = engine.segmenter.set_image(image)
+engine.segmenter.predict(emb, points=np.array([[320.0, 240.0]]), labels=np.array([1]))
+engine.embedder.embed_images(object_crops(image, 32), batch_size=32)
+engine.embedder.embed_texts(["a dog"])
+print(json.dumps({"after_load": loaded, "after_use": process_memory_mb()}))
+"""
+
+
+def process_memory_mb() -> dict:
+    """{"rss": current, "peak": high-water mark} resident memory of this process in MB.
+
+    Reads VmRSS / VmHWM from /proc/self/status (Linux); elsewhere falls back to ru_maxrss for
+    both. (ru_maxrss is not used on Linux because a child started by fork inherits the parent's
+    high-water mark, which would charge the bench's own memory to the probe.)
+    """
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+        return {"rss": int(fields["VmRSS"].split()[0]) / 1024, "peak": int(fields["VmHWM"].split()[0]) / 1024}
+    except (OSError, KeyError, ValueError):
+        peak = peak_rss_mb() if sys.platform != "darwin" else peak_rss_mb() / 1024
+        return {"rss": peak, "peak": peak}
+
+
+def bench_memory(settings: BenchSettings, timeout: float = 300) -> dict:
+    """Peak RSS of a fresh process that loads SAM + CLIP and runs each once (models only, no UI)."""
+    cfg = {"sam": settings.sam, "clip": settings.clip, "untrained": not settings.trained,
+           "device": settings.device}
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, json.dumps(cfg)], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=root)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory probe failed: {proc.stderr.strip().splitlines()[-1:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"sam": settings.sam, "clip": settings.clip, "after_load_mb": out["after_load"]["rss"],
+            "after_use_mb": out["after_use"]["rss"], "peak_mb": out["after_use"]["peak"],
+            "peak_gb": out["after_use"]["peak"] / 1024}
+
+
+def bench_sam(settings: BenchSettings) -> dict:
+    """The SAM measurements of `core.bench_sam` (fast-SAM engineer's module), or why they are missing."""
+    try:
+        from core import bench_sam as sam_bench
+    except ImportError as exc:
+        return {"skipped": f"core.bench_sam not available ({exc})"}
+    return sam_bench.run_all(quick=settings.quick, name=settings.sam, untrained=not settings.trained,
+                             device=settings.device, repeats=settings.repeats)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def run_bench(settings: BenchSettings) -> dict:
+    """Every part in settings.parts; a part that fails is recorded with its error, not fatal."""
+    import platform
+
+    import faiss
+    import torch
+
+    results: dict = {"settings": asdict(settings), "targets": TARGETS,
+                     "machine": {"cpus": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
+                                 "torch_threads": torch.get_num_threads(), "faiss_threads": faiss.omp_get_max_threads(),
+                                 "processor": platform.processor() or platform.machine(),
+                                 "loadavg_start": list(os.getloadavg()), "python": platform.python_version(),
+                                 "torch": torch.__version__, "faiss": faiss.__version__}}
+    parts: dict[str, Callable[[BenchSettings], object]] = {
+        "sam": bench_sam, "cache": bench_cache_hit, "clip": bench_clip, "faiss": bench_faiss, "memory": bench_memory}
+    started = time.perf_counter()
+    for name in settings.parts:
+        _log(f"bench: {name} ...")
+        t0 = time.perf_counter()
+        try:
+            results[name] = parts[name](settings)
+        except Exception as exc:  # record and go on: one broken part should not hide the others
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            _log(f"bench: {name} failed: {exc}")
+        _log(f"bench: {name} done in {time.perf_counter() - started:.1f} s total")
+        results.setdefault("part_seconds", {})[name] = round(time.perf_counter() - t0, 2)
+    results["total_seconds"] = round(time.perf_counter() - started, 2)
+    results["machine"]["loadavg_end"] = list(os.getloadavg())
+    results["bench_process_peak_rss_mb"] = process_memory_mb()["peak"]
+    results["checks"] = check_targets(results)
+    return results
+
+
+def check_targets(results: dict) -> list[dict]:
+    """One row per target: measured value, target, met (bool) and the ratio to the target."""
+    rows = []
+
+    def add(name, value, target, higher_is_better=False):
+        if value is None:
+            return
+        met = value >= target if higher_is_better else value <= target
+        rows.append({"check": name, "value": value, "target": target, "met": bool(met),
+                     "ratio": value / target if target else None})
+
+    add("set_image cache hit (ms)", results.get("cache", {}).get("cache_hit_ms"), TARGETS["set_image_cache_hit_ms"])
+    add("CLIP crops per second", results.get("clip", {}).get("crops_per_s"), TARGETS["clip_crops_per_s"], True)
+    add("app peak RSS (GB)", results.get("memory", {}).get("peak_gb"), TARGETS["app_peak_rss_gb"])
+    for row in results.get("faiss", []) if isinstance(results.get("faiss"), list) else []:
+        approx = row.get("approx")
+        if approx:
+            add(f"approx single query at {row['n']:,} (ms)", approx["single_ms"], TARGETS["approx_single_query_ms"])
+            add(f"approx recall@10 at {row['n']:,}", approx["recall_at_10"], TARGETS["approx_recall_at_10"], True)
+    for check in results.get("sam", {}).get("checks", []) if isinstance(results.get("sam"), dict) else []:
+        rows.append(check)
+    return rows
+
+
+def _num(v, fmt="{:.2f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def format_table(results: dict) -> str:
+    """A plain-text table of the headline numbers and the target checks."""
+    lines = [f"benchmark ({'quick' if results['settings']['quick'] else 'full'}; "
+             f"{results['machine']['affinity']} CPUs; loadavg at start {results['machine']['loadavg_start'][0]:.2f}; "
+             f"{'trained' if results['settings']['trained'] else 'untrained'} weights)"]
+    sam = results.get("sam")
+    if isinstance(sam, dict):
+        if "skipped" in sam or "error" in sam:
+            lines.append(f"SAM: {sam.get('skipped') or sam.get('error')}")
+        for key, value in (sam.get("table") or {}).items():
+            lines.append(f"  SAM {key}: {value}")
+    cache = results.get("cache", {})
+    if "cache_hit_ms" in cache:
+        lines.append(f"set_image ({cache['sam']}): first {cache['first_set_image_s']:.2f} s, "
+                     f"cache hit {cache['cache_hit_ms']:.2f} ms (new array {cache['cache_hit_new_array_ms']:.2f} ms)")
+    clip = results.get("clip", {})
+    if "crops_per_s" in clip:
+        lines.append(f"CLIP {clip['clip']}: {clip['crops_per_s']:.1f} crops/s ({clip['crops']} crops, batch 32)")
+    mem = results.get("memory", {})
+    if "peak_mb" in mem:
+        lines.append(f"app models ({mem['sam']} + {mem['clip']}): {mem['after_load_mb']:.0f} MB after load, "
+                     f"{mem['peak_mb']:.0f} MB peak")
+    for part in ("cache", "clip", "memory"):
+        if "error" in results.get(part, {}):
+            lines.append(f"{part}: {results[part]['error']}")
+    faiss_rows = results.get("faiss")
+    if isinstance(faiss_rows, list) and faiss_rows:
+        lines += ["", f"faiss, {faiss_rows[0]['dim']}-d {faiss_rows[0]['distribution']} vectors, k = {RECALL_K}:",
+                  f"{'n':>10} | {'exact 1q ms':>11} | {'exact batch ms/q':>16} | {'approx index':>14} | "
+                  f"{'nprobe':>6} | {'1q ms':>6} | {'batch ms/q':>10} | {'recall@10':>9} | {'build s':>7} | {'MB':>6}"]
+        for row in faiss_rows:
+            a = row.get("approx") or {}
+            lines.append(f"{row['n']:>10,} | {row['exact_single_ms']:>11.2f} | {row['exact_batched_ms_per_query']:>16.3f}"
+                         f" | {a.get('index', '-'):>14} | {a.get('nprobe', '-'):>6} | {_num(a.get('single_ms')):>6}"
+                         f" | {_num(a.get('batched_ms_per_query'), '{:.3f}'):>10} | {_num(a.get('recall_at_10'), '{:.3f}'):>9}"
+                         f" | {_num(a.get('build_s'), '{:.1f}'):>7} | {_num(a.get('memory_mb'), '{:.0f}'):>6}")
+    elif isinstance(faiss_rows, dict) and "error" in faiss_rows:
+        lines.append(f"faiss: {faiss_rows['error']}")
+    if results.get("checks"):
+        lines += ["", "targets:"]
+        for c in results["checks"]:
+            ratio = "" if c.get("ratio") is None else f", ratio {c['ratio']:.2f}"
+            lines.append(f"  [{'ok' if c['met'] else 'MISSED'}] {c['check']}: {c['value']:.3g} "
+                         f"(target {c['target']:.3g}{ratio})")
+    lines.append(f"total {results['total_seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- command
+
+
+def settings_from_args(args) -> BenchSettings:
+    """BenchSettings from the command-line flags."""
+    overrides = {"sam": args.sam, "clip": args.clip, "trained": args.trained, "device": args.device,
+                 "distribution": args.distribution}
+    if args.sizes:
+        overrides["sizes"] = tuple(int(float(s)) for s in args.sizes.split(","))
+    if args.parts:
+        parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+        unknown = sorted(set(parts) - set(BenchSettings.parts))
+        if unknown:
+            raise ValueError(f"unknown bench parts {unknown}; choose from {', '.join(BenchSettings.parts)}")
+        overrides["parts"] = parts
+    settings = BenchSettings.for_quick(**overrides) if args.quick else BenchSettings(**overrides)
+    if any(n < RECALL_K for n in settings.sizes):
+        raise ValueError(f"gallery sizes must be at least {RECALL_K}")
+    return settings
+
+
+def command(args) -> int:
+    """`python -m core bench`: run, write the JSON, print the table (stderr) and a summary (stdout)."""
+    settings = settings_from_args(args)
+    results = run_bench(settings)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    _log(format_table(results))
+    _log(f"wrote {out}")
+    print(json.dumps({"out": str(out), "total_seconds": results["total_seconds"],
+                      "checks": results["checks"]}))
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add `bench` to `python -m core`."""
+    parser = subparsers.add_parser("bench", help="speed and memory of SAM, CLIP and faiss against the targets",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller galleries (<= 100k) and fewer repeats")
+    parser.add_argument("--out", default="runs/bench.json", help="JSON output (default: %(default)s)")
+    parser.add_argument("--sizes", help="comma-separated gallery sizes (default 1k,10k,100k,1M; quick: up to 100k)")
+    parser.add_argument("--parts", help=f"comma-separated subset of {','.join(BenchSettings.parts)}")
+    parser.add_argument("--distribution", choices=("clustered", "uniform"), default="clustered",
+                        help="synthetic vectors (default: %(default)s)")
+    parser.add_argument("--sam", default="vit_b", help="SAM model (default: %(default)s)")
+    parser.add_argument("--clip", default="ViT-B-32", help="CLIP model (default: %(default)s)")
+    parser.add_argument("--trained", action="store_true", help="load real weights (timings do not need them)")
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.set_defaults(func=command)
