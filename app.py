@@ -1,0 +1,76 @@
+"""Launch the Gradio app (what `make run` and a Hugging Face Space run).
+
+    python app.py [--untrained] [--sam vit_b] [--clip ViT-B-32 --pretrained openai] [--port N]
+
+Port: --port, else $GRADIO_SERVER_PORT, else 7860. Host: --host, else $GRADIO_SERVER_NAME,
+else 0.0.0.0 (what Spaces expects). Models load in the background so the page is up at
+once; when weights are missing it says so and offers the untrained mode. On a ZeroGPU
+Space the model-using callbacks run under `spaces.GPU`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from core.cli import add_model_arguments
+from core.engine import EngineSettings
+from core.views import VIEW_NAMES
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Find and select objects: SAM + CLIP (Gradio app)")
+    add_model_arguments(parser)
+    app = parser.add_argument_group("app")
+    app.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
+                     help="port (default $GRADIO_SERVER_PORT or 7860)")
+    app.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
+                     help="interface to listen on (default $GRADIO_SERVER_NAME or 0.0.0.0)")
+    app.add_argument("--gallery-views", default=",".join(VIEW_NAMES),
+                     help="views of the example gallery, comma-separated (default: all)")
+    app.add_argument("--gallery-max-objects", type=int, default=20,
+                     help="automatic masks kept per example image (default %(default)s)")
+    app.add_argument("--no-prebuild", action="store_true",
+                     help="build the example gallery on the first search, not at start")
+    app.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    args = parser.parse_args(argv)
+    views = tuple(v.strip() for v in args.gallery_views.split(",") if v.strip())
+    unknown = [v for v in views if v not in VIEW_NAMES]
+    if unknown or not views:
+        parser.error(f"--gallery-views: unknown {unknown or 'empty list'}; choose from {', '.join(VIEW_NAMES)}")
+    args.gallery_views = views
+    if args.gallery_max_objects < 1:
+        parser.error("--gallery-max-objects must be at least 1")
+    return args
+
+
+def gpu_decorator():
+    """`spaces.GPU` on a Hugging Face ZeroGPU Space, else None."""
+    try:
+        import spaces  # noqa: F401  (only on Hugging Face Spaces)
+    except ImportError:
+        return None
+    return spaces.GPU  # a no-op outside ZeroGPU hardware
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from demo.context import AppContext, AppSettings
+    from demo.layout import CSS, build_demo
+
+    settings = EngineSettings(sam=args.sam, sam_checkpoint=args.sam_checkpoint, clip=args.clip,
+                              pretrained=args.pretrained, clip_checkpoint=args.clip_checkpoint,
+                              untrained=args.untrained, fast=not args.no_fast, device=args.device)
+    ctx = AppContext(settings, AppSettings(gallery_views=args.gallery_views,
+                                           gallery_max_objects=args.gallery_max_objects))
+    print(f"starting: {ctx.engine.label}", file=sys.stderr)
+    ctx.start(build_gallery=not args.no_prebuild)
+    demo = build_demo(ctx, gpu=gpu_decorator())
+    demo.queue(default_concurrency_limit=4)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS,
+                ssr_mode=False, show_error=False, allowed_paths=[str(ctx.settings.examples_dir)])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""What all sessions share: the one Engine (models), the example gallery, settings.
+
+Created once by app.py. Read-only for sessions except `use_untrained`, the operator-level
+switch the UI offers when no weights are available. Never holds per-user state.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import traceback
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core import config
+from core.engine import Engine, EngineSettings
+from core.example_gallery import SharedGallerySet
+from core.views import VIEW_NAMES
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES_DIR = REPO / "examples"
+
+
+#: Automatic-mask settings used with untrained models: keep every mask (random weights
+#: give low predicted IoUs) from a coarse grid, so the interface has something to show fast.
+UNTRAINED_AUTOMASK = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0,
+                      "max_masks": 16}
+
+
+class ModelsUnavailable(RuntimeError):
+    """The models cannot be used (missing weights, still loading); message fit for a person."""
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """How the app behaves (not which models: that is EngineSettings)."""
+
+    examples_dir: Path = EXAMPLES_DIR
+    gallery_views: tuple[str, ...] = VIEW_NAMES   # views of the shipped gallery
+    gallery_max_objects: int = 20                 # automatic masks kept per example image
+    automask: dict = field(default_factory=dict)  # AutoMaskSettings fields (everything + gallery)
+    cache_dir: Path = config.CACHE_DIR / "galleries"
+    display_max_side: int = 1024                  # the canvas shows images at most this big
+    neighbours: int = 4                           # nearest objects shown per view in Compare
+
+
+class AppContext:
+    """The shared engine + example gallery + settings; thread-safe."""
+
+    def __init__(self, engine_settings: EngineSettings, settings: AppSettings | None = None):
+        self.settings = settings or AppSettings()
+        self._lock = threading.Lock()
+        self._images: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._set_engine(Engine(engine_settings))
+
+    def _set_engine(self, engine: Engine) -> None:
+        self.engine = engine
+        self.load_error: str | None = None
+        self.loaded = threading.Event()
+        s = self.settings
+        self.gallery_set = SharedGallerySet(s.examples_dir, s.cache_dir, s.gallery_views,
+                                            max_objects=s.gallery_max_objects,
+                                            automask=self.automask_settings())
+
+    def automask_settings(self) -> dict:
+        """Settings for SAM's automatic masks (looser and coarser with untrained weights)."""
+        extra = UNTRAINED_AUTOMASK if self.engine.untrained else {}
+        return {**extra, **self.settings.automask}
+
+    # ---- models --------------------------------------------------------------------
+    def load_models(self) -> bool:
+        """Load SAM and CLIP now; on failure keep the message for the UI. True when loaded."""
+        engine = self.engine
+        try:
+            engine.load()
+            ok = True
+        except Exception as exc:  # WeightsNotFound and anything a broken install raises
+            self.load_error = str(exc) if str(exc) else type(exc).__name__
+            print(f"models not loaded: {self.load_error}", file=sys.stderr)
+            ok = False
+        finally:
+            self.loaded.set()
+        return ok
+
+    def start(self, build_gallery: bool = True) -> threading.Thread:
+        """Load models (and then build the example gallery) in a background thread, so the
+        page is up at once and says what is happening."""
+        def work():
+            if self.load_models() and build_gallery:
+                try:
+                    self.galleries()
+                except Exception:
+                    traceback.print_exc()
+
+        thread = threading.Thread(target=work, name="samclip-startup", daemon=True)
+        thread.start()
+        return thread
+
+    def use_untrained(self) -> threading.Thread:
+        """Switch every session to untrained models (random weights, clearly labelled)."""
+        with self._lock:
+            if not self.engine.untrained:
+                self._set_engine(Engine(self.engine.settings.with_(untrained=True)))
+        return self.start()
+
+    def require_models(self) -> Engine:
+        """The engine when its models are usable; ModelsUnavailable with the reason otherwise."""
+        if not self.loaded.is_set():
+            self.loaded.wait(timeout=600)
+        if self.load_error:
+            raise ModelsUnavailable(
+                f"The models are not available: {self.load_error} -- or press 'Use untrained "
+                f"models' at the top to try the interface with random weights.")
+        return self.engine
+
+    def galleries(self, progress=None) -> dict:
+        """{view: Gallery} of the example images (built on first use, cached on disk)."""
+        engine = self.require_models()
+        return self.gallery_set.get(lambda: engine.segmenter, lambda: engine.embedder,
+                                    engine.settings.sam,
+                                    progress or (lambda fraction, note: None))
+
+    # ---- banner --------------------------------------------------------------------
+    def banner(self) -> str:
+        """Markdown: which models run, whether they are untrained, what is missing."""
+        engine = self.engine
+        if not self.loaded.is_set():
+            return f"**Loading models** ({engine.label}) ..."
+        if self.load_error:
+            return ("### Model weights are missing\n"
+                    f"{self.load_error}\n\n"
+                    "Provide the weights as described and restart, or press **Use untrained "
+                    "models** to try the interface with random weights (results are meaningless).")
+        if engine.untrained:
+            return (f"**UNTRAINED MODE** -- {engine.label}. The interface works; masks, scores "
+                    "and search results come from random weights.")
+        return f"Models: {engine.label}"
+
+    def gallery_status(self) -> str:
+        """One line about the example gallery (building progress, size, or the failure)."""
+        gs = self.gallery_set
+        if gs.ready:
+            sizes = {v: len(g) for v, g in gs.get_ready().items()}
+            return f"Example gallery: {max(sizes.values(), default=0)} objects x {len(sizes)} views."
+        if gs.error:
+            return f"Example gallery: build failed ({gs.error}); it is retried on the next search."
+        fraction, note = gs.status()
+        return f"Example gallery: {note} ({fraction:.0%})"
+
+    # ---- source images of gallery records ------------------------------------------
+    def source_image(self, source: str) -> np.ndarray:
+        """The image a gallery record came from (loaded once, LRU of 32)."""
+        from core.images import load_image
+
+        with self._lock:
+            if source in self._images:
+                self._images.move_to_end(source)
+                return self._images[source]
+        image = load_image(source)
+        with self._lock:
+            self._images[source] = image
+            while len(self._images) > 32:
+                self._images.popitem(last=False)
+        return image
