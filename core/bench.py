@@ -492,6 +492,8 @@ def settings_from_args(args) -> BenchSettings:
     """BenchSettings from the command-line flags."""
     overrides = {"sam": args.sam, "clip": args.clip, "trained": args.trained, "device": args.device,
                  "distribution": args.distribution}
+    if args.approx_from is not None:
+        overrides["approx_min_size"] = args.approx_from
     if args.sizes:
         overrides["sizes"] = tuple(int(float(s)) for s in args.sizes.split(","))
     if args.parts:
@@ -527,6 +529,8 @@ def register(subparsers) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller galleries (<= 100k) and fewer repeats")
     parser.add_argument("--out", default="runs/bench.json", help="JSON output (default: %(default)s)")
     parser.add_argument("--sizes", help="comma-separated gallery sizes (default 1k,10k,100k,1M; quick: up to 100k)")
+    parser.add_argument("--approx-from", type=int, help="build the approximate index from this size up "
+                        "(default 100000)")
     parser.add_argument("--parts", help=f"comma-separated subset of {','.join(BenchSettings.parts)}")
     parser.add_argument("--distribution", choices=("clustered", "uniform"), default="clustered",
                         help="synthetic vectors (default: %(default)s)")
