@@ -259,17 +259,42 @@ def _load_clip_weights(name: str, pretrained: str, checkpoint, device: str):
         if not path.is_file():
             raise WeightsNotFound(f"CLIP checkpoint {path} does not exist")
         return _create_clip(name, str(path), device, quick_gelu)
-    if config.OFFLINE:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        return _create_clip(name, pretrained, device)
-    except Exception as exc:  # open_clip raises many kinds on network/cache failures
-        raise WeightsNotFound(
-            f"CLIP {name}/{pretrained} weights not found in {clip_cache_dir()} and could not be "
-            f"downloaded ({type(exc).__name__}: {str(exc)[:200]}). Download them once on a "
-            f"machine with internet (e.g. `python -m core fetch-weights`), copy "
-            f"{clip_cache_dir()} here, or pass a file with --clip-checkpoint / "
-            f"$SAMCLIP_CLIP_CHECKPOINT. To try without weights, use --untrained.") from exc
+    cached = cached_clip_file(name, pretrained)
+    if cached is not None:
+        return _create_clip(name, str(cached), device, quick_gelu)
+    reason = "downloads are off ($SAMCLIP_OFFLINE=1)"
+    if not config.OFFLINE:
+        try:
+            return _create_clip(name, pretrained, device)
+        except Exception as exc:  # open_clip raises many kinds on network/cache failures
+            reason = f"the download failed ({type(exc).__name__}: {str(exc)[:160]})"
+    raise WeightsNotFound(
+        f"CLIP {name}/{pretrained} weights are not in {clip_cache_dir()} and {reason}. Run "
+        f"`python -m core fetch-weights` once on a machine with internet and copy "
+        f"{clip_cache_dir()} here, or pass a weights file with --clip-checkpoint / "
+        f"$SAMCLIP_CLIP_CHECKPOINT. To try without weights, use --untrained.")
+
+
+def cached_clip_file(name: str, pretrained: str) -> Path | None:
+    """The cached weight file of open_clip `name`/`pretrained`, looked up without network."""
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(name, pretrained)
+    cache = clip_cache_dir()
+    if cfg.get("hf_hub"):
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, filename = os.path.split(cfg["hf_hub"])
+        for candidate in ([filename] if filename else []) + ["open_clip_model.safetensors",
+                                                            "open_clip_pytorch_model.bin"]:
+            found = try_to_load_from_cache(repo, candidate, cache_dir=str(cache))
+            if isinstance(found, str) and os.path.isfile(found):
+                return Path(found)
+    if cfg.get("url"):
+        path = cache / os.path.basename(cfg["url"])
+        if path.is_file():
+            return path
+    return None
 
 
 def load_clip(name: str = "ViT-B-32", pretrained: str = "openai", *,

@@ -1,0 +1,109 @@
+"""core.models: registry errors, weight resolution order, checksummed download, untrained mode."""
+import hashlib
+
+import pytest
+
+from core import config, models
+from core.models import SamWeights, WeightsNotFound
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(config, "SAM_CHECKPOINT", None)
+    return tmp_path / "cache"
+
+
+def test_unknown_names_list_the_valid_ones():
+    with pytest.raises(ValueError, match="vit_b"):
+        models.load_sam("vit_x", untrained=True)
+    with pytest.raises(ValueError, match="ViT-B-32"):
+        models.load_clip("NoSuchNet", untrained=True)
+    with pytest.raises(ValueError, match="openai"):
+        models.load_clip("ViT-B-32", "no-such-tag")
+
+
+def test_missing_weights_message_names_file_size_and_place(empty_cache, monkeypatch):
+    monkeypatch.setattr(config, "OFFLINE", True)
+    with pytest.raises(WeightsNotFound) as info:
+        models.resolve_sam_checkpoint("vit_b")
+    message = str(info.value)
+    assert "sam_vit_b_01ec64.pth" in message and "375 MB" in message
+    assert str(empty_cache / "sam" / "sam_vit_b_01ec64.pth") in message and "--untrained" in message
+
+
+def test_explicit_path_then_cache(empty_cache, tmp_path):
+    with pytest.raises(WeightsNotFound, match="does not exist"):
+        models.resolve_sam_checkpoint("vit_b", tmp_path / "missing.pth")
+    given = tmp_path / "mine.pth"
+    given.write_bytes(b"x")
+    assert models.resolve_sam_checkpoint("vit_b", given) == given
+    cached = models.sam_cache_path("vit_b")
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"y")
+    assert models.resolve_sam_checkpoint("vit_b", download=False) == cached
+
+
+def test_download_verifies_checksum_and_is_atomic(empty_cache, tmp_path, monkeypatch):
+    source = tmp_path / "weights.pth"
+    source.write_bytes(b"pretend weights" * 100)
+    good = hashlib.md5(source.read_bytes()).hexdigest()
+    monkeypatch.setitem(models.SAM_WEIGHTS, "vit_b", SamWeights("sam_vit_b_01ec64.pth", source.as_uri(), "0" * 32, 1))
+    with pytest.raises(WeightsNotFound, match="checksum mismatch"):
+        models.resolve_sam_checkpoint("vit_b", download=True)
+    assert not list((empty_cache / "sam").glob("*"))  # nothing half-written left behind
+    monkeypatch.setitem(models.SAM_WEIGHTS, "vit_b", SamWeights("sam_vit_b_01ec64.pth", source.as_uri(), good, 1))
+    path = models.resolve_sam_checkpoint("vit_b", download=True)
+    assert path.read_bytes() == source.read_bytes()
+
+
+def test_real_checkpoint_file_is_loaded(tmp_path):
+    """A state dict saved from SAM loads back through the checkpoint path."""
+    import torch
+
+    sam = models.load_sam("vit_tiny", untrained=True, fast=False, device="cpu")
+    with pytest.raises(WeightsNotFound, match="untrained"):
+        models.load_sam("vit_tiny")
+    path = tmp_path / "sam_tiny.pth"
+    torch.save(sam.state_dict(), path)
+    from segment_anything.build_sam import _build_sam
+
+    rebuilt = _build_sam(64, 2, 2, [1], checkpoint=str(path))
+    assert torch.equal(rebuilt.mask_decoder.iou_prediction_head.layers[0].weight,
+                       sam.mask_decoder.iou_prediction_head.layers[0].weight)
+
+
+def test_untrained_is_seeded_and_shared():
+    a = models.load_sam("vit_tiny", untrained=True, fast=False, device="cpu")
+    assert models.load_sam("vit_tiny", untrained=True, fast=False, device="cpu") is a
+    clip = models.load_clip("ViT-B-32", untrained=True, device="cpu")
+    assert clip.untrained and clip.label == "ViT-B-32/untrained"
+
+
+def test_clip_missing_weights_is_actionable(empty_cache, monkeypatch):
+    monkeypatch.setattr(config, "OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsNotFound, match="--untrained"):
+        models.load_clip("ViT-B-32", "openai", device="cpu")
+
+
+def test_spacy_pipeline_loads():
+    nlp = models.load_spacy()
+    assert [t.lemma_ for t in nlp("two dogs")][-1] == "dog"
+
+
+def test_clip_weights_found_in_cache_without_network(empty_cache, monkeypatch):
+    """Weights in the open_clip cache layout (as `fetch-weights` leaves them) load offline."""
+    import torch
+
+    monkeypatch.setattr(config, "OFFLINE", True)
+    source = models.load_clip("ViT-B-32", untrained=True, device="cpu")
+    snapshot = empty_cache / "open_clip" / "models--timm--vit_base_patch32_clip_224.openai" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("abc")
+    torch.save(source.model.state_dict(), snapshot / "open_clip_pytorch_model.bin")
+    assert models.cached_clip_file("ViT-B-32", "openai") == snapshot / "open_clip_pytorch_model.bin"
+    loaded = models.load_clip("ViT-B-32", "openai", device="cpu")
+    assert not loaded.untrained
+    assert torch.equal(loaded.model.visual.proj, source.model.visual.proj)
