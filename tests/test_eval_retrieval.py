@@ -97,6 +97,11 @@ def test_leave_one_out_shuffled_labels_score_below_perfect():
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     res = ev.score_view_metric(emb, labels, "crop", "l2", k=5)
     assert 0 < res.overall.mean_ap < 0.9
+    best = ev.perfect_scores(labels, 5)
+    # 9 relevant per query: P@5 = 5/5, R@5 = 5/9
+    assert best["precision_at_k"] == pytest.approx(1.0) and best["recall_at_k"] == pytest.approx(5 / 9)
+    assert best["mean_relevant_per_query"] == pytest.approx(9.0)
+    assert ev.perfect_scores(["a", "a", "a", "b"], 5)["recall_at_k"] == pytest.approx(1.0)
     chance = ev.chance_scores(labels, 5)
     assert chance["precision_at_k"] == pytest.approx(9 / 19)
     assert chance["recall_at_k"] == pytest.approx(5 / 19)
@@ -113,7 +118,7 @@ def _check_outputs(out, views, metrics, untrained=True):
             assert 0.0 <= row[key] <= 1.0
         assert set(row["per_category"]) == set(report["selection"]["per_category"])
     md = (out / "report.md").read_text()
-    assert "Table 1" in md and "Table 2" in md and "Per category" in md and "UNTRAINED" in md
+    assert "Table 1" in md and "Table 2" in md and "(perfect ranking)" in md and "Per category" in md and "UNTRAINED" in md
     for name in ("bars.png", "pr_curves.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     return report
