@@ -14,7 +14,7 @@ import sys
 
 from core import config
 
-COMMAND_MODULES = ["core.commands", "core.bench"]
+COMMAND_MODULES = ["core.commands", "core.bench", "core.refer"]
 EVALUATE_MODULES: list[str] = ["core.eval_retrieval"]
 
 #: Errors that mean "bad input or missing set-up", reported in one line (exit code 2).
