@@ -1,0 +1,363 @@
+"""SAM's "everything" mode on a cached image embedding, fast on CPU.
+
+Same recipe as segment_anything's ``SamAutomaticMaskGenerator`` (single crop):
+a regular grid of positive point prompts, three candidate masks per point,
+keep those with high predicted IoU and a stable threshold, remove duplicates
+with box NMS, optionally clean small islands/holes. Differences, for speed:
+
+* the image is never re-encoded: the cached (1, 256, 64, 64) embedding is used;
+* prompts are decoded in batches; the IoU filter, the stability score and
+  the NMS run on the decoder's 256x256 low-resolution logits (restricted to
+  the valid, unpadded area), so only the surviving masks are upsampled to
+  the original image size (stock upsamples every candidate first);
+* small-region cleanup uses a vectorised run-length connected-component
+  labelling (8-connected, like stock's OpenCV call) instead of OpenCV.
+
+Conventions: masks (N, H, W) bool at the original size; boxes (N, 4) float32
+XYXY pixels of the original image with x1/y1 exclusive; points (N, 2) XY pixels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+import numpy as np
+
+
+@dataclass
+class AutoMaskSettings:
+    """Settings of the automatic mask generator (defaults sized for a 2-core CPU).
+
+    points_per_side: the grid has points_per_side**2 positive point prompts
+        (SAM's default is 32; 16 is 4x cheaper and finds the larger objects).
+    points_per_batch: prompts decoded together (memory ~ 10 MB per prompt).
+    pred_iou_thresh: keep masks whose predicted IoU is above this (0 keeps all).
+    stability_score_thresh: keep masks whose stability score (IoU of the mask
+        thresholded at +offset and -offset) is at least this (0 keeps all).
+    stability_score_offset: logit offset of the stability score.
+    box_nms_thresh: box IoU above which the lower-scored mask is a duplicate.
+    min_mask_region_area: islands and holes smaller than this many pixels (of
+        the original image) are removed/filled; 0 switches the cleanup off.
+    max_masks: keep at most this many masks, best first (None: no limit).
+    """
+
+    points_per_side: int = 16
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    stability_score_offset: float = 1.0
+    box_nms_thresh: float = 0.7
+    min_mask_region_area: int = 0
+    max_masks: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(f"AutoMaskSettings: {message}")
+
+        need(isinstance(self.points_per_side, (int, np.integer)) and self.points_per_side >= 1,
+             f"points_per_side must be an integer >= 1, got {self.points_per_side!r}")
+        need(isinstance(self.points_per_batch, (int, np.integer)) and self.points_per_batch >= 1,
+             f"points_per_batch must be an integer >= 1, got {self.points_per_batch!r}")
+        for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh"):
+            value = getattr(self, name)
+            need(isinstance(value, (int, float)) and 0.0 <= value <= 1.0,
+                 f"{name} must be a number in [0, 1], got {value!r}")
+        need(isinstance(self.stability_score_offset, (int, float)) and self.stability_score_offset >= 0,
+             f"stability_score_offset must be >= 0, got {self.stability_score_offset!r}")
+        need(isinstance(self.min_mask_region_area, (int, np.integer)) and self.min_mask_region_area >= 0,
+             f"min_mask_region_area must be an integer >= 0, got {self.min_mask_region_area!r}")
+        need(self.max_masks is None or (isinstance(self.max_masks, (int, np.integer)) and self.max_masks >= 1),
+             f"max_masks must be None or an integer >= 1, got {self.max_masks!r}")
+
+    @classmethod
+    def sam_defaults(cls) -> "AutoMaskSettings":
+        """SAM's own defaults: 32x32 grid, IoU 0.88, stability 0.95, NMS 0.7."""
+        return cls(points_per_side=32)
+
+
+@dataclass
+class AutoMasks:
+    """Automatic masks of one image, best score first.
+
+    masks: (N, H, W) bool at the original size; scores: (N,) float32 predicted
+    IoU; boxes: (N, 4) float32 XYXY pixels (x1/y1 exclusive); stability: (N,)
+    float32 stability scores; points: (N, 2) float32 XY pixels of the prompt
+    that produced each mask.
+    """
+
+    masks: np.ndarray
+    scores: np.ndarray
+    boxes: np.ndarray
+    stability: Optional[np.ndarray] = None
+    points: Optional[np.ndarray] = None
+
+    def __len__(self) -> int:
+        return int(self.masks.shape[0])
+
+
+# ----------------------------------------------------------------- pure helpers
+def point_grid(points_per_side: int, size: Tuple[int, int]) -> np.ndarray:
+    """Centres of an n x n grid of cells over an image of size (H, W): (n*n, 2) float32 XY pixels."""
+    height, width = size
+    offsets = (np.arange(points_per_side, dtype=np.float64) + 0.5) / points_per_side
+    xs, ys = np.meshgrid(offsets * width, offsets * height)
+    return np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32)
+
+
+def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
+    """Tight boxes of (N, H, W) bool masks: (N, 4) float32 XYXY, x1/y1 exclusive; empty mask -> zeros."""
+    masks = np.asarray(masks, dtype=bool)
+    n = masks.shape[0]
+    boxes = np.zeros((n, 4), dtype=np.float32)
+    if n == 0:
+        return boxes
+    rows = masks.any(axis=2)
+    cols = masks.any(axis=1)
+    nonempty = rows.any(axis=1)
+    h, w = masks.shape[1:]
+    boxes[:, 0] = np.argmax(cols, axis=1)
+    boxes[:, 1] = np.argmax(rows, axis=1)
+    boxes[:, 2] = w - np.argmax(cols[:, ::-1], axis=1)
+    boxes[:, 3] = h - np.argmax(rows[:, ::-1], axis=1)
+    boxes[~nonempty] = 0
+    return boxes
+
+
+def box_nms(boxes: np.ndarray, scores: np.ndarray, iou_thresh: float) -> np.ndarray:
+    """Greedy NMS on (N, 4) XYXY boxes; returns kept indices, highest score first."""
+    import torch
+    from torchvision.ops import nms
+
+    if len(boxes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    keep = nms(torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(scores, dtype=torch.float32),
+               float(iou_thresh))
+    return keep.numpy()
+
+
+def stability_scores(logits, threshold: float, offset: float):
+    """IoU of (logits > threshold + offset) and (logits > threshold - offset) per mask: (N,) float32.
+
+    logits: torch tensor (N, h, w). The first mask is inside the second, so
+    IoU = area(high) / area(low); a mask empty at the low threshold scores 0.
+    """
+    import torch
+
+    high = (logits > threshold + offset).flatten(1).sum(1, dtype=torch.int32)
+    low = (logits > threshold - offset).flatten(1).sum(1, dtype=torch.int32)
+    return torch.where(low > 0, high.float() / low.clamp(min=1).float(), torch.zeros_like(high, dtype=torch.float32))
+
+
+def _row_runs(mask: np.ndarray):
+    """Horizontal runs of True in an (H, W) bool mask: rows, starts, ends (exclusive), row-major order."""
+    h, w = mask.shape
+    padded = np.zeros((h, w + 2), dtype=np.int8)
+    padded[:, 1:-1] = mask
+    step = np.diff(padded, axis=1)
+    rows, starts = np.nonzero(step == 1)
+    _, ends = np.nonzero(step == -1)
+    return rows, starts, ends
+
+
+def _run_components(rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:
+    """Component id of each run, 8-connectivity (runs in adjacent rows touching or diagonal)."""
+    n = len(rows)
+    parent = np.arange(n)
+    if n == 0:
+        return parent
+    stride = width + 2
+    key_start = rows * stride + starts
+    key_end = rows * stride + ends
+    # Run a in row r-1 touches run b in row r when a.end >= b.start and a.start <= b.end.
+    above = (rows - 1) * stride
+    lo = np.searchsorted(key_end, above + starts, side="left")
+    hi = np.searchsorted(key_start, above + ends, side="right")
+    counts = np.maximum(hi - lo, 0)
+    b = np.repeat(np.arange(n), counts)
+    a = np.repeat(lo, counts) + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
+    while len(a):
+        pa, pb = parent[a], parent[b]
+        small, big = np.minimum(pa, pb), np.maximum(pa, pb)
+        joined = small != big
+        if not joined.any():
+            break
+        np.minimum.at(parent, big[joined], small[joined])
+        while True:  # pointer jumping until every run points at its root
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                break
+            parent = grand
+    return parent
+
+
+def _paint_runs(shape: Tuple[int, int], rows, starts, ends) -> np.ndarray:
+    """(H, W) bool mask with the given runs set."""
+    h, w = shape
+    acc = np.zeros((h, w + 1), dtype=np.int32)
+    np.add.at(acc, (rows, starts), 1)
+    np.add.at(acc, (rows, ends), -1)
+    return np.cumsum(acc, axis=1)[:, :w] > 0
+
+
+def remove_small_regions(mask: np.ndarray, min_area: int, mode: str) -> Tuple[np.ndarray, bool]:
+    """Fill holes ("holes") or drop islands ("islands") smaller than min_area pixels (8-connected).
+
+    mask: (H, W) bool. Returns (new mask, changed). In "islands" mode the
+    largest island is kept when every island is small (as stock SAM does).
+    """
+    if mode not in ("holes", "islands"):
+        raise ValueError(f"mode must be 'holes' or 'islands', got {mode!r}")
+    mask = np.asarray(mask, dtype=bool)
+    work = ~mask if mode == "holes" else mask
+    rows, starts, ends = _row_runs(work)
+    if len(rows) == 0:
+        return mask, False
+    comp = _run_components(rows, starts, ends, mask.shape[1])
+    areas = np.bincount(comp, weights=ends - starts, minlength=len(comp))
+    run_small = areas[comp] < min_area
+    if not run_small.any():
+        return mask, False
+    if mode == "holes":
+        filled = _paint_runs(mask.shape, rows[run_small], starts[run_small], ends[run_small])
+        return mask | filled, True
+    keep = ~run_small
+    if not keep.any():
+        keep = comp == np.argmax(areas)
+    return _paint_runs(mask.shape, rows[keep], starts[keep], ends[keep]), True
+
+
+# ----------------------------------------------------------------- pipeline stages
+@dataclass
+class _Candidates:
+    """Masks that survived the low-resolution filters (torch tensors on the model's device)."""
+
+    logits: list = field(default_factory=list)  # (k, 256, 256) float32 per batch
+    scores: list = field(default_factory=list)  # (k,) predicted IoU
+    stability: list = field(default_factory=list)  # (k,)
+    points: list = field(default_factory=list)  # (k, 2) XY original pixels
+
+
+def _check_inputs(sam, features, original_size, input_size) -> None:
+    img = sam.image_encoder.img_size
+    shape = tuple(getattr(features, "shape", ()))
+    if len(shape) != 4 or shape[0] != 1:
+        raise ValueError(f"features must be the (1, C, h, w) image embedding, got shape {shape}")
+    if len(original_size) != 2 or min(original_size) < 1:
+        raise ValueError(f"original_size must be (H, W) with positive sides, got {original_size}")
+    if len(input_size) != 2 or min(input_size) < 1 or max(input_size) > img:
+        raise ValueError(f"input_size must be (h, w) within the encoder size {img}, got {input_size}")
+
+
+def decode_point_batch(sam, features, dense_pe, coords):
+    """Three candidate masks per positive point: coords (B, 2) float32 XY in the resized input frame.
+
+    Returns (logits (B*3, 256, 256) float32, predicted IoU (B*3,) float32), torch tensors.
+    """
+    import torch
+
+    labels = torch.ones(coords.shape[0], 1, dtype=torch.int64, device=coords.device)
+    sparse, dense = sam.prompt_encoder(points=(coords[:, None, :], labels), boxes=None, masks=None)
+    logits, iou = sam.mask_decoder(image_embeddings=features, image_pe=dense_pe,
+                                   sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                   multimask_output=True)
+    return logits.flatten(0, 1).float(), iou.flatten(0, 1).float()
+
+
+def _low_res_boxes(logits, threshold: float, valid: Tuple[int, int], scale: Tuple[float, float]) -> np.ndarray:
+    """Boxes of the thresholded valid low-res logits, scaled to original pixels: (N, 4) float32 XYXY."""
+    vh, vw = valid
+    masks = (logits[:, :vh, :vw] > threshold).cpu().numpy()
+    boxes = masks_to_boxes(masks)
+    boxes[:, [0, 2]] *= scale[1]
+    boxes[:, [1, 3]] *= scale[0]
+    return boxes
+
+
+def upsample_masks(sam, logits, input_size, original_size, chunk: int = 16) -> np.ndarray:
+    """Low-res logits (N, 256, 256) -> (N, H, W) bool masks at the original size, as SAM's postprocess."""
+    h, w = original_size
+    out = np.zeros((logits.shape[0], h, w), dtype=bool)
+    for i in range(0, logits.shape[0], chunk):
+        part = sam.postprocess_masks(logits[i:i + chunk, None].float(), tuple(input_size), tuple(original_size))
+        out[i:i + chunk] = (part[:, 0] > sam.mask_threshold).cpu().numpy()
+    return out
+
+
+def _clean_small_regions(masks, scores, min_area: int, nms_thresh: float):
+    """Stock SAM's post-processing: fill small holes, drop small islands, re-run NMS preferring unchanged masks."""
+    changed = np.zeros(len(masks), dtype=bool)
+    for i in range(len(masks)):
+        masks[i], c1 = remove_small_regions(masks[i], min_area, "holes")
+        masks[i], c2 = remove_small_regions(masks[i], min_area, "islands")
+        changed[i] = c1 or c2
+    boxes = masks_to_boxes(masks)
+    keep = box_nms(boxes, (~changed).astype(np.float32) + scores * 1e-3, nms_thresh)
+    return np.sort(keep)
+
+
+def automatic_masks(sam, features, original_size, input_size, settings: Optional[AutoMaskSettings] = None) -> AutoMasks:
+    """All objects in an image from its cached SAM embedding ("everything" mode).
+
+    sam: segment_anything Sam (stock or accelerated); features: float32 tensor
+    (1, 256, 64, 64) on the model's device; original_size: (H, W) of the
+    image; input_size: (h, w) after resizing the longest side to
+    sam.image_encoder.img_size. Call under torch.inference_mode().
+    Returns AutoMasks sorted by predicted IoU, best first.
+    """
+    import torch
+
+    cfg = settings if settings is not None else AutoMaskSettings()
+    if not isinstance(cfg, AutoMaskSettings):
+        raise TypeError(f"settings must be AutoMaskSettings, got {type(cfg).__name__}")
+    _check_inputs(sam, features, original_size, input_size)
+    height, width = (int(v) for v in original_size)
+    in_h, in_w = (int(v) for v in input_size)
+    device = features.device
+    threshold = float(sam.mask_threshold)
+
+    # Low-res logits cover the padded square input at 1/4 scale.
+    low = sam.image_encoder.img_size // 4
+    factor = low / sam.image_encoder.img_size
+    valid = (max(1, int(np.ceil(in_h * factor))), max(1, int(np.ceil(in_w * factor))))
+    box_scale = (height / (in_h * factor), width / (in_w * factor))
+
+    points = point_grid(cfg.points_per_side, (height, width))
+    to_input = np.array([in_w / width, in_h / height], dtype=np.float32)
+    dense_pe = sam.prompt_encoder.get_dense_pe()
+    cand = _Candidates()
+    for i in range(0, len(points), cfg.points_per_batch):
+        batch = points[i:i + cfg.points_per_batch]
+        coords = torch.as_tensor(batch * to_input, dtype=torch.float32, device=device)
+        logits, iou = decode_point_batch(sam, features, dense_pe, coords)
+        keep = iou > cfg.pred_iou_thresh if cfg.pred_iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
+        stab = stability_scores(logits[:, :valid[0], :valid[1]], threshold, cfg.stability_score_offset)
+        if cfg.stability_score_thresh > 0:
+            keep &= stab >= cfg.stability_score_thresh
+        idx = torch.nonzero(keep).flatten()
+        cand.logits.append(logits[idx])
+        cand.scores.append(iou[idx])
+        cand.stability.append(stab[idx])
+        cand.points.append(np.repeat(batch, 3, axis=0)[idx.cpu().numpy()])
+
+    logits = torch.cat(cand.logits) if cand.logits else torch.zeros(0, low, low, device=device)
+    scores = torch.cat(cand.scores).cpu().numpy().astype(np.float32) if cand.scores else np.zeros(0, np.float32)
+    stability = torch.cat(cand.stability).cpu().numpy().astype(np.float32) if cand.stability else np.zeros(0, np.float32)
+    prompts = np.concatenate(cand.points).astype(np.float32) if cand.points else np.zeros((0, 2), np.float32)
+
+    # Duplicates out at low resolution, then upsample the survivors only.
+    keep = box_nms(_low_res_boxes(logits, threshold, valid, box_scale), scores, cfg.box_nms_thresh)
+    if cfg.max_masks is not None:
+        keep = keep[:cfg.max_masks]
+    masks = upsample_masks(sam, logits[torch.as_tensor(keep, dtype=torch.long, device=device)],
+                           (in_h, in_w), (height, width))
+    scores, stability, prompts = scores[keep], stability[keep], prompts[keep]
+
+    if cfg.min_mask_region_area > 0 and len(masks):
+        kept = _clean_small_regions(masks, scores, cfg.min_mask_region_area, cfg.box_nms_thresh)
+        masks, scores, stability, prompts = masks[kept], scores[kept], stability[kept], prompts[kept]
+    nonempty = masks.any(axis=(1, 2))
+    masks, scores, stability, prompts = masks[nonempty], scores[nonempty], stability[nonempty], prompts[nonempty]
+    order = np.argsort(-scores, kind="stable")
+    masks, scores, stability, prompts = masks[order], scores[order], stability[order], prompts[order]
+    return AutoMasks(masks=masks, scores=scores, boxes=masks_to_boxes(masks), stability=stability, points=prompts)
