@@ -15,7 +15,7 @@ import sys
 from core import config
 
 COMMAND_MODULES = ["core.commands", "core.bench", "core.refer"]
-EVALUATE_MODULES: list[str] = ["core.eval_retrieval"]
+EVALUATE_MODULES: list[str] = ["core.eval_retrieval", "core.refer_eval"]
 
 #: Errors that mean "bad input or missing set-up", reported in one line (exit code 2).
 EXPECTED_ERRORS = (ValueError, FileNotFoundError, RuntimeError, OSError, KeyError)
