@@ -451,40 +451,48 @@ class Callbacks:
         return f"Your gallery: {count} object(s) from {images} image(s) (only you see them)."
 
     # ================================================================ Refer
-    def refer(self, session: Session, text: str, progress: Progress = _no_progress) -> tuple:
-        """Ground a referring expression in the session's image.
+    def parse_expression(self, text: str) -> str:
+        """What the app understood of a referring expression, as Markdown (fast: spaCy only)."""
+        from core import refer
 
-        Returns (session, parsed Markdown, candidate tiles, result image, status)."""
+        if not text or not text.strip():
+            raise UserError("Type a referring expression, e.g. 'the cat on the left'.")
+        return self.expression_markdown(refer.parse(text))
+
+    def refer(self, session: Session, text: str, progress: Progress = _no_progress) -> tuple:
+        """Ground a referring expression in the session's image; the chosen object becomes
+        the selection. Returns (session, candidate tiles, result image, status)."""
         from core import refer
 
         image = session.require_image()
         if not text or not text.strip():
             raise UserError("Type a referring expression, e.g. 'the cat on the left'.")
-        expression = refer.parse(text)
-        progress(0.2, "scoring candidates")
+        settings = refer.GroundingSettings(automask=self.automask_settings())
+        # reuse the automatic masks the person already computed ('Everything')
+        given = session.auto.masks if session.auto is not None and len(session.auto.masks) else None
+        progress(0.1, "scoring candidate objects against the text")
         start = time.perf_counter()
         grounding = refer.ground(self.engine.segmenter, self.engine.embedder, image, text,
-                                 **self.refer_settings())
+                                 settings=settings, candidate_masks=given)
         took = _ms(start)
-        parsed = self.expression_markdown(expression)
         tiles = []
-        candidates = list(getattr(grounding, "candidates", []) or [])
-        chosen_mask = getattr(grounding, "mask", None)
-        for i, cand in enumerate(candidates[:8]):
-            tiles.append((rendering.thumbnail(rendering.overlay_mask(image, cand.mask), TILE_SIDE),
-                          self.candidate_caption(i, cand)))
-        if chosen_mask is None or not np.asarray(chosen_mask).any():
-            return (session, parsed, tiles, image,
-                    f"No object found for '{text.strip()}' ({took}).")
-        session.refer_mask = np.asarray(chosen_mask, dtype=bool)
+        for i in range(min(8, len(grounding))):
+            caption = (f"#{i + 1} score {float(grounding.scores[i]):.3f} "
+                       f"(local {float(grounding.local_scores[i]):.2f}, "
+                       f"global {float(grounding.global_scores[i]):.2f})")
+            if i == grounding.chosen:
+                caption += " CHOSEN"
+            tiles.append((rendering.thumbnail(rendering.overlay_mask(image, grounding.masks[i]),
+                                              TILE_SIDE), caption))
+        session.refer_mask = np.asarray(grounding.mask, dtype=bool)
         session.selection = "refer"
         picture = rendering.outline_mask(image, session.refer_mask)
-        return (session, parsed, tiles, picture,
-                f"Grounded '{text.strip()}' in {took}: the chosen object is highlighted and "
-                "is now the selected object (Compare / Search use it).")
-
-    def refer_settings(self) -> dict:
-        return {}
+        how = (f"the direction '{grounding.expression.direction}' chose candidate "
+               f"#{grounding.chosen + 1} among the top {settings.top_k}"
+               if grounding.direction_applied else "the best score chose")
+        return (session, tiles, picture,
+                f"Grounded '{text.strip()}' in {took} among {len(grounding)} candidates: {how}. "
+                "It is highlighted and is now the selected object (Compare and Search use it).")
 
     @staticmethod
     def expression_markdown(expression) -> str:
@@ -495,13 +503,3 @@ class Callbacks:
         if getattr(expression, "corrections", ()):
             parts.append("**typos fixed:** " + ", ".join(f"{a} → {b}" for a, b in expression.corrections))
         return " · ".join(parts)
-
-    @staticmethod
-    def candidate_caption(i: int, cand) -> str:
-        score = getattr(cand, "score", None)
-        text = f"#{i + 1}"
-        if score is not None:
-            text += f" score {float(score):.3f}"
-        if getattr(cand, "chosen", False):
-            text += " (chosen)"
-        return text

@@ -134,8 +134,7 @@ class AppContext:
                     "Provide the weights as described and restart, or press **Use untrained "
                     "models** to try the interface with random weights (results are meaningless).")
         if engine.untrained:
-            return (f"**UNTRAINED MODE** -- {engine.label}. The interface works; masks, scores "
-                    "and search results come from random weights.")
+            return f"**UNTRAINED MODE**: {engine.label}."
         return f"Models: {engine.label}"
 
     def gallery_status(self) -> str:

@@ -128,14 +128,17 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
                 compare_btn = gr.Button("Compare views of the selected object", variant="primary",
                                         elem_id="compare-btn")
                 view_images, view_neighbours = [], []
-                for name, view in VIEWS.items():
+                names = list(VIEWS)
+                for row_start in range(0, len(names), 3):
                     with gr.Row(equal_height=False):
-                        view_images.append(gr.Image(label=f"{name}: {view.description}",
-                                                    interactive=False, height=200, scale=1,
-                                                    buttons=[], elem_id=f"view-{name}"))
-                        view_neighbours.append(gr.Gallery(label=f"nearest objects ({name})", columns=4,
-                                                          height=200, scale=2, allow_preview=False,
-                                                          elem_id=f"nn-{name}"))
+                        for name in names[row_start:row_start + 3]:
+                            with gr.Column(min_width=220):
+                                view_images.append(gr.Image(
+                                    label=f"{name}: {VIEWS[name].description}", interactive=False,
+                                    height=180, buttons=[], elem_id=f"view-{name}"))
+                                view_neighbours.append(gr.Gallery(
+                                    label=f"nearest objects ({name})", columns=4, height=110,
+                                    allow_preview=False, elem_id=f"nn-{name}"))
 
             with gr.Tab("Search", id="search"):
                 with gr.Row():
@@ -218,9 +221,14 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
         def on_add_all(sess: Session, progress=gr.Progress()):
             return cb.add_all(sess, _progress(progress))
 
+        def on_parse(text: str):
+            return cb.parse_expression(text), "Parsed; grounding it in the image..."
+
         def on_refer(sess: Session, text: str, progress=gr.Progress()):
-            sess, md, tiles, picture, message = cb.refer(sess, text, _progress(progress))
-            return (sess, md, tiles, picture, cb.render_canvas(sess), cb.selection_info(sess), message)
+            if not text or not text.strip():
+                return tuple(gr.skip() for _ in range(6))   # on_parse already said why
+            sess, tiles, picture, message = cb.refer(sess, text, _progress(progress))
+            return (sess, tiles, picture, cb.render_canvas(sess), cb.selection_info(sess), message)
 
         def on_tick():
             done = ctx.loaded.is_set() and (ctx.load_error or ctx.gallery_set.ready
@@ -252,9 +260,10 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
         results.select(guard(on_hit, status), [session], [hit_image, hit_info])
         add_sel_btn.click(heavy(on_add_selected), [session], [session, my_info, status])
         add_all_btn.click(heavy(on_add_all), [session], [session, my_info, status])
-        refer_outputs = [session, parsed, refer_candidates, refer_image, canvas, info, status]
-        refer_btn.click(heavy(on_refer), [session, refer_text], refer_outputs)
-        refer_text.submit(heavy(on_refer), [session, refer_text], refer_outputs)
+        refer_outputs = [session, refer_candidates, refer_image, canvas, info, status]
+        for trigger in (refer_btn.click, refer_text.submit):
+            trigger(guard(on_parse, status), [refer_text], [parsed, status]).then(
+                heavy(on_refer), [session, refer_text], refer_outputs)
         timer.tick(on_tick, None, [banner, untrained_btn, gallery_info, timer])
         untrained_btn.click(on_untrained, None, [banner, untrained_btn, timer, status])
         demo.load(on_tick, None, [banner, untrained_btn, gallery_info, timer])

@@ -172,6 +172,8 @@ def test_errors_are_user_errors_with_clear_messages(cb, tmp_path):
         cb.search(session, "selected object", "", "crop", "cosine", 5, True)
     with pytest.raises(UserError, match="Type a referring expression"):
         cb.refer(session, "   ")
+    with pytest.raises(UserError, match="Type a referring expression"):
+        cb.parse_expression("   ")
     with pytest.raises(UserError, match="Unknown metric"):
         cb.search(session, "text", "a cat", "crop", "dot", 5, True)
 
@@ -255,3 +257,32 @@ def test_missing_weights_are_explained_and_untrained_is_offered(tmp_path):
     assert "weights are missing" in banner and "Use untrained models" in banner
     with pytest.raises(ModelsUnavailable, match="untrained"):
         Callbacks(context).load_example(Session(), 0)
+
+
+def test_parse_expression_shows_noun_and_direction(cb):
+    md = cb.parse_expression("the second cat from the rigth")
+    assert "**noun:** cat" in md and "**direction:** right" in md and "**ordinal:** 2" in md
+    assert "rigth → right" in md
+    with pytest.raises(UserError, match="Type a referring expression"):
+        cb.parse_expression("")
+
+
+def test_refer_chooses_by_direction_among_the_session_masks(cb):
+    """With two candidate objects (left and right squares) 'on the left' picks the left one
+    and makes it the selection."""
+    from core.automask import AutoMasks
+
+    session = loaded(cb)
+    h, w = session.image.shape[:2]
+    left, right = np.zeros((h, w), bool), np.zeros((h, w), bool)
+    left[h // 4: 3 * h // 4, 5: w // 3] = True
+    right[h // 4: 3 * h // 4, 2 * w // 3: w - 5] = True
+    masks = np.stack([right, left])
+    boxes = np.array([[2 * w // 3, h // 4, w - 5, 3 * h // 4], [5, h // 4, w // 3, 3 * h // 4]], np.float32)
+    session.auto = AutoMasks(masks=masks, scores=np.array([0.9, 0.8], np.float32), boxes=boxes)
+    sess, tiles, picture, status = cb.refer(session, "the cat on the left")
+    assert np.array_equal(sess.selected_mask(), left) and sess.selection == "refer"
+    assert len(tiles) == 2 and sum("CHOSEN" in c for _, c in tiles) == 1
+    assert picture.shape == session.image.shape and "direction 'left'" in status
+    sess, *_ = cb.refer(session, "the cat on the right")
+    assert np.array_equal(sess.selected_mask(), right)
