@@ -27,6 +27,8 @@ INTRO = (f"# {TITLE}\n"
          "or refer to an object in words (\"the cat on the left\").")
 CSS = """
 #status { min-height: 2.2em; }
+.cols3 .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
+.cols4 .grid-container { grid-template-columns: repeat(4, minmax(0, 1fr)) !important; }
 #banner { border-left: 4px solid #e8a33d; padding-left: .6em; }
 """
 EXAMPLE_QUERIES_FILE = "queries.json"
@@ -108,7 +110,7 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
                     everything_btn = gr.Button("Everything", size="sm", elem_id="everything")
                 candidates = gr.Gallery(label="Candidate masks (select one)", columns=3, height=150,
                                         allow_preview=False, object_fit="contain",
-                                        elem_id="candidates")
+                                        elem_id="candidates", elem_classes=["cols3"])
                 with gr.Row():
                     png_btn = gr.DownloadButton("Mask PNG", value=None, size="sm", elem_id="dl-png")
                     rle_btn = gr.DownloadButton("Mask RLE JSON", value=None, size="sm", elem_id="dl-rle")
@@ -138,7 +140,8 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
                                     height=180, buttons=[], elem_id=f"view-{name}"))
                                 view_neighbours.append(gr.Gallery(
                                     label=f"nearest objects ({name})", columns=4, height=110,
-                                    allow_preview=False, elem_id=f"nn-{name}"))
+                                    allow_preview=False, elem_id=f"nn-{name}",
+                                    elem_classes=["cols4"]))
 
             with gr.Tab("Search", id="search"):
                 with gr.Row():
@@ -166,7 +169,8 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
                                                     elem_id="add-all")
                     with gr.Column(scale=2):
                         results = gr.Gallery(label="Results", columns=4, height=420,
-                                             allow_preview=False, elem_id="results")
+                                             allow_preview=False, elem_id="results",
+                                             elem_classes=["cols4"])
                         hit_image = gr.Image(label="Source of the selected result", interactive=False,
                                              height=320, buttons=[], elem_id="hit-image")
                         hit_info = gr.Markdown("", elem_id="hit-info")
@@ -182,7 +186,8 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
                                         label="Example expressions (pick the matching example image)")
                         parsed = gr.Markdown("", elem_id="refer-parsed")
                         refer_candidates = gr.Gallery(label="Top candidates", columns=4, height=200,
-                                                      allow_preview=False, elem_id="refer-candidates")
+                                                      allow_preview=False, elem_id="refer-candidates",
+                                                      elem_classes=["cols4"])
                     with gr.Column(scale=2):
                         refer_image = gr.Image(label="Chosen object", interactive=False, buttons=[],
                                                elem_id="refer-image")
