@@ -24,6 +24,7 @@ a one-line JSON summary to stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -156,6 +157,24 @@ def ivf_nlist(n: int) -> int:
     return int(min(4096, max(16, 2 ** round(np.log2(4 * np.sqrt(n))))))
 
 
+@contextlib.contextmanager
+def faiss_threads(n: int):
+    """Run the block with faiss using `n` OpenMP threads, then restore the previous count.
+
+    One query scanned by several threads pays an OpenMP barrier per block; on a busy 2-core
+    machine a descheduled thread makes that barrier slow, so single-query latency is also
+    reported with one thread.
+    """
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 def time_single_queries(index, queries: np.ndarray, repeats: int, k: int = RECALL_K) -> float:
     """Median seconds of one-query searches over the first `repeats` queries (one warm-up)."""
     index.search(queries[:1], k)
@@ -226,6 +245,8 @@ def bench_faiss_size(n: int, settings: BenchSettings) -> dict:
     row["exact_build_s"] = time.perf_counter() - t0
     row["exact_memory_mb"] = n * DIM * 4 / 1e6
     row["exact_single_ms"] = 1e3 * time_single_queries(flat, queries, settings.single_repeats)
+    with faiss_threads(1):
+        row["exact_single_1thread_ms"] = 1e3 * time_single_queries(flat, queries, settings.single_repeats)
     per_query, truth = time_batched(flat, queries)
     row["exact_batched_ms_per_query"] = 1e3 * per_query
     del flat
@@ -465,11 +486,12 @@ def format_table(results: dict) -> str:
     faiss_rows = results.get("faiss")
     if isinstance(faiss_rows, list) and faiss_rows:
         lines += ["", f"faiss, {faiss_rows[0]['dim']}-d {faiss_rows[0]['distribution']} vectors, k = {RECALL_K}:",
-                  f"{'n':>10} | {'exact 1q ms':>11} | {'exact batch ms/q':>16} | {'approx index':>14} | "
+                  f"{'n':>10} | {'exact 1q ms':>11} | {'1q 1-thread':>11} | {'exact batch ms/q':>16} | {'approx index':>14} | "
                   f"{'nprobe':>6} | {'1q ms':>6} | {'batch ms/q':>10} | {'recall@10':>9} | {'build s':>7} | {'MB':>6}"]
         for row in faiss_rows:
             a = row.get("approx") or {}
-            lines.append(f"{row['n']:>10,} | {row['exact_single_ms']:>11.2f} | {row['exact_batched_ms_per_query']:>16.3f}"
+            lines.append(f"{row['n']:>10,} | {row['exact_single_ms']:>11.2f} | "
+                         f"{_num(row.get('exact_single_1thread_ms')):>11} | {row['exact_batched_ms_per_query']:>16.3f}"
                          f" | {a.get('index', '-'):>14} | {a.get('nprobe', '-'):>6} | {_num(a.get('single_ms')):>6}"
                          f" | {_num(a.get('batched_ms_per_query'), '{:.3f}'):>10} | {_num(a.get('recall_at_10'), '{:.3f}'):>9}"
                          f" | {_num(a.get('build_s'), '{:.1f}'):>7} | {_num(a.get('memory_mb'), '{:.0f}'):>6}")

@@ -47,6 +47,7 @@ def test_faiss_exact_and_tuned_ivf_at_tiny_size():
                                n_clusters=30)
     row = B.bench_faiss_size(3000, settings)
     assert row["n"] == 3000 and row["exact_single_ms"] > 0 and row["exact_batched_ms_per_query"] > 0
+    assert row["exact_single_1thread_ms"] > 0
     approx = row["approx"]
     assert approx["recall_at_10"] >= B.TARGETS["approx_recall_at_10"]
     sweep = approx["nprobe_sweep"]
@@ -56,6 +57,15 @@ def test_faiss_exact_and_tuned_ivf_at_tiny_size():
     assert approx["memory_mb"] == pytest.approx((3000 * (512 * 4 + 8) + approx["nlist"] * 512 * 4) / 1e6)
     small = B.bench_faiss_size(500, settings)
     assert "approx" not in small  # below approx_min_size: exact only
+
+
+def test_faiss_threads_restores_the_count():
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    with B.faiss_threads(1):
+        assert faiss.omp_get_max_threads() == 1
+    assert faiss.omp_get_max_threads() == before
 
 
 def test_tune_nprobe_reaches_exact_on_structureless_data():
