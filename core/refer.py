@@ -21,6 +21,7 @@ import argparse
 import json
 import re
 import sys
+import threading
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
@@ -32,12 +33,21 @@ __all__ = [
     "parse",
     "choose",
     "direction_order",
+    "SCORINGS",
     "GroundingSettings",
-    "Candidate",
+    "CandidateFeatures",
     "Grounding",
     "NoCandidatesError",
     "ground",
+    "filter_candidates",
+    "sam_candidates",
     "candidates_from_masks",
+    "embed_candidates",
+    "emphasise",
+    "pad_to_square",
+    "text_features",
+    "mix_scores",
+    "rank_and_choose",
     "register",
 ]
 
@@ -91,7 +101,7 @@ _BODY_PARTS = frozenset(
 #: Words that belong to a direction phrase and are removed with it before finding the noun.
 _PHRASE_BEFORE = frozenset(
     {"far", "very", "extreme", "most", "the", "on", "to", "at", "in", "from", "towards", "toward",
-     "of", "near", "nearest", "closest", "all", "way", "hand"}
+     "of", "near", "nearest", "closest", "all", "way"}
 )
 _PHRASE_AFTER = frozenset(
     {"side", "sides", "corner", "corners", "part", "edge", "end", "most", "half", "area", "portion",
@@ -156,6 +166,10 @@ class Expression:
         out["corrections"] = [list(pair) for pair in self.corrections]
         out["noun_prompt"] = self.noun_prompt
         return out
+
+
+#: spaCy pipelines are not documented as thread-safe; the app calls parse() from worker threads.
+_NLP_LOCK = threading.Lock()
 
 
 def _nlp():
@@ -242,7 +256,8 @@ def _is_direction_token(doc, i: int, word: str) -> bool:
     tok = doc[i]
     nxt = doc[i + 1].text if i + 1 < len(doc) else ""
     if word in ("left", "right") and nxt in _BODY_PARTS:
-        return False
+        after = doc[i + 2].text if i + 2 < len(doc) else ""
+        return nxt == "hand" and after == "side"  # "the right hand side" is a position
     if word in ("up", "down"):
         # particles of verbs ("standing up", "looking down", "upside down") are not positions
         prev = doc[i - 1].text if i > 0 else ""
@@ -345,6 +360,12 @@ def parse(text: str) -> Expression:
     """
     _validate_text(text)
     nlp = _nlp()
+    with _NLP_LOCK:
+        return _parse_locked(nlp, text)
+
+
+def _parse_locked(nlp, text: str) -> Expression:
+    """The body of :func:`parse`; the caller holds _NLP_LOCK."""
     known = _known_words(nlp)
     normalised = _normalise(text)
     words = [t.text for t in nlp.tokenizer(normalised)]

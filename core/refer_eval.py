@@ -39,7 +39,6 @@ from pathlib import Path
 import numpy as np
 
 from core.refer import (
-    Expression,
     GroundingSettings,
     embed_candidates,
     mix_scores,

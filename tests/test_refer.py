@@ -1,7 +1,6 @@
 """core.refer: parse(), choose(), ground() (untrained models, small settings)."""
 from __future__ import annotations
 
-import itertools
 import json
 
 import numpy as np
