@@ -76,6 +76,11 @@ PARSE_CASES = [
     ("the midle horse", "horse", "center", 1),
     ("bike on the riht", "bike", "right", 1),
     ("lft chair", "chair", "left", 1),
+    ("the guy on the right hand side", "guy", "right", 1),
+    ("a man, left side, wearing a blue shirt", "man", "left", 1),
+    ("person that is second from left", "person", "left", 2),
+    ("the 3rd elephant from right", "elephant", "right", 3),
+    ("man in the top right", "man", "top-right", 1),
 ]
 
 
