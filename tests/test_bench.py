@@ -114,7 +114,7 @@ def test_cache_hit_and_clip_throughput_with_small_models(embedder):
     cache = B.bench_cache_hit(settings)
     assert 0 < cache["cache_hit_ms"] < 1e3 * cache["first_set_image_s"]
     clip = B.bench_clip(settings)
-    assert clip["crops"] == 4 and clip["crops_per_s"] > 0
+    assert clip["crops"] == 4 and clip["crops_per_s"] > 0 and clip["bf16_autocast_crops_per_s"] > 0
     crops = B.object_crops(np.zeros((100, 120, 3), np.uint8), 6)
     assert all(c.ndim == 3 and c.shape[0] >= 32 and c.shape[1] >= 32 for c in crops)
 
