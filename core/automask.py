@@ -6,10 +6,11 @@ keep those with high predicted IoU and a stable threshold, remove duplicates
 with box NMS, optionally clean small islands/holes. Differences, for speed:
 
 * the image is never re-encoded: the cached (1, 256, 64, 64) embedding is used;
-* prompts are decoded in batches; the IoU filter, the stability score and
-  the NMS run on the decoder's 256x256 low-resolution logits (restricted to
-  the valid, unpadded area), so only the surviving masks are upsampled to
-  the original image size (stock upsamples every candidate first);
+* prompts are decoded in batches and the predicted-IoU filter runs before
+  any pixel work, so only masks that pass it are upsampled to the original
+  size (stock upsamples every candidate first); stability score, boxes and
+  NMS are then computed exactly as stock does, at the original size;
+* candidate masks are kept bit-packed until NMS has picked the survivors;
 * small-region cleanup uses a vectorised run-length connected-component
   labelling (8-connected, like stock's OpenCV call) instead of OpenCV.
 
@@ -230,12 +231,17 @@ def remove_small_regions(mask: np.ndarray, min_area: int, mode: str) -> Tuple[np
 # ----------------------------------------------------------------- pipeline stages
 @dataclass
 class _Candidates:
-    """Masks that survived the low-resolution filters (torch tensors on the model's device)."""
+    """Masks that passed the filters, kept bit-packed until NMS has chosen the survivors."""
 
-    logits: list = field(default_factory=list)  # (k, 256, 256) float32 per batch
+    packed: list = field(default_factory=list)  # (k, ceil(H*W/8)) uint8 per batch
     scores: list = field(default_factory=list)  # (k,) predicted IoU
     stability: list = field(default_factory=list)  # (k,)
+    boxes: list = field(default_factory=list)  # (k, 4) XYXY exclusive
     points: list = field(default_factory=list)  # (k, 2) XY original pixels
+
+    def concat(self, name: str, empty: np.ndarray) -> np.ndarray:
+        parts = getattr(self, name)
+        return np.concatenate(parts) if parts else empty
 
 
 def _check_inputs(sam, features, original_size, input_size) -> None:
@@ -264,24 +270,50 @@ def decode_point_batch(sam, features, dense_pe, coords):
     return logits.flatten(0, 1).float(), iou.flatten(0, 1).float()
 
 
-def _low_res_boxes(logits, threshold: float, valid: Tuple[int, int], scale: Tuple[float, float]) -> np.ndarray:
-    """Boxes of the thresholded valid low-res logits, scaled to original pixels: (N, 4) float32 XYXY."""
-    vh, vw = valid
-    masks = (logits[:, :vh, :vw] > threshold).cpu().numpy()
-    boxes = masks_to_boxes(masks)
-    boxes[:, [0, 2]] *= scale[1]
-    boxes[:, [1, 3]] *= scale[0]
-    return boxes
+def upsample_logits(sam, logits, input_size, original_size):
+    """Low-res logits (N, 256, 256) -> (N, H, W) float32 logits at the original size (SAM's postprocess)."""
+    return sam.postprocess_masks(logits[:, None].float(), tuple(input_size), tuple(original_size))[:, 0]
 
 
-def upsample_masks(sam, logits, input_size, original_size, chunk: int = 16) -> np.ndarray:
-    """Low-res logits (N, 256, 256) -> (N, H, W) bool masks at the original size, as SAM's postprocess."""
-    h, w = original_size
-    out = np.zeros((logits.shape[0], h, w), dtype=bool)
-    for i in range(0, logits.shape[0], chunk):
-        part = sam.postprocess_masks(logits[i:i + chunk, None].float(), tuple(input_size), tuple(original_size))
-        out[i:i + chunk] = (part[:, 0] > sam.mask_threshold).cpu().numpy()
-    return out
+def _filter_batch(sam, logits, iou, prompts, cfg: AutoMaskSettings, input_size, original_size,
+                  out: _Candidates, chunk: int = 16) -> None:
+    """Stock SAM's per-batch filters, upsampling only the masks that pass the IoU filter.
+
+    Predicted IoU first (no pixels needed), then the stability score and the
+    boxes on the logits at the original size, as stock SAM computes them.
+    """
+    import torch
+
+    threshold = float(sam.mask_threshold)
+    keep = torch.nonzero(iou > cfg.pred_iou_thresh).flatten() if cfg.pred_iou_thresh > 0 \
+        else torch.arange(len(iou), device=iou.device)
+    for i in range(0, len(keep), chunk):
+        idx = keep[i:i + chunk]
+        full = upsample_logits(sam, logits[idx], input_size, original_size)
+        stab = stability_scores(full, threshold, cfg.stability_score_offset)
+        ok = stab >= cfg.stability_score_thresh if cfg.stability_score_thresh > 0 \
+            else torch.ones_like(stab, dtype=torch.bool)
+        if not bool(ok.any()):
+            continue
+        masks = (full[ok] > threshold).cpu().numpy()
+        sel = idx[ok].cpu().numpy()
+        out.packed.append(np.packbits(masks.reshape(len(masks), -1), axis=1))
+        out.scores.append(iou[idx[ok]].cpu().numpy().astype(np.float32))
+        out.stability.append(stab[ok].cpu().numpy().astype(np.float32))
+        out.boxes.append(masks_to_boxes(masks))
+        out.points.append(prompts[sel // 3])
+
+
+def _unpack(packed: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    h, w = size
+    if len(packed) == 0:
+        return np.zeros((0, h, w), dtype=bool)
+    return np.unpackbits(packed, axis=1, count=h * w).reshape(-1, h, w).astype(bool)
+
+
+def _inclusive(boxes: np.ndarray) -> np.ndarray:
+    """XYXY exclusive -> inclusive pixel boxes (what stock SAM feeds to NMS)."""
+    return boxes - np.array([0, 0, 1, 1], dtype=np.float32)
 
 
 def _clean_small_regions(masks, scores, min_area: int, nms_thresh: float):
@@ -291,7 +323,7 @@ def _clean_small_regions(masks, scores, min_area: int, nms_thresh: float):
         masks[i], c1 = remove_small_regions(masks[i], min_area, "holes")
         masks[i], c2 = remove_small_regions(masks[i], min_area, "islands")
         changed[i] = c1 or c2
-    boxes = masks_to_boxes(masks)
+    boxes = _inclusive(masks_to_boxes(masks))
     keep = box_nms(boxes, (~changed).astype(np.float32) + scores * 1e-3, nms_thresh)
     return np.sort(keep)
 
@@ -311,53 +343,35 @@ def automatic_masks(sam, features, original_size, input_size, settings: Optional
     if not isinstance(cfg, AutoMaskSettings):
         raise TypeError(f"settings must be AutoMaskSettings, got {type(cfg).__name__}")
     _check_inputs(sam, features, original_size, input_size)
-    height, width = (int(v) for v in original_size)
-    in_h, in_w = (int(v) for v in input_size)
-    device = features.device
-    threshold = float(sam.mask_threshold)
+    size = (int(original_size[0]), int(original_size[1]))
+    in_size = (int(input_size[0]), int(input_size[1]))
 
-    # Low-res logits cover the padded square input at 1/4 scale.
-    low = sam.image_encoder.img_size // 4
-    factor = low / sam.image_encoder.img_size
-    valid = (max(1, int(np.ceil(in_h * factor))), max(1, int(np.ceil(in_w * factor))))
-    box_scale = (height / (in_h * factor), width / (in_w * factor))
-
-    points = point_grid(cfg.points_per_side, (height, width))
-    to_input = np.array([in_w / width, in_h / height], dtype=np.float32)
+    points = point_grid(cfg.points_per_side, size)
+    to_input = np.array([in_size[1] / size[1], in_size[0] / size[0]], dtype=np.float32)
     dense_pe = sam.prompt_encoder.get_dense_pe()
     cand = _Candidates()
     for i in range(0, len(points), cfg.points_per_batch):
         batch = points[i:i + cfg.points_per_batch]
-        coords = torch.as_tensor(batch * to_input, dtype=torch.float32, device=device)
+        coords = torch.as_tensor(batch * to_input, dtype=torch.float32, device=features.device)
         logits, iou = decode_point_batch(sam, features, dense_pe, coords)
-        keep = iou > cfg.pred_iou_thresh if cfg.pred_iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
-        stab = stability_scores(logits[:, :valid[0], :valid[1]], threshold, cfg.stability_score_offset)
-        if cfg.stability_score_thresh > 0:
-            keep &= stab >= cfg.stability_score_thresh
-        idx = torch.nonzero(keep).flatten()
-        cand.logits.append(logits[idx])
-        cand.scores.append(iou[idx])
-        cand.stability.append(stab[idx])
-        cand.points.append(np.repeat(batch, 3, axis=0)[idx.cpu().numpy()])
+        _filter_batch(sam, logits, iou, batch, cfg, in_size, size, cand)
 
-    logits = torch.cat(cand.logits) if cand.logits else torch.zeros(0, low, low, device=device)
-    scores = torch.cat(cand.scores).cpu().numpy().astype(np.float32) if cand.scores else np.zeros(0, np.float32)
-    stability = torch.cat(cand.stability).cpu().numpy().astype(np.float32) if cand.stability else np.zeros(0, np.float32)
-    prompts = np.concatenate(cand.points).astype(np.float32) if cand.points else np.zeros((0, 2), np.float32)
-
-    # Duplicates out at low resolution, then upsample the survivors only.
-    keep = box_nms(_low_res_boxes(logits, threshold, valid, box_scale), scores, cfg.box_nms_thresh)
+    scores = cand.concat("scores", np.zeros(0, np.float32))
+    boxes = cand.concat("boxes", np.zeros((0, 4), np.float32))
+    keep = box_nms(_inclusive(boxes), scores, cfg.box_nms_thresh)
     if cfg.max_masks is not None:
         keep = keep[:cfg.max_masks]
-    masks = upsample_masks(sam, logits[torch.as_tensor(keep, dtype=torch.long, device=device)],
-                           (in_h, in_w), (height, width))
-    scores, stability, prompts = scores[keep], stability[keep], prompts[keep]
+    masks = _unpack(cand.concat("packed", np.zeros((0, 0), np.uint8))[keep], size)
+    scores, boxes = scores[keep], boxes[keep]
+    stability = cand.concat("stability", np.zeros(0, np.float32))[keep]
+    prompts = cand.concat("points", np.zeros((0, 2), np.float32))[keep]
 
     if cfg.min_mask_region_area > 0 and len(masks):
         kept = _clean_small_regions(masks, scores, cfg.min_mask_region_area, cfg.box_nms_thresh)
         masks, scores, stability, prompts = masks[kept], scores[kept], stability[kept], prompts[kept]
+        boxes = masks_to_boxes(masks)
     nonempty = masks.any(axis=(1, 2))
-    masks, scores, stability, prompts = masks[nonempty], scores[nonempty], stability[nonempty], prompts[nonempty]
-    order = np.argsort(-scores, kind="stable")
-    masks, scores, stability, prompts = masks[order], scores[order], stability[order], prompts[order]
-    return AutoMasks(masks=masks, scores=scores, boxes=masks_to_boxes(masks), stability=stability, points=prompts)
+    order = np.argsort(-scores[nonempty], kind="stable")
+    pick = np.nonzero(nonempty)[0][order]
+    return AutoMasks(masks=masks[pick], scores=scores[pick].astype(np.float32), boxes=boxes[pick],
+                     stability=stability[pick], points=prompts[pick].astype(np.float32))
