@@ -64,8 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     ctx = AppContext(settings, AppSettings(gallery_views=args.gallery_views,
                                            gallery_max_objects=args.gallery_max_objects))
     print(f"starting: {ctx.engine.label}", file=sys.stderr)
-    ctx.start(build_gallery=not args.no_prebuild)
-    demo = build_demo(ctx, gpu=gpu_decorator())
+    gpu = gpu_decorator()
+    # On ZeroGPU the GPU exists only inside decorated callbacks: build the gallery there.
+    ctx.start(build_gallery=not args.no_prebuild and gpu is None)
+    demo = build_demo(ctx, gpu=gpu)
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS,
                 ssr_mode=False, show_error=False, allowed_paths=[str(ctx.settings.examples_dir)])

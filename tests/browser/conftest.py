@@ -62,17 +62,17 @@ def screenshots() -> Path:
     return SCREENSHOTS
 
 
-@pytest.fixture(scope="session")
-def app_url(chromium, tmp_path_factory) -> str:
-    """Start `python app.py` in untrained mode with small models; yield its URL."""
+def run_app(tmp_path_factory, options: list[str], wait_for_gallery: bool = False):
+    """Start `python app.py OPTIONS` on a free port with a fresh cache; yield its URL once it
+    answers (and, with `wait_for_gallery`, once the example gallery is built and saved, so
+    tests do not compete with the build for the CPU)."""
     port = free_port()
     cache = tmp_path_factory.mktemp("samclip_cache")
     log_path = tmp_path_factory.mktemp("app_log") / "app.log"
     env = {**os.environ, "SAMCLIP_CACHE": str(cache), "GRADIO_ANALYTICS_ENABLED": "False",
-           "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, str(REPO / "app.py"), "--untrained", "--sam", "vit_tiny",
-           "--clip", "ViT-B-32", "--device", "cpu", "--host", "127.0.0.1", "--port", str(port),
-           "--gallery-views", "mask,crop", "--gallery-max-objects", "6"]
+           "PYTHONUNBUFFERED": "1", "SAMCLIP_OFFLINE": "1"}
+    cmd = [sys.executable, str(REPO / "app.py"), "--device", "cpu", "--host", "127.0.0.1",
+           "--port", str(port), *options]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -91,6 +91,11 @@ def app_url(chromium, tmp_path_factory) -> str:
                 pytest.fail(f"the app did not answer on {url} within {START_TIMEOUT_S} s:\n"
                             f"{log_path.read_text()[-3000:]}")
             time.sleep(0.5)
+        while wait_for_gallery and not list(cache.glob("galleries/examples-*/*/manifest.json")):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the example gallery was not built within {START_TIMEOUT_S} s:\n"
+                            f"{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
         yield url
     finally:
         proc.terminate()
@@ -99,6 +104,22 @@ def app_url(chromium, tmp_path_factory) -> str:
         except subprocess.TimeoutExpired:
             proc.kill()
         print(f"\napp log: {log_path}")
+
+
+@pytest.fixture(scope="session")
+def app_url(chromium, tmp_path_factory):
+    """The app in untrained mode with small models and a two-view example gallery."""
+    yield from run_app(tmp_path_factory, [
+        "--untrained", "--sam", "vit_tiny", "--clip", "ViT-B-32",
+        "--gallery-views", "mask,crop", "--gallery-max-objects", "6"], wait_for_gallery=True)
+
+
+@pytest.fixture(scope="module")
+def app_without_weights(chromium, tmp_path_factory):
+    """The app asked for real SAM weights that are not there (and downloads off)."""
+    yield from run_app(tmp_path_factory, [
+        "--sam", "vit_b", "--sam-checkpoint", str(tmp_path_factory.mktemp("w") / "nonexistent_sam.pth"),
+        "--no-prebuild"])
 
 
 @pytest.fixture(scope="session")

@@ -98,6 +98,15 @@ def test_click_negative_point_box_and_views(page, screenshots):
     assert len(captions) == 3 and all("score" in c for c in captions)
     assert "1 positive, 0 negative" in text_of(page, "#info")
 
+    # the selected mask downloads as PNG and as COCO RLE JSON
+    with page.expect_download() as download:
+        page.locator("#dl-png").click()
+    assert download.value.suggested_filename.endswith("_mask.png")
+    with page.expect_download() as download:
+        page.locator("#dl-rle").click()
+    rle_file = download.value.path()
+    assert '"segmentation"' in open(rle_file).read()
+
     # negative point
     set_mode(page, "negative")
     click_canvas(page, 0.1, 0.15)
@@ -184,6 +193,16 @@ def test_refer_shows_parsed_noun_and_direction(page, screenshots):
     page.screenshot(path=str(screenshots / "06_refer.png"), full_page=True)
 
 
+def test_upload_an_image_file(page, tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "my photo.png"
+    Image.new("RGB", (200, 120), (40, 160, 90)).save(path)
+    page.locator("#upload input[type=file]").set_input_files(str(path))
+    wait_text(page, "#status", "Loaded upload.png (200x120)")
+    assert (canvas_stats(page)["w"], canvas_stats(page)["h"]) == (200, 120)
+
+
 def test_errors_are_shown_and_the_session_stays_usable(page):
     open_tab(page, "Compare views")
     page.locator("#compare-btn").click()
@@ -233,3 +252,19 @@ def test_two_browser_contexts_do_not_share_state(browser, app_url, screenshots):
     finally:
         ctx_a.close()
         ctx_b.close()
+
+
+def test_missing_weights_are_explained_and_untrained_mode_offered(browser, app_without_weights):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(app_without_weights)
+        banner = wait_text(page, "#banner", "weights are missing")
+        assert "nonexistent_sam.pth" in banner
+        page.locator("#use-untrained").wait_for(state="visible")
+        page.locator("#examples button.thumbnail-item").first.click()
+        status = wait_text(page, "#status", "⚠️")
+        assert "not available" in status and "untrained" in status
+    finally:
+        context.close()
