@@ -1,0 +1,56 @@
+"""core.example_gallery without models: combining galleries and the cache key."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.example_gallery import combine, gallery_from_arrays, gallery_set_key, load_gallery_set
+from core.gallery import ObjectRecord
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def unit_rows(n: int, d: int = 8, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def records(n: int, source: str, view: str = "crop") -> list[ObjectRecord]:
+    return [ObjectRecord(source=source, box=(0, 0, 1, 1), view=view) for _ in range(n)]
+
+
+def test_combine_keeps_order_and_switches_metric():
+    a = gallery_from_arrays(unit_rows(3, seed=1), records(3, "a.jpg"), "crop")
+    b = gallery_from_arrays(unit_rows(2, seed=2), records(2, "b.jpg"), "crop")
+    both = combine([a, b], "l2")
+    assert len(both) == 5 and both.metric == "l2"
+    assert [r.source for r in both.records] == ["a.jpg"] * 3 + ["b.jpg"] * 2
+    query = b.embeddings[1]
+    hit = both.search(query, 1)[0][0]
+    assert hit.id == 4 and hit.score == pytest.approx(0.0, abs=1e-5)     # itself, distance 0
+    cos = combine([a, b], "cosine").search(query, 5)[0]
+    l2 = both.search(query, 5)[0]
+    assert [h.id for h in cos] == [h.id for h in l2]
+    with pytest.raises(ValueError, match="cannot combine"):
+        combine([a, gallery_from_arrays(unit_rows(1), records(1, "c.jpg", "mask"), "mask")])
+    with pytest.raises(ValueError, match="nothing"):
+        combine([])
+
+
+def test_cache_key_follows_images_models_and_settings(tmp_path):
+    folder = tmp_path / "ex"
+    folder.mkdir()
+    shutil.copy(REPO / "examples" / "coffee.jpg", folder)
+    info = {"clip": "ViT-B-32", "untrained": True, "sam": "vit_tiny"}
+    key = gallery_set_key(folder, info, ["crop"], 20)
+    assert key == gallery_set_key(folder, info, ["crop"], 20)
+    assert key != gallery_set_key(folder, {**info, "sam": "vit_b"}, ["crop"], 20)
+    assert key != gallery_set_key(folder, info, ["crop", "mask"], 20)
+    assert key != gallery_set_key(folder, info, ["crop"], 10)
+    assert key != gallery_set_key(folder, info, ["crop"], 20, {"points_per_side": 4})
+    shutil.copy(REPO / "examples" / "rocket.jpg", folder)
+    assert key != gallery_set_key(folder, info, ["crop"], 20)
+    assert load_gallery_set(tmp_path / "nothing", ["crop"]) is None
