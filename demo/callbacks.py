@@ -167,13 +167,15 @@ class Callbacks:
         return f"Mask updated in {_ms(start)}: {len(pred.masks)} candidate(s), best score {best:.3f}."
 
     # ================================================================ Segment
-    def load_image(self, session: Session, src, name: str) -> tuple:
+    def load_image(self, session: Session, src, name: str,
+                   progress: Progress = _no_progress) -> tuple:
         """Start over on a new image (path, bytes or array): embed it once with SAM."""
         from core.images import load_image
 
         if src is None:
             raise UserError("No image given: upload a file or pick an example.")
         image = load_image(src)
+        progress(0.1, "computing SAM's image embedding (once per image)")
         start = time.perf_counter()
         emb = self.engine.segmenter.set_image(image)
         session.reset_image(image, name, emb)
@@ -186,16 +188,16 @@ class Callbacks:
 
         return list_images(self.ctx.settings.examples_dir)
 
-    def load_example(self, session: Session, index: int) -> tuple:
+    def load_example(self, session: Session, index: int, progress: Progress = _no_progress) -> tuple:
         paths = self.example_paths()
         if not isinstance(index, int) or not 0 <= index < len(paths):
             raise UserError(f"No example number {index!r}.")
-        return self.load_image(session, paths[index], paths[index].name)
+        return self.load_image(session, paths[index], paths[index].name, progress)
 
-    def load_upload(self, session: Session, path) -> tuple:
+    def load_upload(self, session: Session, path, progress: Progress = _no_progress) -> tuple:
         if not path:
             raise UserError("The upload is empty.")
-        return self.load_image(session, path, "upload" + Path(str(path)).suffix.lower())
+        return self.load_image(session, path, "upload" + Path(str(path)).suffix.lower(), progress)
 
     def click(self, session: Session, mode_label: str, xy) -> tuple:
         """A click at canvas pixel `xy` = [x, y] in the mode the radio shows."""

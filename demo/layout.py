@@ -193,11 +193,11 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
                                                elem_id="refer-image")
 
         # ------------------------------------------------------------ wiring
-        def on_example(sess: Session, evt: gr.SelectData):
-            return cb.load_example(sess, evt.index)
+        def on_example(sess: Session, evt: gr.SelectData, progress=gr.Progress()):
+            return cb.load_example(sess, evt.index, _progress(progress))
 
-        def on_upload(sess: Session, path):
-            return cb.load_upload(sess, path)
+        def on_upload(sess: Session, path, progress=gr.Progress()):
+            return cb.load_upload(sess, path, _progress(progress))
 
         def on_click(sess: Session, mode_label: str, evt: gr.SelectData):
             return cb.click(sess, mode_label, evt.index)
