@@ -13,6 +13,9 @@ in place (no fork) so that
   (bfloat16 on CPUs with AVX512-BF16/AMX and on GPUs that support it,
   float16 on older GPUs, float32 elsewhere), casting inside so callers keep
   passing and receiving float32 tensors;
+* the mask decoder shares the image tokens across a batch of prompts instead
+  of copying the embedding once per prompt (everything mode decodes
+  hundreds of prompts against one embedding);
 * torch uses as many threads as this process may run on.
 
 ``accelerate_sam(sam)`` switches all of this on; ``accelerate_sam(sam,
@@ -215,6 +218,46 @@ def _decoder_forward(self, image_embeddings, image_pe, sparse_prompt_embeddings,
     return masks.float(), iou.float()
 
 
+def _same_for_all_prompts(t: torch.Tensor) -> bool:
+    """True when a (B, ...) tensor holds one value broadcast over the batch (B == 1 or stride 0)."""
+    return t.shape[0] == 1 or t.stride(0) == 0
+
+
+def _decoder_predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings,
+                           dense_prompt_embeddings):
+    """MaskDecoder.predict_masks without copying the image embedding once per prompt.
+
+    Stock code repeats the (1, 256, 64, 64) embedding and positional encoding
+    B times before the two-way transformer. When the dense prompt is the same
+    for every prompt (no mask input), the transformer's first layer sees
+    identical image tokens for all prompts: passing them with batch 1 lets
+    matmul broadcasting compute their key/value/query projections once; the
+    image tokens become per-prompt only after the first image-to-token
+    attention. Same maths as stock; falls back to it with mask inputs.
+    """
+    output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+    output_tokens = output_tokens.unsqueeze(0).expand(sparse_prompt_embeddings.size(0), -1, -1)
+    tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
+    n = tokens.shape[0]
+    if image_embeddings.shape[0] == 1 and _same_for_all_prompts(dense_prompt_embeddings):
+        src = image_embeddings + dense_prompt_embeddings[:1]
+        pos_src = image_pe
+    else:
+        src = torch.repeat_interleave(image_embeddings, n, dim=0) + dense_prompt_embeddings
+        pos_src = torch.repeat_interleave(image_pe, n, dim=0)
+    _, c, h, w = src.shape
+    hs, src = self.transformer(src, pos_src, tokens)
+    iou_token_out = hs[:, 0, :]
+    mask_tokens_out = hs[:, 1:(1 + self.num_mask_tokens), :]
+    src = src.expand(n, -1, -1).transpose(1, 2).reshape(n, c, h, w)
+    upscaled = self.output_upscaling(src)
+    hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
+                           dim=1)
+    _, c, h, w = upscaled.shape
+    masks = (hyper_in @ upscaled.view(n, c, h * w)).view(n, -1, h, w)
+    return masks, self.iou_prediction_head(iou_token_out)
+
+
 def _image_encoder_attention_modules(sam):
     from segment_anything.modeling.image_encoder import Attention
 
@@ -235,6 +278,7 @@ def _restore(sam) -> None:
     """Undo accelerate_sam: stock forwards and float32 weights."""
     for module in (sam.image_encoder, sam.mask_decoder, *_image_encoder_attention_modules(sam)):
         module.__dict__.pop("forward", None)
+        module.__dict__.pop("predict_masks", None)
         module.__dict__.pop(_FAST_ATTR, None)
     sam.image_encoder.float()
     sam.mask_decoder.float()
@@ -276,6 +320,7 @@ def accelerate_sam(sam, device=None, *, enable: bool = True, dtype: Optional[tor
     sam.image_encoder.to(dtype)
     setattr(sam.image_encoder, _FAST_ATTR, dtype)
     sam.image_encoder.forward = types.MethodType(_encoder_forward, sam.image_encoder)
+    sam.mask_decoder.predict_masks = types.MethodType(_decoder_predict_masks, sam.mask_decoder)
     if decoder_dtype != torch.float32:
         sam.mask_decoder.to(decoder_dtype)
         setattr(sam.mask_decoder, _FAST_ATTR, decoder_dtype)

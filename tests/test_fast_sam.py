@@ -190,3 +190,23 @@ def test_vit_b_encoder_matches_stock_on_a_coco_image(coco_dir):
         out = fast.image_encoder(x)
     assert ref.flatten(2)[0].T.std(0).mean() > 0.1
     assert _token_cosines(ref, out).min() >= 0.999
+
+
+def test_decoder_shares_image_tokens_across_prompts_with_stock_results():
+    stock = _small_sam()
+    fast = fast_sam.accelerate_sam(copy.deepcopy(stock))
+    torch.manual_seed(3)
+    emb = torch.randn(1, 256, 64, 64)
+    pts = (torch.rand(5, 2, 2) * 1000, torch.tensor([[1, 0]] * 5))
+    box = torch.tensor([[100.0, 200.0, 600.0, 700.0]] * 5)
+    mask_in = torch.randn(5, 1, 256, 256)
+    with torch.inference_mode():
+        pe = stock.prompt_encoder.get_dense_pe()
+        for masks in (None, mask_in):  # shared image tokens / per-prompt dense input (stock path)
+            sparse, dense = stock.prompt_encoder(points=pts, boxes=box, masks=masks)
+            for multimask in (True, False):
+                ref = stock.mask_decoder(emb, pe, sparse, dense, multimask)
+                out = fast.mask_decoder(emb, pe, sparse, dense, multimask)
+                assert out[0].shape == ref[0].shape == (5, 3 if multimask else 1, 256, 256)
+                torch.testing.assert_close(out[0], ref[0], atol=1e-4, rtol=1e-4)
+                torch.testing.assert_close(out[1], ref[1], atol=1e-5, rtol=1e-4)
