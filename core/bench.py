@@ -396,14 +396,50 @@ def bench_memory(settings: BenchSettings, timeout: float = 300) -> dict:
             "peak_gb": out["after_use"]["peak"] / 1024}
 
 
+#: Targets of the fast-SAM issue: (key in core.bench_sam's dict, label, target, higher is better).
+SAM_TARGETS = (
+    ("encoder_fast_s", "SAM encoder, fast path (s)", 1.5, False),
+    ("encoder_ratio", "SAM encoder fast / fp32 (ratio)", 0.18, False),
+    ("click_fast_ms", "click-to-mask, cached embedding (ms)", 15.0, False),
+    ("everything_cpu16_s", "everything mode, CPU defaults, with encoder (s)", 10.0, False),
+    ("encoder_cosine_min", "encoder cosine vs fp32, worst token", 0.999, True),
+    ("mask_iou_min", "mask IoU vs fp32, worst mask", 0.99, True),
+)
+
+
 def bench_sam(settings: BenchSettings) -> dict:
-    """The SAM measurements of `core.bench_sam` (fast-SAM engineer's module), or why they are missing."""
+    """The SAM measurements of `core.bench_sam` (encoder fp32 vs fast, clicks, everything mode,
+    equivalence), plus their target checks; or why they are missing."""
     try:
         from core import bench_sam as sam_bench
     except ImportError as exc:
         return {"skipped": f"core.bench_sam not available ({exc})"}
-    return sam_bench.run_all(quick=settings.quick, name=settings.sam, untrained=not settings.trained,
-                             device=settings.device, repeats=settings.repeats)
+    result = dict(sam_bench.bench_sam(model=settings.sam, repeats=settings.repeats, quick=settings.quick, log=_log))
+    checks = []
+    for key, label, target, higher in SAM_TARGETS:
+        value = result.get(key)
+        if isinstance(value, (int, float)):
+            met = value >= target if higher else value <= target
+            checks.append({"check": label, "value": float(value), "target": target, "met": bool(met),
+                           "ratio": value / target})
+    result["checks"] = checks
+    return result
+
+
+#: The SAM numbers shown in the table: (key, label, unit format).
+SAM_TABLE = (
+    ("encoder_stock_fp32_s", "encoder fp32 (stock)", "{:.2f} s"),
+    ("encoder_fast_s", "encoder fast path", "{:.2f} s"),
+    ("encoder_ratio", "encoder fast / fp32", "{:.3f}"),
+    ("click_stock_ms", "click-to-mask stock", "{:.1f} ms"),
+    ("click_fast_ms", "click-to-mask fast", "{:.1f} ms"),
+    ("set_image_cached_ms", "set_image cache hit", "{:.2f} ms"),
+    ("everything_cpu16_s", "everything 16x16 (CPU default)", "{:.2f} s"),
+    ("everything_sam32_s", "everything 32x32 (SAM default)", "{:.2f} s"),
+    ("encoder_cosine_min", "encoder cosine min", "{:.5f}"),
+    ("mask_iou_min", "mask IoU min", "{:.4f}"),
+    ("mask_iou_mean", "mask IoU mean", "{:.4f}"),
+)
 
 
 # ----------------------------------------------------------------------------- report
@@ -479,8 +515,11 @@ def format_table(results: dict) -> str:
     if isinstance(sam, dict):
         if "skipped" in sam or "error" in sam:
             lines.append(f"SAM: {sam.get('skipped') or sam.get('error')}")
-        for key, value in (sam.get("table") or {}).items():
-            lines.append(f"  SAM {key}: {value}")
+        shown = [f"{label} {fmt.format(sam[key])}" for key, label, fmt in SAM_TABLE
+                 if isinstance(sam.get(key), (int, float))]
+        if shown:
+            lines.append(f"SAM {sam.get('model', '')} ({sam.get('fast_precision', '?')} fast path):")
+            lines += [f"  {item}" for item in shown]
     cache = results.get("cache", {})
     if "cache_hit_ms" in cache:
         lines.append(f"set_image ({cache['sam']}): first {cache['first_set_image_s']:.2f} s, "

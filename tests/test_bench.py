@@ -144,3 +144,35 @@ def test_bench_command_faiss_only(tmp_path, capsys):
     assert main(["bench", "--parts", "gpu"]) == 2
     assert "unknown bench parts" in capsys.readouterr().err
     assert main(["bench", "--sizes", "5"]) == 2
+
+
+def test_sam_part_folds_in_core_bench_sam_and_checks_its_targets(monkeypatch):
+    """The adapter over core.bench_sam (its real run is minutes long, so a stand-in dict here)."""
+    import sys
+    import types
+
+    calls = {}
+
+    def fake_bench_sam(model, repeats, quick, log=None):
+        calls.update(model=model, repeats=repeats, quick=quick)
+        return {"model": model, "fast_precision": "bf16", "encoder_stock_fp32_s": 8.0, "encoder_fast_s": 1.2,
+                "encoder_ratio": 0.15, "click_fast_ms": 20.0, "everything_cpu16_s": 9.0,
+                "encoder_cosine_min": 0.9995, "mask_iou_min": 0.98}
+
+    monkeypatch.setitem(sys.modules, "core.bench_sam", types.SimpleNamespace(bench_sam=fake_bench_sam))
+    import core
+
+    monkeypatch.setattr(core, "bench_sam", sys.modules["core.bench_sam"], raising=False)
+    sam = B.bench_sam(B.BenchSettings.for_quick(sam="vit_l"))
+    assert calls == {"model": "vit_l", "repeats": 2, "quick": True}
+    met = {c["check"]: c["met"] for c in sam["checks"]}
+    assert met == {"SAM encoder, fast path (s)": True, "SAM encoder fast / fp32 (ratio)": True,
+                   "click-to-mask, cached embedding (ms)": False,
+                   "everything mode, CPU defaults, with encoder (s)": True,
+                   "encoder cosine vs fp32, worst token": True, "mask IoU vs fp32, worst mask": False}
+    results = {"settings": {"quick": True, "trained": False}, "machine": {"affinity": 2, "loadavg_start": [1.0]},
+               "sam": sam, "total_seconds": 1.0}
+    results["checks"] = B.check_targets(results)
+    assert len(results["checks"]) == 6
+    table = B.format_table(results)
+    assert "encoder fp32 (stock) 8.00 s" in table and "[MISSED] click-to-mask" in table
