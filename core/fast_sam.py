@@ -132,12 +132,6 @@ def _key_position_onehots(h: int, w: int, device: str, dtype: torch.dtype) -> to
     return onehot
 
 
-def _padded(x: torch.Tensor, width: int) -> torch.Tensor:
-    """Zero-pad the last dim of ``x`` to ``width``."""
-    extra = width - x.shape[-1]
-    return F.pad(x, (0, extra)) if extra > 0 else x
-
-
 def fused_rel_pos_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -149,41 +143,48 @@ def fused_rel_pos_attention(
 ) -> torch.Tensor:
     """softmax(scale * q k^T + rel_h + rel_w) v through SDPA, without the (N, N) bias tensor.
 
-    q, k, v: (B, N, C) with N = h*w tokens in row-major order. rel_pos_h/w:
-    SAM's (2h-1, C) / (2w-1, C) tables, or None for plain attention.
-    Returns (B, N, C) in q's dtype. The relative terms ride along as extra
-    query/key channels (queries carry ``rel_h``/``rel_w`` of their position,
-    keys a one-hot of their row and column); q, k and v are zero-padded to a
-    common width so SDPA's fused kernels apply.
+    q, k, v: (..., N, C), any leading dims and strides, N = h*w tokens in
+    row-major order. rel_pos_h/w: SAM's (2h-1, C) / (2w-1, C) tables, or None
+    for plain attention. Returns (..., N, C) in q's dtype (a view into a
+    wider buffer). The relative terms ride along as extra query/key channels
+    (queries carry ``rel_h``/``rel_w`` of their position, keys a one-hot of
+    their row and column); q, k and v are written once into zero-padded
+    buffers of a common width so SDPA's fused kernels apply.
     """
     h, w = hw
     c = q.shape[-1]
     if rel_pos_h is None:
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
-    rq = q.reshape(q.shape[0], h, w, c)
-    rel_h = torch.einsum("bhwc,hkc->bhwk", rq, _rel_pos_table(h, rel_pos_h).to(q.dtype))
-    rel_w = torch.einsum("bhwc,wkc->bhwk", rq, _rel_pos_table(w, rel_pos_w).to(q.dtype))
     n = h * w
-    q_aug = torch.cat([q * scale, rel_h.reshape(-1, n, h), rel_w.reshape(-1, n, w)], dim=-1)
-    onehot = _key_position_onehots(h, w, str(q.device), q.dtype)
-    k_aug = torch.cat([k, onehot.expand(k.shape[0], -1, -1)], dim=-1)
+    lead = q.shape[:-2]
     width = -(-(c + h + w) // 16) * 16  # multiple of 16 for the vectorised kernels
-    out = F.scaled_dot_product_attention(
-        _padded(q_aug, width), _padded(k_aug, width), _padded(v, width), scale=1.0
-    )
-    return out[..., :c]
+    q_aug = q.new_empty(*lead, n, width)
+    k_aug = q.new_empty(*lead, n, width)
+    v_aug = q.new_zeros(*lead, n, width)
+    q_aug[..., c + h + w:] = 0
+    k_aug[..., c + h + w:] = 0
+    torch.mul(q, scale, out=q_aug[..., :c])
+    rq = q.reshape(-1, h, w, c)
+    q_aug[..., c:c + h] = torch.einsum(
+        "bhwc,hkc->bhwk", rq, _rel_pos_table(h, rel_pos_h).to(q.dtype)).reshape(*lead, n, h)
+    q_aug[..., c + h:c + h + w] = torch.einsum(
+        "bhwc,wkc->bhwk", rq, _rel_pos_table(w, rel_pos_w).to(q.dtype)).reshape(*lead, n, w)
+    k_aug[..., :c] = k
+    k_aug[..., c:c + h + w] = _key_position_onehots(h, w, str(q.device), q.dtype)
+    v_aug[..., :c] = v
+    return F.scaled_dot_product_attention(q_aug, k_aug, v_aug, scale=1.0)[..., :c]
 
 
 def _encoder_attention_forward(self, x: torch.Tensor) -> torch.Tensor:
     """Drop-in forward for segment_anything.modeling.image_encoder.Attention (B, H, W, C) -> same."""
     b, h, w, _ = x.shape
     qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.reshape(3, b * self.num_heads, h * w, -1).unbind(0)
+    q, k, v = qkv.unbind(0)  # (B, heads, N, C) strided views, copied once below
     if self.use_rel_pos:
         out = fused_rel_pos_attention(q, k, v, self.scale, self.rel_pos_h, self.rel_pos_w, (h, w))
     else:
         out = fused_rel_pos_attention(q, k, v, self.scale, None, None, (h, w))
-    out = out.view(b, self.num_heads, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
+    out = out.permute(0, 2, 1, 3).reshape(b, h, w, -1)
     return self.proj(out)
 
 
