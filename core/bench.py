@@ -445,8 +445,12 @@ SAM_TABLE = (
 # ----------------------------------------------------------------------------- report
 
 
-def run_bench(settings: BenchSettings) -> dict:
-    """Every part in settings.parts; a part that fails is recorded with its error, not fatal."""
+def run_bench(settings: BenchSettings, on_part: Callable[[dict], None] | None = None) -> dict:
+    """Every part in settings.parts; a part that fails is recorded with its error, not fatal.
+
+    on_part(results) is called after each part (the command saves partial JSON with it, so an
+    interrupted run keeps what it measured).
+    """
     import platform
 
     import faiss
@@ -471,6 +475,8 @@ def run_bench(settings: BenchSettings) -> dict:
             _log(f"bench: {name} failed: {exc}")
         _log(f"bench: {name} done in {time.perf_counter() - started:.1f} s total")
         results.setdefault("part_seconds", {})[name] = round(time.perf_counter() - t0, 2)
+        if on_part is not None:
+            on_part(results)
     results["total_seconds"] = round(time.perf_counter() - started, 2)
     results["machine"]["loadavg_end"] = list(os.getloadavg())
     results["bench_process_peak_rss_mb"] = process_memory_mb()["peak"]
@@ -586,10 +592,16 @@ def settings_from_args(args) -> BenchSettings:
 def command(args) -> int:
     """`python -m core bench`: run, write the JSON, print the table (stderr) and a summary (stdout)."""
     settings = settings_from_args(args)
-    results = run_bench(settings)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+
+    def save(partial: dict) -> None:
+        tmp = out.with_suffix(out.suffix + ".tmp")
+        tmp.write_text(json.dumps(partial, indent=1))
+        os.replace(tmp, out)
+
+    results = run_bench(settings, on_part=save)
+    save(results)
     _log(format_table(results))
     _log(f"wrote {out}")
     print(json.dumps({"out": str(out), "total_seconds": results["total_seconds"],
