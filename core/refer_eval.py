@@ -45,7 +45,6 @@ from core.refer import (
     parse,
     rank_and_choose,
     sam_candidates,
-    text_features,
 )
 
 CANDIDATE_SOURCES = ("gt", "sam")
@@ -429,6 +428,15 @@ def _gt_candidates(sample: ReferSample, height: int, width: int):
     return (np.stack(masks) if masks else np.zeros(shape, bool)), cats, kept
 
 
+def _text_features_batch(embedder, expressions) -> list:
+    """[(noun prompt (D,), sentence (D,)), ...] for many expressions in one CLIP text batch
+    (same vectors as core.refer.text_features, fewer model calls)."""
+    texts = [e.noun_prompt for e in expressions] + [e.text.strip() for e in expressions]
+    feats = embedder.embed_texts(texts)
+    n = len(expressions)
+    return [(feats[i], feats[n + i]) for i in range(n)]
+
+
 def evaluate(dataset: ReferDataset, rows, settings: GroundingSettings | None = None, *,
              segmenter=None, embedder=None, progress: bool = False, models: str | None = None,
              untrained: bool | None = None) -> dict:
@@ -503,12 +511,12 @@ def evaluate(dataset: ReferDataset, rows, settings: GroundingSettings | None = N
                                                  need_local=need_local, need_global=need_global)
         boxes = {s: (np.stack([mask_to_box(m) for m in m_]) if len(m_) else np.zeros((0, 4), np.float32))
                  for s, (m_, _, _) in sources.items()}
-        for idx in indices:
+        expressions = [parse(dataset.samples[idx].sentence) for idx in indices]
+        texts = _text_features_batch(embedder, expressions) if clip_rows else [None] * len(indices)
+        for idx, expression, text in zip(indices, expressions, texts):
             sample = dataset.samples[idx]
-            expression = parse(sample.sentence)
             has_direction[idx] = expression.direction is not None
             gt_mask = annotation_mask(sample.target, height, width)
-            text = text_features(embedder, expression) if clip_rows else None
             for r, (row, rs) in enumerate(zip(rows, row_settings)):
                 masks, cats, kept = sources[row.candidates]
                 if row.scoring == "oracle":

@@ -127,6 +127,15 @@ def test_clip_rows_run_on_the_hand_made_dataset(tmp_path, embedder):
     assert len(report["results"]) == 6
     for row in report["results"]:
         assert 0.0 <= row["all"]["mIoU"] <= 100.0 and row["all"]["n"] == 3
+    # the evaluation batches the texts of an image; same vectors as one sentence at a time
+    from core.refer import text_features
+    from core.refer_eval import _text_features_batch
+
+    expressions = [parse("the dog on the left"), parse("a cat")]
+    for e, (noun, sentence) in zip(expressions, _text_features_batch(embedder, expressions)):
+        one_noun, one_sentence = text_features(embedder, e)
+        np.testing.assert_allclose(noun, one_noun, atol=1e-5)
+        np.testing.assert_allclose(sentence, one_sentence, atol=1e-5)
 
 
 def test_evaluate_refuses_what_it_cannot_do(tmp_path):
