@@ -372,7 +372,7 @@ def test_ground_scores_with_clip(embedder):
 
 def test_ground_with_sam_candidates(tiny_segmenter, embedder, coco_image):
     image = coco_image[0][::4, ::4].copy()  # small: untrained tiny SAM, 2 cores
-    settings = GroundingSettings(automask={"points_per_side": 4, "pred_iou_thresh": 0.0,
+    settings = GroundingSettings(automask={"points_per_side": 2, "pred_iou_thresh": 0.0,
                                            "stability_score_thresh": 0.0}, max_candidates=4)
     r = ground(tiny_segmenter, embedder, image, "the person on the left", settings=settings)
     assert 1 <= len(r) <= 4
