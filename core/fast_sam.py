@@ -9,6 +9,8 @@ in place (no fork) so that
   (``q' = [q * scale, rel_h, rel_w]``, ``k' = [k, onehot(row), onehot(col)]``
   so ``q' . k' = scale * q . k + rel_h[row(k)] + rel_w[col(k)]``, exactly the
   stock score) instead of materialising and adding the broadcast bias;
+* the image encoder keeps its tokens contiguous (stock code carries a
+  channel-strided view through all blocks, so every LayerNorm/Linear copies);
 * the image encoder (and, on request, the mask decoder) runs in the device's best precision
   (bfloat16 on CPUs with AVX512-BF16/AMX and on GPUs that support it,
   float16 on older GPUs, float32 elsewhere), casting inside so callers keep
@@ -190,9 +192,20 @@ def _encoder_attention_forward(self, x: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------ dtype wrappers
 def _encoder_forward(self, x: torch.Tensor) -> torch.Tensor:
-    """Image encoder forward that takes/returns float32 and computes in the module's dtype."""
-    dtype = getattr(self, _FAST_ATTR)
-    return type(self).forward(self, x.to(dtype)).float()
+    """ImageEncoderViT forward: float32 in/out, the module's dtype inside, contiguous tokens.
+
+    Stock code permutes the patch embedding (B, C, H, W) -> (B, H, W, C) as a
+    view, and every residual add keeps that channel-strided layout, so each
+    LayerNorm and Linear of every block first copies its input. Making the
+    tokens contiguous once removes those copies; the maths is unchanged.
+    """
+    x = self.patch_embed(x.to(getattr(self, _FAST_ATTR)))
+    if self.pos_embed is not None:
+        x = x + self.pos_embed
+    x = x.contiguous()
+    for blk in self.blocks:
+        x = blk(x)
+    return self.neck(x.permute(0, 3, 1, 2)).float()
 
 
 def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
