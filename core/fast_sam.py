@@ -232,6 +232,29 @@ def _decoder_forward(self, image_embeddings, image_pe, sparse_prompt_embeddings,
     return masks.float(), iou.float()
 
 
+def _decoder_attention_forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Drop-in forward for segment_anything.modeling.transformer.Attention through SDPA.
+
+    Same projections and maths as stock (softmax(q k^T / sqrt(d)) v per head);
+    SDPA avoids materialising the transposed keys and the thin (N, 7)
+    softmax of the image-to-token attention.
+    """
+    q = self._separate_heads(self.q_proj(q), self.num_heads)
+    k = self._separate_heads(self.k_proj(k), self.num_heads)
+    v = self._separate_heads(self.v_proj(v), self.num_heads)
+    if q.shape[0] != k.shape[0]:  # shared image tokens (batch 1) against per-prompt tokens
+        batch = max(q.shape[0], k.shape[0])
+        q, k, v = (t.expand(batch, -1, -1, -1) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v)
+    return self.out_proj(self._recombine_heads(out))
+
+
+def _layernorm2d_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """segment_anything's LayerNorm2d (over channels of NCHW) as one fused layer_norm call."""
+    y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+    return y.permute(0, 3, 1, 2)
+
+
 def _same_for_all_prompts(t: torch.Tensor) -> bool:
     """True when a (B, ...) tensor holds one value broadcast over the batch (B == 1 or stride 0)."""
     return t.shape[0] == 1 or t.stride(0) == 0
@@ -272,6 +295,16 @@ def _decoder_predict_masks(self, image_embeddings, image_pe, sparse_prompt_embed
     return masks, self.iou_prediction_head(iou_token_out)
 
 
+def _decoder_modules(sam):
+    """The mask decoder's attention and LayerNorm2d modules (patched by accelerate_sam)."""
+    from segment_anything.modeling.common import LayerNorm2d
+    from segment_anything.modeling.transformer import Attention
+
+    attn = [m for m in sam.mask_decoder.modules() if isinstance(m, Attention)]
+    norms = [m for m in sam.mask_decoder.modules() if isinstance(m, LayerNorm2d)]
+    return attn, norms
+
+
 def _image_encoder_attention_modules(sam):
     from segment_anything.modeling.image_encoder import Attention
 
@@ -290,7 +323,8 @@ def fast_dtype(sam) -> torch.dtype:
 
 def _restore(sam) -> None:
     """Undo accelerate_sam: stock forwards and float32 weights."""
-    for module in (sam.image_encoder, sam.mask_decoder, *_image_encoder_attention_modules(sam)):
+    attn, norms = _decoder_modules(sam)
+    for module in (sam.image_encoder, sam.mask_decoder, *_image_encoder_attention_modules(sam), *attn, *norms):
         module.__dict__.pop("forward", None)
         module.__dict__.pop("predict_masks", None)
         module.__dict__.pop(_FAST_ATTR, None)
@@ -335,6 +369,11 @@ def accelerate_sam(sam, device=None, *, enable: bool = True, dtype: Optional[tor
     setattr(sam.image_encoder, _FAST_ATTR, dtype)
     sam.image_encoder.forward = types.MethodType(_encoder_forward, sam.image_encoder)
     sam.mask_decoder.predict_masks = types.MethodType(_decoder_predict_masks, sam.mask_decoder)
+    attn, norms = _decoder_modules(sam)
+    for module in attn:
+        module.forward = types.MethodType(_decoder_attention_forward, module)
+    for module in norms:
+        module.forward = types.MethodType(_layernorm2d_forward, module)
     if decoder_dtype != torch.float32:
         sam.mask_decoder.to(decoder_dtype)
         setattr(sam.mask_decoder, _FAST_ATTR, decoder_dtype)
