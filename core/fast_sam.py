@@ -286,12 +286,14 @@ def _decoder_predict_masks(self, image_embeddings, image_pe, sparse_prompt_embed
     hs, src = self.transformer(src, pos_src, tokens)
     iou_token_out = hs[:, 0, :]
     mask_tokens_out = hs[:, 1:(1 + self.num_mask_tokens), :]
-    src = src.expand(n, -1, -1).transpose(1, 2).reshape(n, c, h, w)
+    # (n, h*w, c) tokens are an NCHW tensor in channels-last memory: no transpose copy
+    src = src.expand(n, -1, -1).reshape(n, h, w, c).permute(0, 3, 1, 2)
     upscaled = self.output_upscaling(src)
     hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
                            dim=1)
     _, c, h, w = upscaled.shape
-    masks = (hyper_in @ upscaled.view(n, c, h * w)).view(n, -1, h, w)
+    pixels = upscaled.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view when channels-last
+    masks = (pixels @ hyper_in.transpose(1, 2)).permute(0, 2, 1).reshape(n, -1, h, w)
     return masks, self.iou_prediction_head(iou_token_out)
 
 
