@@ -24,6 +24,9 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+_NUMBER = (int, float, np.integer, np.floating)
+_INTEGER = (int, np.integer)
+
 
 @dataclass
 class AutoMaskSettings:
@@ -58,19 +61,19 @@ class AutoMaskSettings:
             if not ok:
                 raise ValueError(f"AutoMaskSettings: {message}")
 
-        need(isinstance(self.points_per_side, (int, np.integer)) and self.points_per_side >= 1,
+        need(isinstance(self.points_per_side, _INTEGER) and self.points_per_side >= 1,
              f"points_per_side must be an integer >= 1, got {self.points_per_side!r}")
-        need(isinstance(self.points_per_batch, (int, np.integer)) and self.points_per_batch >= 1,
+        need(isinstance(self.points_per_batch, _INTEGER) and self.points_per_batch >= 1,
              f"points_per_batch must be an integer >= 1, got {self.points_per_batch!r}")
         for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh"):
             value = getattr(self, name)
-            need(isinstance(value, (int, float)) and 0.0 <= value <= 1.0,
+            need(isinstance(value, _NUMBER) and 0.0 <= value <= 1.0,
                  f"{name} must be a number in [0, 1], got {value!r}")
-        need(isinstance(self.stability_score_offset, (int, float)) and self.stability_score_offset >= 0,
+        need(isinstance(self.stability_score_offset, _NUMBER) and self.stability_score_offset >= 0,
              f"stability_score_offset must be >= 0, got {self.stability_score_offset!r}")
-        need(isinstance(self.min_mask_region_area, (int, np.integer)) and self.min_mask_region_area >= 0,
+        need(isinstance(self.min_mask_region_area, _INTEGER) and self.min_mask_region_area >= 0,
              f"min_mask_region_area must be an integer >= 0, got {self.min_mask_region_area!r}")
-        need(self.max_masks is None or (isinstance(self.max_masks, (int, np.integer)) and self.max_masks >= 1),
+        need(self.max_masks is None or (isinstance(self.max_masks, _INTEGER) and self.max_masks >= 1),
              f"max_masks must be None or an integer >= 1, got {self.max_masks!r}")
 
     @classmethod

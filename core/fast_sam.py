@@ -168,7 +168,7 @@ def fused_rel_pos_attention(
     v_aug = q.new_zeros(*lead, n, width)
     q_aug[..., c + h + w:] = 0
     k_aug[..., c + h + w:] = 0
-    torch.mul(q, scale, out=q_aug[..., :c])
+    q_aug[..., :c] = q * scale
     rq = q.reshape(-1, h, w, c)
     q_aug[..., c:c + h] = torch.einsum(
         "bhwc,hkc->bhwk", rq, _rel_pos_table(h, rel_pos_h).to(q.dtype)).reshape(*lead, n, h)
