@@ -10,6 +10,7 @@ a minute on a 2-core CPU.
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from pathlib import Path
@@ -39,6 +40,29 @@ def load_pair(model: str = "vit_b", device: str = "cpu"):
     stock = load_sam(model, untrained=True, fast=False, device=device)
     fast = load_sam(model, untrained=True, fast=True, device=device)
     return stock, fast
+
+
+_BF16_DECODER = {}
+
+
+def load_bf16_decoder_variant(model: str = "vit_b", device: str = "cpu"):
+    """The fast path with the mask decoder in the encoder's precision too (opt-in; see fast_sam)."""
+    import copy
+
+    from core.fast_sam import accelerate_sam
+
+    if (model, device) not in _BF16_DECODER:
+        stock, _ = load_pair(model, device)
+        _BF16_DECODER[(model, device)] = accelerate_sam(copy.deepcopy(stock), decoder_dtype=None)
+    return _BF16_DECODER[(model, device)]
+
+
+def machine_load() -> float:
+    """1-minute load average (timings on a shared machine are only comparable within one run)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return float("nan")
 
 
 def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -81,6 +105,7 @@ def bench_encoder(model: str = "vit_b", repeats: int = 3, quick: bool = False) -
         t_stock = median_time(lambda: stock.image_encoder(x), stock_reps, warmup=0)
     return {
         "model": model, "threads": torch.get_num_threads(), "fast_precision": _precision(fast),
+        "encoder_load_avg": machine_load(),
         "encoder_stock_fp32_s": t_stock, "encoder_fast_s": t_fast, "encoder_ratio": t_fast / t_stock,
         "encoder_stock_repeats": stock_reps, "encoder_fast_repeats": repeats,
     }
@@ -100,8 +125,9 @@ def bench_click(model: str = "vit_b", repeats: int = 20, quick: bool = False) ->
     h, w = image.shape[:2]
     rng = np.random.default_rng(0)
     clicks = rng.uniform([0, 0], [w, h], size=(repeats + 1, 2))
-    out: Dict[str, float] = {"model": model, "click_repeats": repeats}
-    for label, sam in zip(("stock", "fast"), load_pair(model)):
+    out: Dict[str, float] = {"model": model, "click_repeats": repeats, "click_load_avg": machine_load()}
+    variants = (*zip(("stock", "fast"), load_pair(model)), ("fast_bf16_decoder", load_bf16_decoder_variant(model)))
+    for label, sam in variants:
         seg = Segmenter(sam)
         emb = seg.set_image(image)
         it = iter(clicks)
@@ -109,12 +135,13 @@ def bench_click(model: str = "vit_b", repeats: int = 20, quick: bool = False) ->
         if label == "fast":
             out["set_image_cached_ms"] = 1e3 * median_time(lambda: seg.set_image(image), repeats)
     out["click_ratio"] = out["click_fast_ms"] / out["click_stock_ms"]
+    out["click_bf16_decoder_ratio"] = out["click_fast_bf16_decoder_ms"] / out["click_stock_ms"]
     return out
 
 
 def bench_everything(model: str = "vit_b", repeats: int = 1, quick: bool = False,
                      include_stock: bool = False) -> Dict[str, float]:
-    """Everything mode, encoder included, with the fast path: CPU defaults (16x16) and SAM's 32x32.
+    """Everything mode, encoder included, with the fast path: CPU defaults (16x16) and SAM's 32x32 (not quick).
 
     Each run uses a fresh Segmenter so the image is encoded again. With
     untrained weights the predicted IoU is near random, so few masks pass the
@@ -129,10 +156,11 @@ def bench_everything(model: str = "vit_b", repeats: int = 1, quick: bool = False
 
     stock, fast = load_pair(model)
     image = sample_images(1)[0]
-    settings = {"cpu16": AutoMaskSettings(), "sam32": AutoMaskSettings.sam_defaults()}
-    if not quick:
+    settings = {"cpu16": AutoMaskSettings()}
+    if not quick:  # quick: the CPU default only (32x32 costs ~4x more)
+        settings["sam32"] = AutoMaskSettings.sam_defaults()
         settings["cpu16_open"] = AutoMaskSettings(pred_iou_thresh=0, stability_score_thresh=0)
-    out: Dict[str, float] = {"model": model, "everything_repeats": repeats}
+    out: Dict[str, float] = {"model": model, "everything_repeats": repeats, "everything_load_avg": machine_load()}
     for name, cfg in settings.items():
         counts = []
 
@@ -164,8 +192,9 @@ def bench_equivalence(model: str = "vit_b", quick: bool = False, images: int = 3
     import torch.nn.functional as F
 
     stock, fast = load_pair(model)
+    bf16_decoder = load_bf16_decoder_variant(model)
     rng = np.random.default_rng(0)
-    cos_min, cos_mean, ious, stds, fg = [], [], [], [], []
+    cos_min, cos_mean, ious, ious_bf16, stds, fg = [], [], [], [], [], []
     for image in sample_images(1 if quick else images):
         x, (h, w) = _encoder_input(stock, image)
         pts = torch.as_tensor(rng.uniform([0, 0], [w, h], size=(prompts, 1, 2)), dtype=torch.float32)
@@ -177,20 +206,24 @@ def bench_equivalence(model: str = "vit_b", quick: bool = False, images: int = 3
                 sparse, dense = sam.prompt_encoder(points=(pts, labels), boxes=None, masks=None)
                 logits[name], _ = sam.mask_decoder(emb, sam.prompt_encoder.get_dense_pe(), sparse, dense, True)
                 logits[name + "_emb"] = emb
+            logits["bf16_decoder"], _ = bf16_decoder.mask_decoder(
+                logits["fast_emb"], bf16_decoder.prompt_encoder.get_dense_pe(), sparse, dense, True)
         cos = F.cosine_similarity(logits["stock_emb"].flatten(2)[0].T, logits["fast_emb"].flatten(2)[0].T, dim=1)
         cos_min.append(cos.min().item())
         cos_mean.append(cos.mean().item())
         ref = (logits["stock"] > 0).flatten(2)
-        new = (logits["fast"] > 0).flatten(2)
-        inter = (ref & new).sum(-1).float()
-        union = (ref | new).sum(-1).float().clamp(min=1)
-        ious.extend((inter / union).flatten().tolist())
+        for name, store in (("fast", ious), ("bf16_decoder", ious_bf16)):
+            new = (logits[name] > 0).flatten(2)
+            inter = (ref & new).sum(-1).float()
+            union = (ref | new).sum(-1).float().clamp(min=1)
+            store.extend((inter / union).flatten().tolist())
         stds.append(logits["stock"].std().item())
         fg.append(ref.float().mean().item())
     return {
         "model": model, "equivalence_images": len(cos_min), "equivalence_masks": len(ious),
         "encoder_cosine_min": min(cos_min), "encoder_cosine_mean": float(np.mean(cos_mean)),
         "mask_iou_min": min(ious), "mask_iou_mean": float(np.mean(ious)),
+        "mask_iou_bf16_decoder_min": min(ious_bf16), "mask_iou_bf16_decoder_mean": float(np.mean(ious_bf16)),
         "reference_logit_std": float(np.mean(stds)), "reference_foreground_fraction": float(np.mean(fg)),
     }
 
