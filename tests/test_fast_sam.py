@@ -211,3 +211,17 @@ def test_decoder_shares_image_tokens_across_prompts_with_stock_results():
                 assert out[0].shape == ref[0].shape == (5, 3 if multimask else 1, 256, 256)
                 torch.testing.assert_close(out[0], ref[0], atol=1e-4, rtol=1e-4)
                 torch.testing.assert_close(out[1], ref[1], atol=1e-5, rtol=1e-4)
+
+
+def test_bench_sam_reports_fast_vs_stock_for_a_small_model(coco_dir):
+    from core import bench_sam
+
+    enc = bench_sam.bench_encoder("vit_tiny", repeats=1, quick=True)
+    assert enc["encoder_stock_fp32_s"] > 0 and enc["encoder_fast_s"] > 0
+    assert enc["encoder_ratio"] == pytest.approx(enc["encoder_fast_s"] / enc["encoder_stock_fp32_s"])
+    click = bench_sam.bench_click("vit_tiny", repeats=3, quick=True)
+    assert click["click_fast_ms"] > 0 and click["click_stock_ms"] > 0 and click["set_image_cached_ms"] < 50
+    eq = bench_sam.bench_equivalence("vit_tiny", quick=True, prompts=4)
+    assert eq["equivalence_masks"] == 12
+    assert eq["encoder_cosine_min"] >= 0.999 and eq["mask_iou_mean"] >= 0.99
+    assert eq["reference_logit_std"] > 0
