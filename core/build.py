@@ -104,28 +104,46 @@ def _stderr_warning(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
-def build_gallery_from_images(folder, segmenter, embedder, *, view: str = "crop", metric: str = "cosine",
-                              max_objects: int = 20, progress: Progress | None = None,
-                              warn: Callable[[str], None] = _stderr_warning, **automask) -> Gallery:
-    """A gallery of the automatic-mask objects of every image in `folder`.
+def build_galleries_from_images(folder, segmenter, embedder, views: Sequence[str], *,
+                                metric: str = "cosine", max_objects: int = 20,
+                                progress: Progress | None = None,
+                                warn: Callable[[str], None] = _stderr_warning,
+                                **automask) -> dict[str, Gallery]:
+    """One gallery per view of the automatic-mask objects of every image in `folder`.
 
-    Unreadable images are skipped with a warning; `automask` are AutoMaskSettings fields.
+    Each image is segmented once and its objects are embedded in every view. Unreadable
+    images are skipped with a warning; `automask` are AutoMaskSettings fields. `progress`
+    hears (i, n, "segmenting NAME") before image i and (i + 1, n, "NAME: K objects") after it.
     """
+    if not views:
+        raise ValueError("give at least one view")
     paths = list_images(folder)
     if not paths:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    gallery = Gallery(embedder.dim, view, metric, embedder.model_info)
+    galleries = {view: Gallery(embedder.dim, view, metric, embedder.model_info) for view in views}
     for done, path in enumerate(paths):
+        if progress:
+            progress(done, len(paths), f"segmenting {path.name}")
         try:
             image = load_image(path)
         except ImageError as exc:
             warn(f"skipped {path.name}: {exc}")
             continue
         objects = objects_from_automasks(segmenter, image, max_objects=max_objects, **automask)
-        add_objects(gallery, embedder, image, str(path), objects)
+        for gallery in galleries.values():
+            add_objects(gallery, embedder, image, str(path), objects)
         if progress:
             progress(done + 1, len(paths), f"{path.name}: {len(objects)} objects")
-    return gallery
+    return galleries
+
+
+def build_gallery_from_images(folder, segmenter, embedder, *, view: str = "crop", metric: str = "cosine",
+                              max_objects: int = 20, progress: Progress | None = None,
+                              warn: Callable[[str], None] = _stderr_warning, **automask) -> Gallery:
+    """A gallery of the automatic-mask objects of every image in `folder`, in one `view`."""
+    return build_galleries_from_images(folder, segmenter, embedder, [view], metric=metric,
+                                       max_objects=max_objects, progress=progress, warn=warn,
+                                       **automask)[view]
 
 
 def select_coco_images(ann_data: dict, *, limit: int | None = None,

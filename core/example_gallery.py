@@ -19,9 +19,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from core.build import add_objects, list_images, objects_from_automasks
+from core.build import build_galleries_from_images, list_images
 from core.gallery import Gallery, GalleryMismatch, ObjectRecord
-from core.images import ImageError, load_image
 
 #: progress(fraction 0..1, note)
 Progress = Callable[[float, str], None]
@@ -52,24 +51,11 @@ def build_gallery_set(folder: str | Path, segmenter, embedder, views: Sequence[s
     Each image is segmented once; unreadable images are skipped. `automask` are
     `core.automask.AutoMaskSettings` fields. Returns {view: Gallery}.
     """
-    if not views:
-        raise ValueError("give at least one view")
-    paths = list_images(folder)
-    if not paths:
-        raise FileNotFoundError(f"no images in {folder}")
-    galleries = {v: Gallery(embedder.dim, v, "cosine", embedder.model_info) for v in views}
-    for done, path in enumerate(paths):
-        progress(done / len(paths), f"segmenting {path.name} ({done + 1}/{len(paths)})")
-        try:
-            image = load_image(path)
-        except ImageError:
-            continue
-        objects = objects_from_automasks(segmenter, image, max_objects=max_objects, **automask)
-        for view in views:
-            progress((done + 0.5) / len(paths), f"embedding {len(objects)} objects of {path.name} "
-                                                f"as '{view}'")
-            add_objects(galleries[view], embedder, image, str(path), objects)
-    progress(1.0, f"{len(galleries[views[0]])} objects from {len(paths)} images")
+    galleries = build_galleries_from_images(
+        folder, segmenter, embedder, views, metric="cosine", max_objects=max_objects,
+        progress=lambda done, total, note: progress(done / total, f"{note} ({done}/{total})"),
+        warn=lambda message: None, **automask)
+    progress(1.0, f"{len(galleries[views[0]])} objects from {len(list_images(folder))} images")
     return galleries
 
 
