@@ -179,14 +179,6 @@ class EmbeddedObjects:
     seconds: dict[str, float]
 
 
-def _box_mask(box, size: tuple[int, int]) -> np.ndarray:
-    """(H, W) bool rectangle of an XYXY box (x1/y1 exclusive, rounded outwards)."""
-    x0, y0, x1, y1 = box
-    mask = np.zeros(size, dtype=bool)
-    mask[int(np.floor(y0)):int(np.ceil(y1)), int(np.floor(x0)):int(np.ceil(x1))] = True
-    return mask
-
-
 def sam_box_mask(segmenter, emb, box) -> np.ndarray:
     """The best-scoring SAM mask for an XYXY box prompt: (H, W) bool."""
     pred = segmenter.predict(emb, box=np.asarray(box, dtype=np.float32), multimask=False)
@@ -203,7 +195,7 @@ def embed_objects(objects: list[EvalObject], images_dir: str | Path, views, embe
     from tqdm import tqdm
 
     from core.images import load_image
-    from core.masks import coco_ann_to_mask, mask_iou
+    from core.masks import box_to_mask, coco_ann_to_mask, mask_iou
     from core.views import render_view
 
     images_dir = Path(images_dir)
@@ -242,9 +234,9 @@ def embed_objects(objects: list[EvalObject], images_dir: str | Path, views, embe
                 ious[i] = mask_iou(mask, truth)
                 if not mask.any():
                     empty += 1
-                    mask = _box_mask(obj.box, (h, w))
+                    mask = box_to_mask(obj.box, (h, w))
             if not mask.any():  # a degenerate ground-truth polygon: fall back to the box
-                mask = _box_mask(obj.box, (h, w))
+                mask = box_to_mask(obj.box, (h, w))
             for view in views:
                 pending[view].append(render_view(view, image, mask))
         seconds["segment"] += time.perf_counter() - t0

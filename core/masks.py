@@ -84,6 +84,16 @@ def coco_ann_to_mask(ann: dict, height: int, width: int) -> np.ndarray:
     return mask_utils.decode(rle).astype(bool)
 
 
+def box_to_mask(box, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool rectangle of an XYXY box (x1/y1 exclusive, rounded outwards, clipped to size)."""
+    height, width = size
+    x0, y0, x1, y1 = (float(v) for v in box)
+    mask = np.zeros((height, width), dtype=bool)
+    mask[max(int(np.floor(y0)), 0):min(int(np.ceil(y1)), height),
+         max(int(np.floor(x0)), 0):min(int(np.ceil(x1)), width)] = True
+    return mask
+
+
 def coco_box_to_xyxy(bbox) -> np.ndarray:
     """COCO [x, y, w, h] -> (4,) float32 XYXY (x1, y1 exclusive)."""
     x, y, w, h = (float(v) for v in bbox)

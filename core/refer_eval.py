@@ -99,18 +99,14 @@ class ReferDataset:
 
 def annotation_mask(ann: dict, height: int, width: int) -> np.ndarray:
     """(H, W) bool mask of a COCO-style dict: its ``segmentation``, else its ``bbox`` rectangle."""
-    from core.masks import coco_ann_to_mask
+    from core.masks import box_to_mask, coco_ann_to_mask
 
     if ann.get("segmentation"):
         return coco_ann_to_mask(ann, height, width)
     if "bbox" not in ann:
         raise ValueError("a target needs a 'segmentation' (mask) or a 'bbox' [x, y, w, h]")
     x, y, w, h = (float(v) for v in ann["bbox"])
-    mask = np.zeros((height, width), dtype=bool)
-    x0, y0 = max(int(np.floor(x)), 0), max(int(np.floor(y)), 0)
-    x1, y1 = min(int(np.ceil(x + w)), width), min(int(np.ceil(y + h)), height)
-    mask[y0:y1, x0:x1] = True
-    return mask
+    return box_to_mask((x, y, x + w, y + h), (height, width))
 
 
 # ----------------------------------------------------------------------------- readers

@@ -60,3 +60,11 @@ def test_bad_rle_and_box():
     with pytest.raises(ValueError):
         rle_to_mask({"counts": "x"})
     assert coco_box_to_xyxy([10, 20, 30, 40]).tolist() == [10, 20, 40, 60]
+
+
+def test_box_to_mask_rounds_outwards_and_clips():
+    from core.masks import box_to_mask
+
+    mask = box_to_mask((1.5, 0.2, 3.0, 2.0), (4, 5))
+    assert mask.sum() == 2 * 2 and mask[0, 1] and mask[1, 2] and not mask[2, 1]
+    assert box_to_mask((-3, -3, 2, 9), (4, 5)).sum() == 4 * 2
