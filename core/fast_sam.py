@@ -28,9 +28,13 @@ switch users see is ``core.models.load_sam(fast=False)``, a stock module.
 """
 from __future__ import annotations
 
+import collections
 import functools
 import os
+import threading
 import types
+import weakref
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
@@ -38,6 +42,8 @@ import torch.nn.functional as F
 
 _FAST_ATTR = "_samclip_fast_dtype"
 _STREAM_ATTR = "_samclip_stream_dtype"
+_PE_ATTR = "_samclip_dense_pe"
+_SIDE_ATTR = "_samclip_image_side"
 
 
 # --------------------------------------------------------------------- precision
@@ -204,7 +210,7 @@ def _encoder_forward(self, x: torch.Tensor) -> torch.Tensor:
     The residual stream and the neck run in ``_STREAM_ATTR`` (float32 by
     default) while attention and MLP compute in the module's dtype.
     """
-    x = self.patch_embed(x.to(getattr(self, _FAST_ATTR)))
+    x = self.patch_embed(x.to(self.patch_embed.proj.weight.dtype))
     stream = getattr(self, _STREAM_ATTR)
     x = x.to(stream)
     if self.pos_embed is not None:
@@ -261,16 +267,86 @@ def _decoder_forward(self, image_embeddings, image_pe, sparse_prompt_embeddings,
     return masks.float(), iou.float()
 
 
-def _decoder_attention_forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Drop-in forward for segment_anything.modeling.transformer.Attention through SDPA.
+# Attention layers of the mask decoder with fewer than this many keys (or queries) on both sides
+# (token self-attention) use the plain projections; folding pays off against image tokens.
+_FOLD_MIN_TOKENS = 64
 
-    Same projections and maths as stock (softmax(q k^T / sqrt(d)) v per head);
-    SDPA avoids materialising the transposed keys and the thin (N, 7)
-    softmax of the image-to-token attention.
+
+def _batched_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(Ba, n, k) @ (Bb, k, m) with Ba or Bb equal to 1 broadcast; a shared side is one wide GEMM."""
+    if a.shape[0] == b.shape[0]:
+        return a @ b
+    if a.shape[0] == 1:  # one left matrix against many right ones: (n, k) @ (k, Bb*m)
+        bb, k, m = b.shape
+        return (a[0] @ b.permute(1, 0, 2).reshape(k, bb * m)).reshape(-1, bb, m).transpose(0, 1)
+    return a @ b[0]
+
+
+def _fold_keys_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Few queries against many keys (tokens -> image) without projecting the keys and values.
+
+    q: (B, Nq, E); k, v: (B or 1, Nk, E) with Nk >> Nq. Per head h the score
+    ``(W_q q + b_q)_h . (W_k k + b_k)_h`` equals ``[(W_q q + b_q)_h W_k,h] . k``
+    plus a per-query constant that softmax ignores, and since each query's
+    weights sum to 1, ``sum_i a_i (W_v v_i + b_v) = W_v (sum_i a_i v_i) + b_v``.
+    So the key/value projections (2 Nk E I multiply-adds) become products
+    with H*Nq folded query rows (2 Nk E H Nq); same maths, re-associated.
     """
-    q = self._separate_heads(self.q_proj(q), self.num_heads)
-    k = self._separate_heads(self.k_proj(k), self.num_heads)
-    v = self._separate_heads(self.v_proj(v), self.num_heads)
+    b, nq, _ = q.shape
+    heads, e = self.num_heads, k.shape[-1]
+    d = self.internal_dim // heads
+    qh = self.q_proj(q).view(b, nq, heads, d)
+    folded = torch.einsum("bnhd,hde->bhne", qh, self.k_proj.weight.view(heads, d, e)) * d ** -0.5
+    scores = _batched_matmul(folded.reshape(b, heads * nq, e), k.transpose(1, 2))
+    context = _batched_matmul(scores.softmax(dim=-1), v).view(b, heads, nq, e)
+    out = torch.einsum("bhne,hde->bnhd", context, self.v_proj.weight.view(heads, d, e))
+    return self.out_proj(out.reshape(b, nq, heads * d) + self.v_proj.bias)
+
+
+def _fold_queries_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Many queries against few keys (image -> tokens) without projecting queries or outputs.
+
+    q: (B or 1, Nq, E) with Nq >> Nk; k, v: (B, Nk, E). Per head the score
+    ``(W_q q + b_q)_h . k'_h`` is ``q . (W_q,h^T k'_h) + b_q,h . k'_h`` and the
+    output ``W_o sum_h,t a_ht v'_ht + b_o`` is ``sum_h,t a_ht (W_o,h v'_ht) + b_o``,
+    so the two Nq x E x I projections become products with H*Nk folded
+    columns. Same maths, re-associated.
+    """
+    b, nk, _ = k.shape
+    heads, e = self.num_heads, q.shape[-1]
+    d = self.internal_dim // heads
+    scale = d ** -0.5
+    kh = self.k_proj(k).view(b, nk, heads, d)
+    vh = self.v_proj(v).view(b, nk, heads, d)
+    w_q = self.q_proj.weight.view(heads, d, e)
+    folded_keys = torch.einsum("bkhd,hde->bhke", kh, w_q).reshape(b, heads * nk, e) * scale
+    key_bias = torch.einsum("bkhd,hd->bhk", kh, self.q_proj.bias.view(heads, d)).reshape(b, heads * nk, 1) * scale
+    # scores as (B, H*Nk, Nq): softmax then runs over a strided axis of Nk, vectorised over the queries
+    scores = _batched_matmul(folded_keys, q.transpose(1, 2)) + key_bias
+    nq = scores.shape[-1]
+    weights = scores.view(b, heads, nk, nq).softmax(dim=2).view(b, heads * nk, nq)
+    values = torch.einsum("bkhd,ehd->bhke", vh, self.out_proj.weight.view(e, heads, d)).reshape(b, heads * nk, e)
+    return torch.baddbmm(self.out_proj.bias, weights.transpose(1, 2), values)
+
+
+def _decoder_attention_forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Drop-in forward for segment_anything.modeling.transformer.Attention (same maths as stock).
+
+    Cross-attention between the few prompt tokens and the 4096 image tokens
+    folds the projections of the image side into the token side (see
+    ``_fold_keys_attention`` / ``_fold_queries_attention``: 2.3x fewer
+    multiply-adds for SAM's 8 heads, 7 tokens, 128 internal channels); the
+    rest runs through SDPA. q: (B or 1, Nq, E), k/v: (B or 1, Nk, E).
+    """
+    nq, nk = q.shape[1], k.shape[1]
+    heads = self.num_heads
+    if nk >= _FOLD_MIN_TOKENS and heads * nq < self.internal_dim:
+        return _fold_keys_attention(self, q, k, v)
+    if nq >= _FOLD_MIN_TOKENS and heads * nk < self.internal_dim:
+        return _fold_queries_attention(self, q, k, v)
+    q = self._separate_heads(self.q_proj(q), heads)
+    k = self._separate_heads(self.k_proj(k), heads)
+    v = self._separate_heads(self.v_proj(v), heads)
     if q.shape[0] != k.shape[0]:  # shared image tokens (batch 1) against per-prompt tokens
         batch = max(q.shape[0], k.shape[0])
         q, k, v = (t.expand(batch, -1, -1, -1) for t in (q, k, v))
@@ -289,34 +365,193 @@ def _same_for_all_prompts(t: torch.Tensor) -> bool:
     return t.shape[0] == 1 or t.stride(0) == 0
 
 
+def _tokens(t: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H*W, C) contiguous rows (a view when t is channels-last)."""
+    return t.contiguous(memory_format=torch.channels_last).flatten(2).transpose(1, 2)
+
+
+@dataclass(frozen=True)
+class _ImageSide:
+    """What the decoder's first layer computes from the image alone (no prompt), per image.
+
+    keys, keys_pe: (1, N, E) image tokens with the dense prompt added, and with the
+    positional encoding too; k, v: (1, H, N, d) the first token->image attention's keys
+    and values; q: (H, N, d) the first image->token attention's queries. N = 64*64 tokens.
+    """
+
+    keys: torch.Tensor
+    keys_pe: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    q: torch.Tensor
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, N, H*d) -> (B, H, N, d)."""
+    b, n, c = x.shape
+    return x.view(b, n, heads, c // heads).transpose(1, 2)
+
+
+def _image_side(layer, keys: torch.Tensor, keys_pe: torch.Tensor) -> _ImageSide:
+    """Project the image tokens for the first TwoWayAttentionBlock once (keys: (1, N, E))."""
+    t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
+    return _ImageSide(keys, keys_pe,
+                      _heads(t2i.k_proj(keys_pe), t2i.num_heads).contiguous(),
+                      _heads(t2i.v_proj(keys), t2i.num_heads).contiguous(),
+                      _heads(i2t.q_proj(keys_pe), i2t.num_heads)[0].contiguous())
+
+
+def _version(t: torch.Tensor) -> Optional[int]:
+    """t's in-place modification counter, or None for inference tensors (which have none)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
+
+
+class _ImageSideCache:
+    """A few recent images' first-layer projections, keyed by the embedding and PE tensors.
+
+    An entry is used only while both tensors are alive (weak references), unchanged
+    (same version counter, where torch tracks one: inference-mode tensors have none
+    and are taken as immutable) and the dense prompt is the same broadcast vector.
+    """
+
+    def __init__(self, size: int = 4):
+        self.size = size
+        self._entries: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, layer, image_embeddings, image_pe, dense) -> _ImageSide:
+        """The _ImageSide for (1, E, h, w) embeddings + (1, E, 1, 1)-broadcast dense prompt and PE."""
+        key = (id(image_embeddings), _version(image_embeddings), id(image_pe), _version(image_pe))
+        vector = dense[0, :, 0, 0]
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                emb_ref, pe_ref, cached_vector, side = entry
+                if emb_ref() is image_embeddings and pe_ref() is image_pe and torch.equal(cached_vector, vector):
+                    self._entries.move_to_end(key)
+                    return side
+        keys = _tokens(image_embeddings + dense[:1])
+        side = _image_side(layer, keys, keys + _tokens(image_pe))
+        with self._lock:
+            self._entries[key] = (weakref.ref(image_embeddings), weakref.ref(image_pe), vector.clone(), side)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return side
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def _first_token_to_image(attn, q: torch.Tensor, side: _ImageSide) -> torch.Tensor:
+    """Token->image attention of the first layer against cached keys/values; q: (B, Nq, E)."""
+    b, nq, _ = q.shape
+    qh = _heads(attn.q_proj(q), attn.num_heads)  # (B, H, Nq, d)
+    # every query attends independently: fold the prompt batch into the query axis
+    flat = qh.transpose(0, 1).reshape(1, attn.num_heads, b * nq, -1)
+    out = F.scaled_dot_product_attention(flat, side.k, side.v)
+    out = out.view(attn.num_heads, b, nq, -1).permute(1, 2, 0, 3).reshape(b, nq, -1)
+    return attn.out_proj(out)
+
+
+def _first_image_to_token(attn, side: _ImageSide, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Image->token attention of the first layer with cached image queries; k, v: (B, Nk, E).
+
+    Scores come from the cached (H, N, d) queries; the value and output
+    projections are folded as in ``_fold_queries_attention``. Returns (B, N, E).
+    """
+    b, nk, e = k.shape
+    heads = attn.num_heads
+    d = attn.internal_dim // heads
+    kh = attn.k_proj(k).view(b, nk, heads, d).permute(2, 0, 1, 3).reshape(heads, b * nk, d)
+    # scores as (H, B*Nk, N): softmax runs over a strided axis of Nk, vectorised over the image tokens
+    scores = torch.bmm(kh, side.q.transpose(1, 2)) * d ** -0.5
+    n = scores.shape[-1]
+    weights = scores.view(heads, b, nk, n).softmax(dim=2).transpose(0, 1).reshape(b, heads * nk, n)
+    vh = attn.v_proj(v).view(b, nk, heads, d)
+    values = torch.einsum("bkhd,ehd->bhke", vh, attn.out_proj.weight.view(e, heads, d)).reshape(b, heads * nk, e)
+    return torch.baddbmm(attn.out_proj.bias, weights.transpose(1, 2), values)
+
+
+def _two_way_block(layer, queries, keys, keys_pe, query_pe, key_pe, side: Optional[_ImageSide]):
+    """segment_anything's TwoWayAttentionBlock forward, same operations in the same order.
+
+    keys_pe (= keys + key_pe) is computed once per block instead of twice; with
+    ``side`` (first layer, shared image) the image-side projections come from
+    the cache. Returns (queries, keys, keys + key_pe).
+    """
+    if layer.skip_first_layer_pe:
+        queries = layer.self_attn(q=queries, k=queries, v=queries)
+    else:
+        q = queries + query_pe
+        queries = queries + layer.self_attn(q=q, k=q, v=queries)
+    queries = layer.norm1(queries)
+    q = queries + query_pe
+    if side is not None:
+        attn_out = _first_token_to_image(layer.cross_attn_token_to_image, q, side)
+    else:
+        attn_out = layer.cross_attn_token_to_image(q=q, k=keys_pe, v=keys)
+    queries = layer.norm2(queries + attn_out)
+    queries = layer.norm3(queries + layer.mlp(queries))
+    q = queries + query_pe
+    if side is not None:
+        attn_out = _first_image_to_token(layer.cross_attn_image_to_token, side, q, queries)
+    else:
+        attn_out = layer.cross_attn_image_to_token(q=keys_pe, k=q, v=queries)
+    keys = layer.norm4(keys + attn_out)
+    return queries, keys, keys + key_pe
+
+
+def _two_way_transformer(transformer, keys, keys_pe, key_pe, tokens, side: Optional[_ImageSide] = None):
+    """TwoWayTransformer forward on token-major tensors: keys/keys_pe/key_pe (B or 1, N, E), tokens (B, T, E).
+
+    Returns (queries (B, T, E), keys (B or 1, N, E)) like the stock module.
+    """
+    queries = tokens
+    for i, layer in enumerate(transformer.layers):
+        queries, keys, keys_pe = _two_way_block(layer, queries, keys, keys_pe, tokens, key_pe,
+                                                side if i == 0 else None)
+    attn_out = transformer.final_attn_token_to_image(q=queries + tokens, k=keys_pe, v=keys)
+    return transformer.norm_final_attn(queries + attn_out), keys
+
+
 def _decoder_predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings,
                            dense_prompt_embeddings):
-    """MaskDecoder.predict_masks without copying the image embedding once per prompt.
+    """MaskDecoder.predict_masks with the image side shared across prompts and cached per image.
 
     Stock code repeats the (1, 256, 64, 64) embedding and positional encoding
-    B times before the two-way transformer. When the dense prompt is the same
-    for every prompt (no mask input), the transformer's first layer sees
-    identical image tokens for all prompts: passing them with batch 1 lets
-    matmul broadcasting compute their key/value/query projections once; the
-    image tokens become per-prompt only after the first image-to-token
-    attention. Same maths as stock; falls back to it with mask inputs.
+    once per prompt before the two-way transformer. When the dense prompt is
+    the same for every prompt (no mask input), the first layer sees identical
+    image tokens for all prompts, so its image-side projections are computed
+    once per image and kept (``_ImageSideCache``); the image tokens become
+    per-prompt only after the first image->token attention. With mask
+    inputs it runs the stock batch layout. Same maths as stock either way.
     """
     output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
     output_tokens = output_tokens.unsqueeze(0).expand(sparse_prompt_embeddings.size(0), -1, -1)
     tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
     n = tokens.shape[0]
-    if image_embeddings.shape[0] == 1 and _same_for_all_prompts(dense_prompt_embeddings):
-        src = image_embeddings + dense_prompt_embeddings[:1]
-        pos_src = image_pe
+    _, c, h, w = image_embeddings.shape
+    key_pe = _tokens(image_pe)
+    dense = dense_prompt_embeddings
+    if image_embeddings.shape[0] == 1 and _same_for_all_prompts(dense) and dense.stride(-1) == dense.stride(-2) == 0:
+        side = self._samclip_image_side.get(self.transformer.layers[0], image_embeddings, image_pe, dense)
+        keys, keys_pe = side.keys, side.keys_pe
     else:
-        src = torch.repeat_interleave(image_embeddings, n, dim=0) + dense_prompt_embeddings
-        pos_src = torch.repeat_interleave(image_pe, n, dim=0)
-    _, c, h, w = src.shape
-    hs, src = self.transformer(src, pos_src, tokens)
+        side = None
+        if image_embeddings.shape[0] == 1 and _same_for_all_prompts(dense):
+            keys = _tokens(image_embeddings + dense[:1])
+        else:
+            keys = _tokens(torch.repeat_interleave(image_embeddings, n, dim=0) + dense)
+        keys_pe = keys + key_pe
+    hs, keys = _two_way_transformer(self.transformer, keys, keys_pe, key_pe, tokens, side)
     iou_token_out = hs[:, 0, :]
     mask_tokens_out = hs[:, 1:(1 + self.num_mask_tokens), :]
     # (n, h*w, c) tokens are an NCHW tensor in channels-last memory: no transpose copy
-    src = src.expand(n, -1, -1).reshape(n, h, w, c).permute(0, 3, 1, 2)
+    src = keys.expand(n, -1, -1).reshape(n, h, w, c).permute(0, 3, 1, 2)
     upscaled = self.output_upscaling(src)
     hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
                            dim=1)
@@ -324,6 +559,22 @@ def _decoder_predict_masks(self, image_embeddings, image_pe, sparse_prompt_embed
     pixels = upscaled.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view when channels-last
     masks = (pixels @ hyper_in.transpose(1, 2)).permute(0, 2, 1).reshape(n, -1, h, w)
     return masks, self.iou_prediction_head(iou_token_out)
+
+
+def _memoized_dense_pe(self) -> torch.Tensor:
+    """PromptEncoder.get_dense_pe computed once: (1, E, 64, 64) in channels-last memory.
+
+    The positional encoding depends only on the encoder's fixed random
+    Gaussian matrix; the same tensor object each call also keys the decoder's
+    image-side cache. Callers must not modify it.
+    """
+    pe = self.__dict__.get(_PE_ATTR)
+    gaussian = self.pe_layer.positional_encoding_gaussian_matrix
+    if pe is None or pe[0] is not gaussian or pe[1] != gaussian._version:
+        value = type(self).get_dense_pe(self).contiguous(memory_format=torch.channels_last)
+        pe = (gaussian, gaussian._version, value)
+        self.__dict__[_PE_ATTR] = pe
+    return pe[2]
 
 
 def _decoder_modules(sam):
@@ -361,6 +612,9 @@ def _restore(sam) -> None:
         module.__dict__.pop("predict_masks", None)
         module.__dict__.pop(_FAST_ATTR, None)
         module.__dict__.pop(_STREAM_ATTR, None)
+        module.__dict__.pop(_SIDE_ATTR, None)
+    for name in ("get_dense_pe", _PE_ATTR):
+        sam.prompt_encoder.__dict__.pop(name, None)
     sam.image_encoder.float()
     sam.mask_decoder.float()
 
@@ -413,6 +667,8 @@ def accelerate_sam(sam, device=None, *, enable: bool = True, dtype: Optional[tor
             blk.forward = types.MethodType(_encoder_block_forward, blk)
     sam.image_encoder.forward = types.MethodType(_encoder_forward, sam.image_encoder)
     sam.mask_decoder.predict_masks = types.MethodType(_decoder_predict_masks, sam.mask_decoder)
+    setattr(sam.mask_decoder, _SIDE_ATTR, _ImageSideCache())
+    sam.prompt_encoder.get_dense_pe = types.MethodType(_memoized_dense_pe, sam.prompt_encoder)
     attn, norms = _decoder_modules(sam)
     for module in attn:
         module.forward = types.MethodType(_decoder_attention_forward, module)

@@ -213,6 +213,66 @@ def test_decoder_shares_image_tokens_across_prompts_with_stock_results():
                 torch.testing.assert_close(out[1], ref[1], atol=1e-5, rtol=1e-4)
 
 
+def _stock_and_patched_attention(seed: int = 0):
+    """segment_anything's decoder Attention (256-d, 8 heads, 128 internal) with random non-zero biases."""
+    import types
+
+    from segment_anything.modeling.transformer import Attention
+
+    torch.manual_seed(seed)
+    stock = Attention(256, 8, downsample_rate=2).eval()
+    with torch.no_grad():
+        for lin in (stock.q_proj, stock.k_proj, stock.v_proj, stock.out_proj):
+            lin.bias.normal_(0, 0.5)
+    patched = copy.deepcopy(stock)
+    patched.forward = types.MethodType(fast_sam._decoder_attention_forward, patched)
+    return stock, patched
+
+
+@pytest.mark.parametrize("image_batch", [1, 3])
+def test_folded_cross_attention_matches_stock_both_ways(image_batch):
+    stock, patched = _stock_and_patched_attention()
+    tokens = torch.randn(3, 7, 256)
+    image = torch.randn(image_batch, 300, 256)
+    image_pe = image + torch.randn(1, 300, 256)
+    with torch.inference_mode():
+        # tokens -> image (few queries, many keys) and image -> tokens (many queries, few keys)
+        for q, k, v in ((tokens, image_pe, image), (image_pe, tokens, tokens + 1)):
+            expected = stock(q.expand(3, -1, -1), k.expand(3, -1, -1), v.expand(3, -1, -1))
+            torch.testing.assert_close(patched(q, k, v), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_decoder_caches_the_image_side_per_embedding_and_matches_stock():
+    stock = _small_sam()
+    fast = fast_sam.accelerate_sam(copy.deepcopy(stock))
+    cache = fast.mask_decoder._samclip_image_side
+    torch.manual_seed(4)
+    embeddings = [torch.randn(1, 256, 64, 64) for _ in range(cache.size + 1)]
+    with torch.inference_mode():
+        pe = fast.prompt_encoder.get_dense_pe()
+        assert pe is fast.prompt_encoder.get_dense_pe()  # memoised: one tensor keys the cache
+        torch.testing.assert_close(pe, stock.prompt_encoder.get_dense_pe())
+        for round_ in range(2):  # second round: embeddings 1.. hit, embedding 0 was evicted
+            for emb in embeddings:
+                pts = (torch.rand(1, 1, 2) * 1000, torch.tensor([[1]]))
+                sparse, dense = stock.prompt_encoder(points=pts, boxes=None, masks=None)
+                ref = stock.mask_decoder(emb, pe, sparse, dense, True)
+                out = fast.mask_decoder(emb, pe, sparse, dense, True)
+                torch.testing.assert_close(out[0], ref[0], atol=1e-4, rtol=1e-4)
+                torch.testing.assert_close(out[1], ref[1], atol=1e-5, rtol=1e-4)
+    assert len(cache._entries) == cache.size
+    emb = torch.randn(1, 256, 64, 64)  # a normal tensor: changed in place, the entry is not reused
+    sparse, dense = stock.prompt_encoder(points=(torch.rand(1, 1, 2) * 1000, torch.tensor([[1]])),
+                                         boxes=None, masks=None)
+    with torch.no_grad():
+        fast.mask_decoder(emb, pe, sparse, dense, True)
+        emb.mul_(-1)
+        ref = stock.mask_decoder(emb, pe, sparse, dense, True)
+        torch.testing.assert_close(fast.mask_decoder(emb, pe, sparse, dense, True)[0], ref[0], atol=1e-4, rtol=1e-4)
+    fast_sam.accelerate_sam(fast, enable=False)
+    assert "get_dense_pe" not in vars(fast.prompt_encoder)
+
+
 def test_bench_sam_reports_fast_vs_stock_for_a_small_model(coco_dir):
     from core import bench_sam
 
