@@ -303,30 +303,69 @@ def _fold_keys_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     return self.out_proj(out.reshape(b, nq, heads * d) + self.v_proj.bias)
 
 
+def _per_head(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, N, H*d) -> (H, B*N, d): heads first, every prompt's tokens in one matrix per head."""
+    b, n, c = x.shape
+    return x.view(b * n, heads, c // heads).transpose(0, 1)
+
+
+def _folded_image_weights(attn, image: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Attention weights of image queries over prompt tokens without projecting the image.
+
+    image: (B or 1, N, E) image tokens (+PE); k: (B, Nk, E) tokens (+PE). Per head the
+    score ``(W_q x + b_q)_h . k'_h`` is ``x . (W_q,h^T k'_h) + b_q,h . k'_h``, so the
+    N x E x I query projection becomes a product with H*Nk folded columns.
+    Returns (B, H*Nk, N): for each image token a softmax over Nk per head.
+    """
+    b, nk, e = k.shape
+    heads = attn.num_heads
+    d = attn.internal_dim // heads
+    kh = _per_head(attn.k_proj(k), heads) * d ** -0.5  # (H, B*Nk, d), scale folded in
+    folded = torch.bmm(kh, attn.q_proj.weight.view(heads, d, e))  # (H, B*Nk, E)
+    folded = folded.view(heads, b, nk, e).transpose(0, 1).reshape(b, heads * nk, e)
+    bias = torch.bmm(kh, attn.q_proj.bias.view(heads, d, 1)).view(heads, b, nk).transpose(0, 1)
+    # scores as (B, H*Nk, N): softmax then runs over a strided axis of Nk, vectorised over the image
+    scores = _batched_matmul(folded, image.transpose(1, 2)) + bias.reshape(b, heads * nk, 1)
+    return scores.view(b, heads, nk, -1).softmax(dim=2).view(b, heads * nk, -1)
+
+
+def _cached_image_weights(attn, side: "_ImageSide", k: torch.Tensor) -> torch.Tensor:
+    """Like ``_folded_image_weights`` for the first layer, from the cached (H, N, d) image queries."""
+    b, nk, _ = k.shape
+    heads = attn.num_heads
+    d = attn.internal_dim // heads
+    kh = _per_head(attn.k_proj(k), heads) * d ** -0.5  # (H, B*Nk, d)
+    scores = torch.bmm(kh, side.q.transpose(1, 2))  # (H, B*Nk, N)
+    return scores.view(heads, b, nk, -1).softmax(dim=2).transpose(0, 1).reshape(b, heads * nk, -1)
+
+
+def _image_update(attn, weights: torch.Tensor, v: torch.Tensor, residual: Optional[torch.Tensor] = None):
+    """Output of image->token attention from its (B, H*Nk, N) weights; v: (B, Nk, E) tokens.
+
+    ``W_o sum_h,t a_ht v'_ht + b_o`` is ``sum_h,t a_ht (W_o,h v'_ht + b_o / H)`` (each head's
+    weights sum to 1), so the N x I x E output projection becomes a product with
+    H*Nk folded rows, and a residual (B or 1, N, E) is added by the same GEMM.
+    Returns (B, N, E).
+    """
+    b, nk, e = v.shape
+    heads = attn.num_heads
+    d = attn.internal_dim // heads
+    vh = _per_head(attn.v_proj(v), heads)  # (H, B*Nk, d)
+    values = torch.bmm(vh, attn.out_proj.weight.view(e, heads, d).transpose(0, 1).transpose(1, 2))
+    values = values.view(heads, b, nk, e).transpose(0, 1).reshape(b, heads * nk, e) + attn.out_proj.bias / heads
+    if residual is None:
+        return torch.bmm(weights.transpose(1, 2), values)
+    return torch.baddbmm(residual, weights.transpose(1, 2), values)
+
+
 def _fold_queries_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Many queries against few keys (image -> tokens) without projecting queries or outputs.
 
-    q: (B or 1, Nq, E) with Nq >> Nk; k, v: (B, Nk, E). Per head the score
-    ``(W_q q + b_q)_h . k'_h`` is ``q . (W_q,h^T k'_h) + b_q,h . k'_h`` and the
-    output ``W_o sum_h,t a_ht v'_ht + b_o`` is ``sum_h,t a_ht (W_o,h v'_ht) + b_o``,
-    so the two Nq x E x I projections become products with H*Nk folded
-    columns. Same maths, re-associated.
+    q: (B or 1, Nq, E) with Nq >> Nk; k, v: (B, Nk, E). See ``_folded_image_weights``
+    and ``_image_update``: both Nq x E x I projections become products with H*Nk
+    folded columns. Same maths, re-associated.
     """
-    b, nk, _ = k.shape
-    heads, e = self.num_heads, q.shape[-1]
-    d = self.internal_dim // heads
-    scale = d ** -0.5
-    kh = self.k_proj(k).view(b, nk, heads, d)
-    vh = self.v_proj(v).view(b, nk, heads, d)
-    w_q = self.q_proj.weight.view(heads, d, e)
-    folded_keys = torch.einsum("bkhd,hde->bhke", kh, w_q).reshape(b, heads * nk, e) * scale
-    key_bias = torch.einsum("bkhd,hd->bhk", kh, self.q_proj.bias.view(heads, d)).reshape(b, heads * nk, 1) * scale
-    # scores as (B, H*Nk, Nq): softmax then runs over a strided axis of Nk, vectorised over the queries
-    scores = _batched_matmul(folded_keys, q.transpose(1, 2)) + key_bias
-    nq = scores.shape[-1]
-    weights = scores.view(b, heads, nk, nq).softmax(dim=2).view(b, heads * nk, nq)
-    values = torch.einsum("bkhd,ehd->bhke", vh, self.out_proj.weight.view(e, heads, d)).reshape(b, heads * nk, e)
-    return torch.baddbmm(self.out_proj.bias, weights.transpose(1, 2), values)
+    return _image_update(self, _folded_image_weights(self, q, k), v)
 
 
 def _decoder_attention_forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -457,31 +496,13 @@ def _first_token_to_image(attn, q: torch.Tensor, side: _ImageSide) -> torch.Tens
     return attn.out_proj(out)
 
 
-def _first_image_to_token(attn, side: _ImageSide, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Image->token attention of the first layer with cached image queries; k, v: (B, Nk, E).
-
-    Scores come from the cached (H, N, d) queries; the value and output
-    projections are folded as in ``_fold_queries_attention``. Returns (B, N, E).
-    """
-    b, nk, e = k.shape
-    heads = attn.num_heads
-    d = attn.internal_dim // heads
-    kh = attn.k_proj(k).view(b, nk, heads, d).permute(2, 0, 1, 3).reshape(heads, b * nk, d)
-    # scores as (H, B*Nk, N): softmax runs over a strided axis of Nk, vectorised over the image tokens
-    scores = torch.bmm(kh, side.q.transpose(1, 2)) * d ** -0.5
-    n = scores.shape[-1]
-    weights = scores.view(heads, b, nk, n).softmax(dim=2).transpose(0, 1).reshape(b, heads * nk, n)
-    vh = attn.v_proj(v).view(b, nk, heads, d)
-    values = torch.einsum("bkhd,ehd->bhke", vh, attn.out_proj.weight.view(e, heads, d)).reshape(b, heads * nk, e)
-    return torch.baddbmm(attn.out_proj.bias, weights.transpose(1, 2), values)
-
-
 def _two_way_block(layer, queries, keys, keys_pe, query_pe, key_pe, side: Optional[_ImageSide]):
     """segment_anything's TwoWayAttentionBlock forward, same operations in the same order.
 
     keys_pe (= keys + key_pe) is computed once per block instead of twice; with
     ``side`` (first layer, shared image) the image-side projections come from
-    the cache. Returns (queries, keys, keys + key_pe).
+    the cache; the image->token output and its residual add are one GEMM.
+    Returns (queries, keys, keys + key_pe).
     """
     if layer.skip_first_layer_pe:
         queries = layer.self_attn(q=queries, k=queries, v=queries)
@@ -497,11 +518,12 @@ def _two_way_block(layer, queries, keys, keys_pe, query_pe, key_pe, side: Option
     queries = layer.norm2(queries + attn_out)
     queries = layer.norm3(queries + layer.mlp(queries))
     q = queries + query_pe
+    i2t = layer.cross_attn_image_to_token
     if side is not None:
-        attn_out = _first_image_to_token(layer.cross_attn_image_to_token, side, q, queries)
+        weights = _cached_image_weights(i2t, side, q)
     else:
-        attn_out = layer.cross_attn_image_to_token(q=keys_pe, k=q, v=queries)
-    keys = layer.norm4(keys + attn_out)
+        weights = _folded_image_weights(i2t, keys_pe, q)
+    keys = layer.norm4(_image_update(i2t, weights, queries, residual=keys))
     return queries, keys, keys + key_pe
 
 
@@ -577,6 +599,25 @@ def _memoized_dense_pe(self) -> torch.Tensor:
     return pe[2]
 
 
+def _postprocess_masks(self, masks: torch.Tensor, input_size, original_size) -> torch.Tensor:
+    """Sam.postprocess_masks, upsampling only the low-res rows/columns that cover the image.
+
+    masks: (B, K, 256, 256) logits; input_size: (h, w) of the resized image inside the
+    1024 square; original_size: (H, W). Stock upsamples the whole 256 grid to 1024x1024,
+    crops (h, w) and resizes to (H, W). Bilinear upsampling by the same factor 4 of the
+    first ceil(h/4)+1 rows (and columns) gives the same values for every output row
+    below h (the crop never reaches the clamped last row), so the result is identical
+    while the padding below/right of the image is never upsampled.
+    """
+    factor = self.image_encoder.img_size // masks.shape[-1]
+    rows = min(masks.shape[-2], -(-int(input_size[0]) // factor) + 1)
+    cols = min(masks.shape[-1], -(-int(input_size[1]) // factor) + 1)
+    up = F.interpolate(masks[..., :rows, :cols], (rows * factor, cols * factor), mode="bilinear",
+                       align_corners=False)
+    up = up[..., :input_size[0], :input_size[1]]
+    return F.interpolate(up, tuple(original_size), mode="bilinear", align_corners=False)
+
+
 def _decoder_modules(sam):
     """The mask decoder's attention and LayerNorm2d modules (patched by accelerate_sam)."""
     from segment_anything.modeling.common import LayerNorm2d
@@ -615,6 +656,7 @@ def _restore(sam) -> None:
         module.__dict__.pop(_SIDE_ATTR, None)
     for name in ("get_dense_pe", _PE_ATTR):
         sam.prompt_encoder.__dict__.pop(name, None)
+    sam.__dict__.pop("postprocess_masks", None)
     sam.image_encoder.float()
     sam.mask_decoder.float()
 
@@ -669,6 +711,7 @@ def accelerate_sam(sam, device=None, *, enable: bool = True, dtype: Optional[tor
     sam.mask_decoder.predict_masks = types.MethodType(_decoder_predict_masks, sam.mask_decoder)
     setattr(sam.mask_decoder, _SIDE_ATTR, _ImageSideCache())
     sam.prompt_encoder.get_dense_pe = types.MethodType(_memoized_dense_pe, sam.prompt_encoder)
+    sam.postprocess_masks = types.MethodType(_postprocess_masks, sam)
     attn, norms = _decoder_modules(sam)
     for module in attn:
         module.forward = types.MethodType(_decoder_attention_forward, module)

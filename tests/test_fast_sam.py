@@ -273,6 +273,21 @@ def test_decoder_caches_the_image_side_per_embedding_and_matches_stock():
     assert "get_dense_pe" not in vars(fast.prompt_encoder)
 
 
+@pytest.mark.parametrize("original_size", [(480, 640), (640, 427), (500, 500), (37, 1000), (1500, 2000)])
+def test_postprocess_upsamples_only_the_image_and_matches_stock_exactly(original_size):
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    stock = _small_sam()
+    fast = fast_sam.accelerate_sam(copy.deepcopy(stock))
+    input_size = ResizeLongestSide(1024).get_preprocess_shape(*original_size, 1024)
+    logits = torch.randn(2, 3, 256, 256)
+    with torch.inference_mode():
+        out = fast.postprocess_masks(logits, input_size, original_size)
+        ref = stock.postprocess_masks(logits, input_size, original_size)
+    assert out.shape == ref.shape == (2, 3, *original_size)
+    assert torch.equal(out, ref)
+
+
 def test_bench_sam_reports_fast_vs_stock_for_a_small_model(coco_dir):
     from core import bench_sam
 
