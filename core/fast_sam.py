@@ -44,6 +44,7 @@ _FAST_ATTR = "_samclip_fast_dtype"
 _STREAM_ATTR = "_samclip_stream_dtype"
 _PE_ATTR = "_samclip_dense_pe"
 _SIDE_ATTR = "_samclip_image_side"
+_HYPER_ATTR = "_samclip_hypernetworks"
 
 
 # --------------------------------------------------------------------- precision
@@ -540,6 +541,41 @@ def _two_way_transformer(transformer, keys, keys_pe, key_pe, tokens, side: Optio
     return transformer.norm_final_attn(queries + attn_out), keys
 
 
+def _stacked_hypernetworks(decoder) -> list:
+    """The mask decoder's per-mask-token MLPs as stacked (weight (M, in, out), bias (M, 1, out)) per layer.
+
+    Rebuilt whenever a parameter changes (version counters), so weights loaded
+    after ``accelerate_sam`` are picked up.
+    """
+    mlps = decoder.output_hypernetworks_mlps
+    params = [p for mlp in mlps for p in mlp.parameters()]
+    versions = tuple(p._version for p in params) + tuple(p.data_ptr() for p in params)
+    cached = decoder.__dict__.get(_HYPER_ATTR)
+    if cached is None or cached[0] != versions:
+        with torch.no_grad():
+            layers = [(torch.stack([mlp.layers[i].weight.t() for mlp in mlps]).contiguous(),
+                       torch.stack([mlp.layers[i].bias for mlp in mlps])[:, None, :].contiguous())
+                      for i in range(mlps[0].num_layers)]
+        cached = (versions, layers)
+        decoder.__dict__[_HYPER_ATTR] = cached
+    return cached[1]
+
+
+def _hypernetworks(decoder, mask_tokens: torch.Tensor) -> torch.Tensor:
+    """Each mask token through its own MLP, all MLPs as one batched product per layer.
+
+    mask_tokens: (B, M, E) -> (B, M, C) with C the upscaled channels (stock: a
+    Python loop of M small MLPs; same maths).
+    """
+    x = mask_tokens.transpose(0, 1)  # (M, B, E)
+    layers = _stacked_hypernetworks(decoder)
+    for i, (weight, bias) in enumerate(layers):
+        x = torch.baddbmm(bias, x, weight)
+        if i < len(layers) - 1:
+            x = F.relu(x)
+    return x.transpose(0, 1)
+
+
 def _decoder_predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings,
                            dense_prompt_embeddings):
     """MaskDecoder.predict_masks with the image side shared across prompts and cached per image.
@@ -575,8 +611,7 @@ def _decoder_predict_masks(self, image_embeddings, image_pe, sparse_prompt_embed
     # (n, h*w, c) tokens are an NCHW tensor in channels-last memory: no transpose copy
     src = keys.expand(n, -1, -1).reshape(n, h, w, c).permute(0, 3, 1, 2)
     upscaled = self.output_upscaling(src)
-    hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
-                           dim=1)
+    hyper_in = _hypernetworks(self, mask_tokens_out)
     _, c, h, w = upscaled.shape
     pixels = upscaled.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view when channels-last
     masks = (pixels @ hyper_in.transpose(1, 2)).permute(0, 2, 1).reshape(n, -1, h, w)
@@ -654,6 +689,7 @@ def _restore(sam) -> None:
         module.__dict__.pop(_FAST_ATTR, None)
         module.__dict__.pop(_STREAM_ATTR, None)
         module.__dict__.pop(_SIDE_ATTR, None)
+        module.__dict__.pop(_HYPER_ATTR, None)
     for name in ("get_dense_pe", _PE_ATTR):
         sam.prompt_encoder.__dict__.pop(name, None)
     sam.__dict__.pop("postprocess_masks", None)
