@@ -30,6 +30,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, sam: bool = True, cl
         group.add_argument("--sam", default=config.SAM_MODEL, help="vit_b | vit_l | vit_h (default %(default)s)")
         group.add_argument("--sam-checkpoint", default=None, help="path to the SAM .pth file")
         group.add_argument("--no-fast", action="store_true", help="stock SAM (turn the fast path off)")
+        group.add_argument("--sam-precision", default=config.SAM_PRECISION, choices=("auto", "fp32", "bf16", "fp16"),
+                           help="fast-path precision: auto = bf16 where the CPU/GPU supports it; fp32 gives "
+                                "masks identical to stock SAM (default %(default)s)")
     if clip:
         group.add_argument("--clip", default=config.CLIP_MODEL, help="open_clip model name (default %(default)s)")
         group.add_argument("--pretrained", default=config.CLIP_PRETRAINED, help="open_clip weights tag")
@@ -45,7 +48,8 @@ def engine_from_args(args):
         sam=getattr(args, "sam", config.SAM_MODEL), sam_checkpoint=getattr(args, "sam_checkpoint", None),
         clip=getattr(args, "clip", config.CLIP_MODEL), pretrained=getattr(args, "pretrained", config.CLIP_PRETRAINED),
         clip_checkpoint=getattr(args, "clip_checkpoint", None), untrained=args.untrained,
-        fast=not getattr(args, "no_fast", False), device=args.device)
+        fast=not getattr(args, "no_fast", False),
+        sam_precision=getattr(args, "sam_precision", config.SAM_PRECISION), device=args.device)
     engine = Engine(settings)
     if settings.untrained:
         print(f"note: {engine.label}", file=sys.stderr)

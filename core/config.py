@@ -31,6 +31,9 @@ CLIP_CHECKPOINT: str | None = os.environ.get("SAMCLIP_CLIP_CHECKPOINT") or None
 SAM_MODEL: str = os.environ.get("SAMCLIP_SAM_MODEL", "vit_b")
 CLIP_MODEL: str = os.environ.get("SAMCLIP_CLIP_MODEL", "ViT-B-32")
 CLIP_PRETRAINED: str = os.environ.get("SAMCLIP_CLIP_PRETRAINED", "openai")
+#: Fast-path SAM precision: "auto" (bf16 on CPUs/GPUs with native support, else fp32),
+#: "fp32" (masks identical to stock SAM, slower), "bf16" or "fp16".
+SAM_PRECISION: str = os.environ.get("SAMCLIP_SAM_PRECISION", "auto")
 #: "auto" picks CUDA when available, else CPU; or name a torch device ("cpu", "cuda:1").
 DEVICE: str = os.environ.get("SAMCLIP_DEVICE", "auto")
 #: Set to 1 to never download weights (fail with instructions instead).

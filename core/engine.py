@@ -29,6 +29,7 @@ class EngineSettings:
     clip_checkpoint: str | None = None
     untrained: bool = False
     fast: bool = True
+    sam_precision: str = config.SAM_PRECISION
     device: str | None = None
 
     def with_(self, **changes) -> "EngineSettings":
@@ -65,7 +66,7 @@ class Engine:
 
                 s = self.settings
                 self._segmenter = Segmenter(load_sam(s.sam, s.sam_checkpoint, untrained=s.untrained,
-                                                     fast=s.fast, device=s.device))
+                                                     fast=s.fast, device=s.device, precision=s.sam_precision))
             return self._segmenter
 
     @property

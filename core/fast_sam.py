@@ -92,6 +92,17 @@ def best_dtype(device=None) -> torch.dtype:
     return torch.float32
 
 
+PRECISIONS = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def parse_precision(name: str) -> Optional[torch.dtype]:
+    """ "auto" | "fp32" | "bf16" | "fp16" -> the dtype for ``accelerate_sam`` (None = best_dtype)."""
+    key = str(name).strip().lower()
+    if key not in PRECISIONS:
+        raise ValueError(f"unknown SAM precision {name!r}; choose one of {', '.join(PRECISIONS)}")
+    return PRECISIONS[key]
+
+
 def precision_name(dtype: torch.dtype) -> str:
     """Short name of a dtype for reports: "bf16", "fp16" or "fp32"."""
     return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}.get(dtype, str(dtype))

@@ -167,21 +167,28 @@ def _build_sam(name: str, checkpoint: Path | None):
 
 
 def load_sam(name: str = "vit_b", checkpoint: str | os.PathLike | None = None, *,
-             untrained: bool = False, fast: bool = True, device: str | None = None):
+             untrained: bool = False, fast: bool = True, device: str | None = None,
+             precision: str | None = None):
     """Build SAM `name` ("vit_b" | "vit_l" | "vit_h" | "vit_tiny"), cached per process.
 
     `untrained=True` uses seeded random weights (required for "vit_tiny"). `fast=True`
     applies `core.fast_sam.accelerate_sam` (same results, faster on CPU/GPU); `fast=False`
-    keeps the stock module. Returns a `segment_anything.modeling.Sam` in eval mode.
+    keeps the stock module. `precision` ("auto" | "fp32" | "bf16" | "fp16", default
+    `config.SAM_PRECISION`) picks the fast path's image-encoder precision.
+    Returns a `segment_anything.modeling.Sam` in eval mode.
     """
     if name not in sam_model_names():
         raise ValueError(f"unknown SAM model {name!r}; choose one of {sam_model_names()}")
     if name in UNTRAINED_ONLY_SAM and not untrained:
         raise WeightsNotFound(f"SAM {name} has no published weights; it exists for tests: "
                               f"use it with --untrained")
+    from core.fast_sam import parse_precision
+
     device = device or default_device()
+    precision = (precision or config.SAM_PRECISION).strip().lower()
+    dtype = parse_precision(precision)
     path = None if untrained else resolve_sam_checkpoint(name, checkpoint)
-    key = ("sam", name, str(path), untrained, fast, device)
+    key = ("sam", name, str(path), untrained, fast, device, precision if fast else None)
     with _LOCK:
         if key not in _LOADED:
             sam = _build_sam(name, path).to(device).eval()
@@ -189,7 +196,7 @@ def load_sam(name: str = "vit_b", checkpoint: str | os.PathLike | None = None, *
             if fast:
                 from core.fast_sam import accelerate_sam
 
-                sam = accelerate_sam(sam, device)
+                sam = accelerate_sam(sam, device, dtype=dtype)
             _LOADED[key] = sam
         return _LOADED[key]
 

@@ -33,7 +33,8 @@ def coco_file(coco_dir):
 
 @pytest.mark.slow
 def test_segment_writes_masks_and_json(tmp_path, coco_file):
-    proc = run("segment", str(coco_file), "--point", "100,120", "--point", "300,200:0", "--out", str(tmp_path), *MODELS)
+    proc = run("segment", str(coco_file), "--point", "100,120", "--point", "300,200:0", "--out", str(tmp_path),
+               "--sam-precision", "fp32", *MODELS)
     result = json.loads(proc.stdout)
     assert result["untrained"] is True and "UNTRAINED" in proc.stderr
     assert len(result["masks"]) == 1 and (tmp_path / "mask_0.png").is_file()
@@ -62,6 +63,8 @@ def test_bad_arguments_and_files(tmp_path):
     assert proc.returncode == 2 and "X0,Y0,X1,Y1" in proc.stderr
     proc = run("search", str(tmp_path), "--text", "a dog", *MODELS, check=False)
     assert proc.returncode == 2 and "not a gallery" in proc.stderr
+    proc = run("segment", "x.jpg", "--point", "1,2", "--sam-precision", "int4", "--out", str(tmp_path), check=False)
+    assert proc.returncode == 2 and "invalid choice: 'int4'" in proc.stderr
 
 
 @pytest.mark.slow

@@ -80,6 +80,21 @@ def test_untrained_is_seeded_and_shared():
     assert clip.untrained and clip.label == "ViT-B-32/untrained"
 
 
+def test_sam_precision_switch_picks_the_fast_path_dtype(monkeypatch):
+    import torch
+
+    from core import fast_sam
+
+    exact = models.load_sam("vit_tiny", untrained=True, device="cpu", precision="fp32")
+    assert fast_sam.is_accelerated(exact) and fast_sam.fast_dtype(exact) == torch.float32
+    auto = models.load_sam("vit_tiny", untrained=True, device="cpu", precision="auto")
+    assert auto is not exact and fast_sam.fast_dtype(auto) == fast_sam.best_dtype("cpu")
+    monkeypatch.setattr(config, "SAM_PRECISION", "FP32")
+    assert models.load_sam("vit_tiny", untrained=True, device="cpu") is exact
+    with pytest.raises(ValueError, match="unknown SAM precision 'int4'.*fp32"):
+        models.load_sam("vit_tiny", untrained=True, device="cpu", precision="int4")
+
+
 def test_clip_missing_weights_is_actionable(empty_cache, monkeypatch):
     monkeypatch.setattr(config, "OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
