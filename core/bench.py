@@ -431,6 +431,7 @@ SAM_TABLE = (
     ("encoder_stock_fp32_s", "encoder fp32 (stock)", "{:.2f} s"),
     ("encoder_fast_s", "encoder fast path", "{:.2f} s"),
     ("encoder_ratio", "encoder fast / fp32", "{:.3f}"),
+    ("encoder_fast_fp32_s", "encoder fast path, precision fp32", "{:.2f} s"),
     ("click_stock_ms", "click-to-mask stock", "{:.1f} ms"),
     ("click_fast_ms", "click-to-mask fast", "{:.1f} ms"),
     ("set_image_cached_ms", "set_image cache hit", "{:.2f} ms"),
@@ -439,6 +440,8 @@ SAM_TABLE = (
     ("encoder_cosine_min", "encoder cosine min", "{:.5f}"),
     ("mask_iou_min", "mask IoU min", "{:.4f}"),
     ("mask_iou_mean", "mask IoU mean", "{:.4f}"),
+    ("mask_iou_below_0_99", "masks with IoU < 0.99", "{:d}"),
+    ("mask_iou_fp32_min", "mask IoU min, precision fp32", "{:.4f}"),
 )
 
 

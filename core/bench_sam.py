@@ -42,6 +42,13 @@ def load_pair(model: str = "vit_b", device: str = "cpu"):
     return stock, fast
 
 
+def load_exact(model: str = "vit_b", device: str = "cpu"):
+    """The fast path in float32 (``precision="fp32"``): stock SAM's maths, re-associated."""
+    from core.models import load_sam
+
+    return load_sam(model, untrained=True, fast=True, device=device, precision="fp32")
+
+
 _BF16_DECODER = {}
 
 
@@ -98,15 +105,18 @@ def bench_encoder(model: str = "vit_b", repeats: int = 3, quick: bool = False) -
     import torch
 
     stock, fast = load_pair(model)
+    exact = load_exact(model)
     x, _ = _encoder_input(stock, sample_images(1)[0])
     stock_reps = 1 if quick else repeats
     with torch.inference_mode():
         t_fast = median_time(lambda: fast.image_encoder(x), repeats, warmup=1)
+        t_exact = median_time(lambda: exact.image_encoder(x), stock_reps, warmup=1)
         t_stock = median_time(lambda: stock.image_encoder(x), stock_reps, warmup=0)
     return {
         "model": model, "threads": torch.get_num_threads(), "fast_precision": _precision(fast),
         "encoder_load_avg": machine_load(),
         "encoder_stock_fp32_s": t_stock, "encoder_fast_s": t_fast, "encoder_ratio": t_fast / t_stock,
+        "encoder_fast_fp32_s": t_exact, "encoder_fast_fp32_ratio": t_exact / t_stock,
         "encoder_stock_repeats": stock_reps, "encoder_fast_repeats": repeats,
     }
 
@@ -185,23 +195,25 @@ def bench_equivalence(model: str = "vit_b", quick: bool = False, images: int = 3
     """Fast vs stock fp32 on real images: per-token encoder cosine and low-res mask IoU on the same prompts.
 
     Each side runs its own encoder and decoder; prompts are random positive
-    points (3 masks each). Also reports how far the reference logits are from
+    points (3 masks each). ``*_fp32_*`` rows are the fast path with
+    ``precision="fp32"``. Also reports how far the reference logits are from
     trivial (std, fraction of pixels on each side of the threshold).
     """
     import torch
     import torch.nn.functional as F
 
     stock, fast = load_pair(model)
+    exact = load_exact(model)
     bf16_decoder = load_bf16_decoder_variant(model)
     rng = np.random.default_rng(0)
-    cos_min, cos_mean, ious, ious_bf16, stds, fg = [], [], [], [], [], []
+    cos_min, cos_mean, ious, ious_bf16, ious_fp32, stds, fg = [], [], [], [], [], [], []
     for image in sample_images(1 if quick else images):
         x, (h, w) = _encoder_input(stock, image)
         pts = torch.as_tensor(rng.uniform([0, 0], [w, h], size=(prompts, 1, 2)), dtype=torch.float32)
         labels = torch.ones(prompts, 1, dtype=torch.int64)
         logits = {}
         with torch.inference_mode():
-            for name, sam in (("stock", stock), ("fast", fast)):
+            for name, sam in (("stock", stock), ("fast", fast), ("fp32", exact)):
                 emb = sam.image_encoder(x)
                 sparse, dense = sam.prompt_encoder(points=(pts, labels), boxes=None, masks=None)
                 logits[name], _ = sam.mask_decoder(emb, sam.prompt_encoder.get_dense_pe(), sparse, dense, True)
@@ -212,7 +224,7 @@ def bench_equivalence(model: str = "vit_b", quick: bool = False, images: int = 3
         cos_min.append(cos.min().item())
         cos_mean.append(cos.mean().item())
         ref = (logits["stock"] > 0).flatten(2)
-        for name, store in (("fast", ious), ("bf16_decoder", ious_bf16)):
+        for name, store in (("fast", ious), ("bf16_decoder", ious_bf16), ("fp32", ious_fp32)):
             new = (logits[name] > 0).flatten(2)
             inter = (ref & new).sum(-1).float()
             union = (ref | new).sum(-1).float().clamp(min=1)
@@ -224,6 +236,8 @@ def bench_equivalence(model: str = "vit_b", quick: bool = False, images: int = 3
         "encoder_cosine_min": min(cos_min), "encoder_cosine_mean": float(np.mean(cos_mean)),
         "mask_iou_min": min(ious), "mask_iou_mean": float(np.mean(ious)),
         "mask_iou_bf16_decoder_min": min(ious_bf16), "mask_iou_bf16_decoder_mean": float(np.mean(ious_bf16)),
+        "mask_iou_fp32_min": min(ious_fp32), "mask_iou_fp32_mean": float(np.mean(ious_fp32)),
+        "mask_iou_below_0_99": int(sum(i < 0.99 for i in ious)),
         "reference_logit_std": float(np.mean(stds)), "reference_foreground_fraction": float(np.mean(fg)),
     }
 

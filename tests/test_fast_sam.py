@@ -299,4 +299,6 @@ def test_bench_sam_reports_fast_vs_stock_for_a_small_model(coco_dir):
     eq = bench_sam.bench_equivalence("vit_tiny", quick=True, prompts=4)
     assert eq["equivalence_masks"] == 12
     assert eq["encoder_cosine_min"] >= 0.999 and eq["mask_iou_mean"] >= 0.99
+    assert eq["mask_iou_fp32_min"] >= 0.999 and 0 <= eq["mask_iou_below_0_99"] <= 12
+    assert enc["encoder_fast_fp32_s"] > 0
     assert eq["reference_logit_std"] > 0
