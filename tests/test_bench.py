@@ -140,6 +140,7 @@ def test_bench_command_faiss_only(tmp_path, capsys):
     data = json.loads(out.read_text())
     assert [r["n"] for r in data["faiss"]] == [500, 2500] and "approx" in data["faiss"][1]
     assert data["settings"]["quick"] and set(data["part_seconds"]) == {"faiss"}
+    assert data["settings"]["stock_everything"] is False
     assert "exact 1q ms" in captured.err and "targets:" in captured.err
     assert main(["bench", "--parts", "gpu"]) == 2
     assert "unknown bench parts" in capsys.readouterr().err
@@ -153,8 +154,8 @@ def test_sam_part_folds_in_core_bench_sam_and_checks_its_targets(monkeypatch):
 
     calls = {}
 
-    def fake_bench_sam(model, repeats, quick, log=None):
-        calls.update(model=model, repeats=repeats, quick=quick)
+    def fake_bench_sam(model, repeats, quick, include_stock=False, log=None):
+        calls.update(model=model, repeats=repeats, quick=quick, include_stock=include_stock)
         return {"model": model, "fast_precision": "bf16", "encoder_stock_fp32_s": 8.0, "encoder_fast_s": 1.2,
                 "encoder_ratio": 0.15, "click_fast_ms": 20.0, "everything_cpu16_s": 9.0,
                 "encoder_cosine_min": 0.9995, "mask_iou_min": 0.98}
@@ -164,7 +165,9 @@ def test_sam_part_folds_in_core_bench_sam_and_checks_its_targets(monkeypatch):
 
     monkeypatch.setattr(core, "bench_sam", sys.modules["core.bench_sam"], raising=False)
     sam = B.bench_sam(B.BenchSettings.for_quick(sam="vit_l"))
-    assert calls == {"model": "vit_l", "repeats": 2, "quick": True}
+    assert calls == {"model": "vit_l", "repeats": 2, "quick": True, "include_stock": False}
+    B.bench_sam(B.BenchSettings(sam="vit_b", stock_everything=True))
+    assert calls["include_stock"] is True and calls["quick"] is False
     met = {c["check"]: c["met"] for c in sam["checks"]}
     assert met == {"SAM encoder, fast path (s)": True, "SAM encoder fast / fp32 (ratio)": True,
                    "click-to-mask, cached embedding (ms)": False,
