@@ -445,6 +445,10 @@ SAM_TABLE = (
     ("mask_iou_mean", "mask IoU mean", "{:.4f}"),
     ("mask_iou_below_0_99", "masks with IoU < 0.99", "{:d}"),
     ("mask_iou_fp32_min", "mask IoU min, precision fp32", "{:.4f}"),
+    ("encoder_window_attention_fp32_s", "encoder, windowed attention in fp32", "{:.2f} s"),
+    ("mask_iou_window_fp32_min", "mask IoU min, windowed attention in fp32", "{:.4f}"),
+    ("click_fast_bf16_decoder_ms", "click-to-mask, bf16 decoder", "{:.1f} ms"),
+    ("mask_iou_bf16_decoder_min", "mask IoU min, bf16 decoder", "{:.4f}"),
 )
 
 

@@ -49,6 +49,25 @@ def load_exact(model: str = "vit_b", device: str = "cpu"):
     return load_sam(model, untrained=True, fast=True, device=device, precision="fp32")
 
 
+_VARIANTS = {}
+
+
+def load_window_fp32_variant(model: str = "vit_b", device: str = "cpu"):
+    """The fast path with the windowed blocks' attention back in float32 (a precision ablation)."""
+    import copy
+
+    from core.fast_sam import accelerate_sam
+
+    if ("window_fp32", model, device) not in _VARIANTS:
+        stock, _ = load_pair(model, device)
+        sam = accelerate_sam(copy.deepcopy(stock))
+        for block in sam.image_encoder.blocks:
+            if block.window_size > 0:
+                block.attn.float()
+        _VARIANTS[("window_fp32", model, device)] = sam
+    return _VARIANTS[("window_fp32", model, device)]
+
+
 _BF16_DECODER = {}
 
 
@@ -106,18 +125,21 @@ def bench_encoder(model: str = "vit_b", repeats: int = 3, quick: bool = False) -
 
     stock, fast = load_pair(model)
     exact = load_exact(model)
+    window_fp32 = load_window_fp32_variant(model)
     x, _ = _encoder_input(stock, sample_images(1)[0])
     stock_reps = 1 if quick else repeats
     fast_reps = repeats if quick else max(repeats, 7)  # ~1.4 s each; the median needs more on a noisy VM
     with torch.inference_mode():
         t_fast = median_time(lambda: fast.image_encoder(x), fast_reps, warmup=1)
         t_exact = median_time(lambda: exact.image_encoder(x), stock_reps, warmup=1)
+        t_window = median_time(lambda: window_fp32.image_encoder(x), repeats, warmup=1)
         t_stock = median_time(lambda: stock.image_encoder(x), stock_reps, warmup=0)
     return {
         "model": model, "threads": torch.get_num_threads(), "fast_precision": _precision(fast),
         "encoder_load_avg": machine_load(),
         "encoder_stock_fp32_s": t_stock, "encoder_fast_s": t_fast, "encoder_ratio": t_fast / t_stock,
         "encoder_fast_fp32_s": t_exact, "encoder_fast_fp32_ratio": t_exact / t_stock,
+        "encoder_window_attention_fp32_s": t_window,
         "encoder_stock_repeats": stock_reps, "encoder_fast_repeats": fast_reps,
     }
 
@@ -197,7 +219,8 @@ def bench_equivalence(model: str = "vit_b", quick: bool = False, images: int = 3
 
     Each side runs its own encoder and decoder; prompts are random positive
     points (3 masks each). ``*_fp32_*`` rows are the fast path with
-    ``precision="fp32"``. Also reports how far the reference logits are from
+    ``precision="fp32"``; ``*_window_fp32_*`` the fast path with the windowed
+    blocks' attention in float32 (see load_window_fp32_variant). Also reports how far the reference logits are from
     trivial (std, fraction of pixels on each side of the threshold).
     """
     import torch
@@ -206,15 +229,16 @@ def bench_equivalence(model: str = "vit_b", quick: bool = False, images: int = 3
     stock, fast = load_pair(model)
     exact = load_exact(model)
     bf16_decoder = load_bf16_decoder_variant(model)
+    window_fp32 = load_window_fp32_variant(model)
     rng = np.random.default_rng(0)
-    cos_min, cos_mean, ious, ious_bf16, ious_fp32, stds, fg = [], [], [], [], [], [], []
+    cos_min, cos_mean, ious, ious_bf16, ious_fp32, ious_window, stds, fg = [], [], [], [], [], [], [], []
     for image in sample_images(1 if quick else images):
         x, (h, w) = _encoder_input(stock, image)
         pts = torch.as_tensor(rng.uniform([0, 0], [w, h], size=(prompts, 1, 2)), dtype=torch.float32)
         labels = torch.ones(prompts, 1, dtype=torch.int64)
         logits = {}
         with torch.inference_mode():
-            for name, sam in (("stock", stock), ("fast", fast), ("fp32", exact)):
+            for name, sam in (("stock", stock), ("fast", fast), ("fp32", exact), ("window_fp32", window_fp32)):
                 emb = sam.image_encoder(x)
                 sparse, dense = sam.prompt_encoder(points=(pts, labels), boxes=None, masks=None)
                 logits[name], _ = sam.mask_decoder(emb, sam.prompt_encoder.get_dense_pe(), sparse, dense, True)
@@ -225,7 +249,8 @@ def bench_equivalence(model: str = "vit_b", quick: bool = False, images: int = 3
         cos_min.append(cos.min().item())
         cos_mean.append(cos.mean().item())
         ref = (logits["stock"] > 0).flatten(2)
-        for name, store in (("fast", ious), ("bf16_decoder", ious_bf16), ("fp32", ious_fp32)):
+        for name, store in (("fast", ious), ("bf16_decoder", ious_bf16), ("fp32", ious_fp32),
+                            ("window_fp32", ious_window)):
             new = (logits[name] > 0).flatten(2)
             inter = (ref & new).sum(-1).float()
             union = (ref | new).sum(-1).float().clamp(min=1)
@@ -238,6 +263,7 @@ def bench_equivalence(model: str = "vit_b", quick: bool = False, images: int = 3
         "mask_iou_min": min(ious), "mask_iou_mean": float(np.mean(ious)),
         "mask_iou_bf16_decoder_min": min(ious_bf16), "mask_iou_bf16_decoder_mean": float(np.mean(ious_bf16)),
         "mask_iou_fp32_min": min(ious_fp32), "mask_iou_fp32_mean": float(np.mean(ious_fp32)),
+        "mask_iou_window_fp32_min": min(ious_window), "mask_iou_window_fp32_mean": float(np.mean(ious_window)),
         "mask_iou_below_0_99": int(sum(i < 0.99 for i in ious)),
         "reference_logit_std": float(np.mean(stds)), "reference_foreground_fraction": float(np.mean(fg)),
     }

@@ -239,9 +239,9 @@ def _encoder_block_forward(self, x: torch.Tensor) -> torch.Tensor:
     """segment_anything Block forward with a higher-precision residual stream.
 
     x: (B, H, W, C) in the stream dtype (float32); LayerNorms run in that
-    dtype, attention and MLP in the weights' dtype (bf16), and their outputs
-    are added back in the stream dtype, so rounding does not accumulate
-    over the blocks.
+    dtype, attention and MLP each in its own weights' dtype (bf16; a module
+    cast back to float32 runs in float32), and their outputs are added back in
+    the stream dtype, so rounding does not accumulate over the blocks.
     """
     from segment_anything.modeling.image_encoder import window_partition, window_unpartition
 
@@ -254,7 +254,7 @@ def _encoder_block_forward(self, x: torch.Tensor) -> torch.Tensor:
     if self.window_size > 0:
         y = window_unpartition(y, self.window_size, pad_hw, (h, w))
     x = x + y
-    return x + self.mlp(self.norm2(x).to(dtype))
+    return x + self.mlp(self.norm2(x).to(self.mlp.lin1.weight.dtype))
 
 
 def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -300,5 +300,6 @@ def test_bench_sam_reports_fast_vs_stock_for_a_small_model(coco_dir):
     assert eq["equivalence_masks"] == 12
     assert eq["encoder_cosine_min"] >= 0.999 and eq["mask_iou_mean"] >= 0.99
     assert eq["mask_iou_fp32_min"] >= 0.999 and 0 <= eq["mask_iou_below_0_99"] <= 12
-    assert enc["encoder_fast_fp32_s"] > 0
+    assert enc["encoder_fast_fp32_s"] > 0 and enc["encoder_window_attention_fp32_s"] > 0
+    assert eq["mask_iou_window_fp32_min"] >= 0.9
     assert eq["reference_logit_std"] > 0
