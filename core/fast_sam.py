@@ -128,6 +128,52 @@ def set_threads(n: Optional[int] = None) -> int:
     return n
 
 
+# ------------------------------------------------------------ fused linear layers
+@functools.lru_cache(maxsize=8)
+def fused_linear_supported(dtype: torch.dtype) -> bool:
+    """True when oneDNN's fused linear op (``torch.ops.mkldnn._linear_pointwise``) runs here.
+
+    Checked once per dtype on a small CPU problem against ``F.linear`` and exact
+    (erf) ``F.gelu``; any error or mismatch means the plain ops are used.
+    """
+    op = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    if op is None or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        gen = torch.Generator().manual_seed(0)
+        x, w, b = (torch.randn(*shape, generator=gen).to(dtype) for shape in ((2, 5, 64), (96, 64), (96,)))
+        ref = F.linear(x.float(), w.float(), b.float())
+        plain = op(x, w, b, "none", [], "").float()
+        gelu = op(x, w, b, "gelu", [], "none").float()
+        tol = 0.02 * float(ref.abs().max())
+        return (plain.shape == ref.shape and float((plain - ref).abs().max()) <= tol
+                and float((gelu - F.gelu(ref)).abs().max()) <= tol)
+    except Exception:  # pragma: no cover - depends on the torch build
+        return False
+
+
+def _fused_linear_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """nn.Linear forward through oneDNN's linear op (bias added in the GEMM, no separate copy)."""
+    return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+
+
+def _fused_mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """segment_anything MLPBlock forward with its exact GELU fused into lin1 as a oneDNN post-op.
+
+    Stock runs lin1, then GELU as a separate pass over the (tokens, 4*dim) hidden
+    tensor; here GELU is applied to the GEMM's float32 accumulators before the
+    result is rounded to the weights' dtype (same function, one rounding fewer).
+    """
+    hidden = torch.ops.mkldnn._linear_pointwise(x, self.lin1.weight, self.lin1.bias, "gelu", [], "none")
+    return _fused_linear_forward(self.lin2, hidden)
+
+
+def _fused_linear_modules(sam):
+    """(MLP blocks, Linear layers) of the image encoder that accelerate_sam may route through oneDNN."""
+    blocks = list(sam.image_encoder.blocks)
+    return [b.mlp for b in blocks], [lin for b in blocks for lin in (b.attn.qkv, b.attn.proj)]
+
+
 # ------------------------------------------------------------ fused attention
 def _rel_pos_table(size: int, rel_pos: torch.Tensor) -> torch.Tensor:
     """Relative-position embeddings for query/key positions of one axis: (size, size, C), [q, k].
@@ -695,8 +741,9 @@ def fast_dtype(sam) -> torch.dtype:
 def _restore(sam) -> None:
     """Undo accelerate_sam: stock forwards and float32 weights."""
     attn, norms = _decoder_modules(sam)
+    mlps, linears = _fused_linear_modules(sam)
     for module in (sam.image_encoder, sam.mask_decoder, *_image_encoder_attention_modules(sam), *attn, *norms,
-                   *sam.image_encoder.blocks):
+                   *sam.image_encoder.blocks, *mlps, *linears):
         module.__dict__.pop("forward", None)
         module.__dict__.pop("predict_masks", None)
         module.__dict__.pop(_FAST_ATTR, None)
@@ -757,6 +804,12 @@ def accelerate_sam(sam, device=None, *, enable: bool = True, dtype: Optional[tor
             blk.norm1.float()
             blk.norm2.float()
             blk.forward = types.MethodType(_encoder_block_forward, blk)
+    if dev.type == "cpu" and dtype == torch.bfloat16 and fused_linear_supported(dtype):
+        mlps, linears = _fused_linear_modules(sam)
+        for module in mlps:
+            module.forward = types.MethodType(_fused_mlp_forward, module)
+        for module in linears:
+            module.forward = types.MethodType(_fused_linear_forward, module)
     sam.image_encoder.forward = types.MethodType(_encoder_forward, sam.image_encoder)
     sam.mask_decoder.predict_masks = types.MethodType(_decoder_predict_masks, sam.mask_decoder)
     setattr(sam.mask_decoder, _SIDE_ATTR, _ImageSideCache())

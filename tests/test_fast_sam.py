@@ -126,6 +126,25 @@ def test_accelerate_keeps_float32_contract_and_switch_restores_stock():
         torch.testing.assert_close(sam.image_encoder(x), rounded.image_encoder(x), atol=0, rtol=0)
 
 
+def test_fused_linear_layers_match_stock_mlp_and_are_undone():
+    from segment_anything.modeling.common import MLPBlock
+
+    torch.manual_seed(5)
+    mlp = MLPBlock(64, 256).eval()
+    x = torch.randn(2, 7, 7, 64)
+    with torch.inference_mode():
+        ref = mlp(x)
+        if fast_sam.fused_linear_supported(torch.float32):
+            torch.testing.assert_close(fast_sam._fused_mlp_forward(mlp, x), ref, atol=1e-4, rtol=1e-4)
+    sam = fast_sam.accelerate_sam(_small_sam(), "cpu", dtype=torch.bfloat16)
+    patched = "forward" in vars(sam.image_encoder.blocks[0].mlp)
+    assert patched == fast_sam.fused_linear_supported(torch.bfloat16)
+    assert patched == ("forward" in vars(sam.image_encoder.blocks[0].attn.qkv))
+    fast_sam.accelerate_sam(sam, enable=False)
+    assert "forward" not in vars(sam.image_encoder.blocks[0].mlp)
+    assert "forward" not in vars(sam.image_encoder.blocks[0].attn.proj)
+
+
 def test_accelerate_twice_is_same_as_once():
     sam = _small_sam()
     fast_sam.accelerate_sam(sam)
