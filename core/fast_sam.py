@@ -168,6 +168,48 @@ def _fused_mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
     return _fused_linear_forward(self.lin2, hidden)
 
 
+@functools.lru_cache(maxsize=8)
+def fused_conv_transpose_supported(dtype: torch.dtype) -> bool:
+    """True when oneDNN's transposed convolution with a GELU post-op runs here and matches stock."""
+    op = getattr(torch.ops.mkldnn, "_convolution_transpose_pointwise", None)
+    if op is None or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        gen = torch.Generator().manual_seed(0)
+        conv = torch.nn.ConvTranspose2d(8, 4, 2, 2).to(dtype)
+        x = torch.randn(1, 8, 5, 6, generator=gen).to(dtype).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            ref = F.gelu(conv(x)).float()
+            out = _conv_transpose_gelu(conv, x).float()
+        return out.shape == ref.shape and float((out - ref).abs().max()) <= 0.02 * float(ref.abs().max())
+    except Exception:  # pragma: no cover - depends on the torch build
+        return False
+
+
+def _conv_transpose_gelu(conv, x: torch.Tensor) -> torch.Tensor:
+    """GELU(conv(x)) for an nn.ConvTranspose2d in one oneDNN call (exact erf GELU as a post-op)."""
+    return torch.ops.mkldnn._convolution_transpose_pointwise(
+        x, conv.weight, conv.bias, list(conv.padding), list(conv.output_padding), list(conv.stride),
+        list(conv.dilation), conv.groups, "gelu", [], "none")
+
+
+def _is_upscaling_with_gelu(seq) -> bool:
+    """True for SAM's output_upscaling: ConvT, LayerNorm2d, GELU, ConvT, GELU (exact GELUs)."""
+    kinds = [type(m).__name__ for m in seq]
+    return (kinds == ["ConvTranspose2d", "LayerNorm2d", "GELU", "ConvTranspose2d", "GELU"]
+            and all(m.approximate == "none" for m in (seq[2], seq[4])))
+
+
+def _fused_upscaling_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """The mask decoder's output_upscaling with the last GELU fused into its transposed convolution.
+
+    x: (B, 256, 64, 64) -> (B, 32, 256, 256), channels-last; same maths as stock,
+    minus one pass over the largest tensor of the decoder.
+    """
+    up1, norm, act, up2, _ = self
+    return _conv_transpose_gelu(up2, act(norm(up1(x))))
+
+
 def _fused_linear_modules(sam):
     """(MLP blocks, Linear layers) of the image encoder that accelerate_sam may route through oneDNN."""
     blocks = list(sam.image_encoder.blocks)
@@ -750,6 +792,7 @@ def _restore(sam) -> None:
         module.__dict__.pop(_STREAM_ATTR, None)
         module.__dict__.pop(_SIDE_ATTR, None)
         module.__dict__.pop(_HYPER_ATTR, None)
+    sam.mask_decoder.output_upscaling.__dict__.pop("forward", None)
     for name in ("get_dense_pe", _PE_ATTR):
         sam.prompt_encoder.__dict__.pop(name, None)
     sam.__dict__.pop("postprocess_masks", None)
@@ -815,6 +858,9 @@ def accelerate_sam(sam, device=None, *, enable: bool = True, dtype: Optional[tor
     setattr(sam.mask_decoder, _SIDE_ATTR, _ImageSideCache())
     sam.prompt_encoder.get_dense_pe = types.MethodType(_memoized_dense_pe, sam.prompt_encoder)
     sam.postprocess_masks = types.MethodType(_postprocess_masks, sam)
+    upscaling = sam.mask_decoder.output_upscaling
+    if dev.type == "cpu" and _is_upscaling_with_gelu(upscaling) and fused_conv_transpose_supported(decoder_dtype):
+        upscaling.forward = types.MethodType(_fused_upscaling_forward, upscaling)
     attn, norms = _decoder_modules(sam)
     for module in attn:
         module.forward = types.MethodType(_decoder_attention_forward, module)

@@ -145,6 +145,18 @@ def test_fused_linear_layers_match_stock_mlp_and_are_undone():
     assert "forward" not in vars(sam.image_encoder.blocks[0].attn.proj)
 
 
+def test_fused_upscaling_matches_stock_and_is_undone():
+    stock = _small_sam()
+    fast = fast_sam.accelerate_sam(copy.deepcopy(stock), "cpu")
+    up = fast.mask_decoder.output_upscaling
+    assert ("forward" in vars(up)) == fast_sam.fused_conv_transpose_supported(torch.float32)
+    x = torch.randn(2, 256, 16, 16).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        torch.testing.assert_close(up(x), stock.mask_decoder.output_upscaling(x), atol=1e-5, rtol=1e-4)
+    fast_sam.accelerate_sam(fast, enable=False)
+    assert "forward" not in vars(up)
+
+
 def test_accelerate_twice_is_same_as_once():
     sam = _small_sam()
     fast_sam.accelerate_sam(sam)
