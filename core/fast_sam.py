@@ -650,7 +650,7 @@ def _stacked_hypernetworks(decoder) -> list:
     """
     mlps = decoder.output_hypernetworks_mlps
     params = [p for mlp in mlps for p in mlp.parameters()]
-    versions = tuple(p._version for p in params) + tuple(p.data_ptr() for p in params)
+    versions = tuple(_version(p) for p in params) + tuple(p.data_ptr() for p in params)
     cached = decoder.__dict__.get(_HYPER_ATTR)
     if cached is None or cached[0] != versions:
         with torch.no_grad():
@@ -728,9 +728,9 @@ def _memoized_dense_pe(self) -> torch.Tensor:
     """
     pe = self.__dict__.get(_PE_ATTR)
     gaussian = self.pe_layer.positional_encoding_gaussian_matrix
-    if pe is None or pe[0] is not gaussian or pe[1] != gaussian._version:
+    if pe is None or pe[0] is not gaussian or pe[1] != _version(gaussian):
         value = type(self).get_dense_pe(self).contiguous(memory_format=torch.channels_last)
-        pe = (gaussian, gaussian._version, value)
+        pe = (gaussian, _version(gaussian), value)
         self.__dict__[_PE_ATTR] = pe
     return pe[2]
 

@@ -157,6 +157,20 @@ def test_fused_upscaling_matches_stock_and_is_undone():
     assert "forward" not in vars(up)
 
 
+def test_model_built_in_inference_mode_works_on_the_fast_path():
+    """Parameters created under inference_mode have no version counters; the caches must cope."""
+    from segment_anything.build_sam import _build_sam
+
+    with torch.inference_mode():
+        torch.manual_seed(0)
+        sam = fast_sam.accelerate_sam(_build_sam(64, 1, 2, [0], checkpoint=None).eval())
+        sparse, dense = sam.prompt_encoder(points=(torch.rand(1, 1, 2) * 1000, torch.tensor([[1]])),
+                                           boxes=None, masks=None)
+        masks, iou = sam.mask_decoder(torch.randn(1, 256, 64, 64), sam.prompt_encoder.get_dense_pe(),
+                                      sparse, dense, True)
+    assert masks.shape == (1, 3, 256, 256) and torch.isfinite(iou).all()
+
+
 def test_accelerate_twice_is_same_as_once():
     sam = _small_sam()
     fast_sam.accelerate_sam(sam)
