@@ -527,19 +527,13 @@ class _ImageSide:
     q: torch.Tensor
 
 
-def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """(B, N, H*d) -> (B, H, N, d)."""
-    b, n, c = x.shape
-    return x.view(b, n, heads, c // heads).transpose(1, 2)
-
-
 def _image_side(layer, keys: torch.Tensor, keys_pe: torch.Tensor) -> _ImageSide:
     """Project the image tokens for the first TwoWayAttentionBlock once (keys: (1, N, E))."""
     t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
     return _ImageSide(keys, keys_pe,
-                      _heads(t2i.k_proj(keys_pe), t2i.num_heads).contiguous(),
-                      _heads(t2i.v_proj(keys), t2i.num_heads).contiguous(),
-                      _heads(i2t.q_proj(keys_pe), i2t.num_heads)[0].contiguous())
+                      t2i._separate_heads(t2i.k_proj(keys_pe), t2i.num_heads).contiguous(),
+                      t2i._separate_heads(t2i.v_proj(keys), t2i.num_heads).contiguous(),
+                      i2t._separate_heads(i2t.q_proj(keys_pe), i2t.num_heads)[0].contiguous())
 
 
 def _version(t: torch.Tensor) -> Optional[int]:
@@ -582,15 +576,11 @@ class _ImageSideCache:
                 self._entries.popitem(last=False)
         return side
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
 
 def _first_token_to_image(attn, q: torch.Tensor, side: _ImageSide) -> torch.Tensor:
     """Token->image attention of the first layer against cached keys/values; q: (B, Nq, E)."""
     b, nq, _ = q.shape
-    qh = _heads(attn.q_proj(q), attn.num_heads)  # (B, H, Nq, d)
+    qh = attn._separate_heads(attn.q_proj(q), attn.num_heads)  # (B, H, Nq, d)
     # every query attends independently: fold the prompt batch into the query axis
     flat = qh.transpose(0, 1).reshape(1, attn.num_heads, b * nq, -1)
     out = F.scaled_dot_product_attention(flat, side.k, side.v)
@@ -696,12 +686,13 @@ def _decoder_predict_masks(self, image_embeddings, image_pe, sparse_prompt_embed
     _, c, h, w = image_embeddings.shape
     key_pe = _tokens(image_pe)
     dense = dense_prompt_embeddings
-    if image_embeddings.shape[0] == 1 and _same_for_all_prompts(dense) and dense.stride(-1) == dense.stride(-2) == 0:
+    shared = image_embeddings.shape[0] == 1 and _same_for_all_prompts(dense)
+    side = None
+    if shared and dense.stride(-1) == dense.stride(-2) == 0:  # no mask input: one vector everywhere
         side = self._samclip_image_side.get(self.transformer.layers[0], image_embeddings, image_pe, dense)
         keys, keys_pe = side.keys, side.keys_pe
     else:
-        side = None
-        if image_embeddings.shape[0] == 1 and _same_for_all_prompts(dense):
+        if shared:
             keys = _tokens(image_embeddings + dense[:1])
         else:
             keys = _tokens(torch.repeat_interleave(image_embeddings, n, dim=0) + dense)
