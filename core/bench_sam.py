@@ -52,35 +52,36 @@ def load_exact(model: str = "vit_b", device: str = "cpu"):
 _VARIANTS = {}
 
 
-def load_window_fp32_variant(model: str = "vit_b", device: str = "cpu"):
-    """The fast path with the windowed blocks' attention back in float32 (a precision ablation)."""
+def _variant(name: str, model: str, device: str, adjust=None, **accelerate):
+    """A fast-path copy of the stock module built with `accelerate` options, then `adjust(sam)`; cached."""
     import copy
 
     from core.fast_sam import accelerate_sam
 
-    if ("window_fp32", model, device) not in _VARIANTS:
+    key = (name, model, device)
+    if key not in _VARIANTS:
         stock, _ = load_pair(model, device)
-        sam = accelerate_sam(copy.deepcopy(stock))
-        for block in sam.image_encoder.blocks:
-            if block.window_size > 0:
-                block.attn.float()
-        _VARIANTS[("window_fp32", model, device)] = sam
-    return _VARIANTS[("window_fp32", model, device)]
+        sam = accelerate_sam(copy.deepcopy(stock), **accelerate)
+        if adjust is not None:
+            adjust(sam)
+        _VARIANTS[key] = sam
+    return _VARIANTS[key]
 
 
-_BF16_DECODER = {}
+def _windowed_attention_to_fp32(sam) -> None:
+    for block in sam.image_encoder.blocks:
+        if block.window_size > 0:
+            block.attn.float()
+
+
+def load_window_fp32_variant(model: str = "vit_b", device: str = "cpu"):
+    """The fast path with the windowed blocks' attention back in float32 (a precision ablation)."""
+    return _variant("window_fp32", model, device, adjust=_windowed_attention_to_fp32)
 
 
 def load_bf16_decoder_variant(model: str = "vit_b", device: str = "cpu"):
     """The fast path with the mask decoder in the encoder's precision too (opt-in; see fast_sam)."""
-    import copy
-
-    from core.fast_sam import accelerate_sam
-
-    if (model, device) not in _BF16_DECODER:
-        stock, _ = load_pair(model, device)
-        _BF16_DECODER[(model, device)] = accelerate_sam(copy.deepcopy(stock), decoder_dtype=None)
-    return _BF16_DECODER[(model, device)]
+    return _variant("bf16_decoder", model, device, decoder_dtype=None)
 
 
 def machine_load() -> float:

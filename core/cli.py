@@ -30,7 +30,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, sam: bool = True, cl
         group.add_argument("--sam", default=config.SAM_MODEL, help="vit_b | vit_l | vit_h (default %(default)s)")
         group.add_argument("--sam-checkpoint", default=None, help="path to the SAM .pth file")
         group.add_argument("--no-fast", action="store_true", help="stock SAM (turn the fast path off)")
-        group.add_argument("--sam-precision", default=config.SAM_PRECISION, choices=("auto", "fp32", "bf16", "fp16"),
+        group.add_argument("--sam-precision", default=config.SAM_PRECISION, choices=config.SAM_PRECISIONS,
                            help="fast-path precision: auto = bf16 where the CPU/GPU supports it; fp32 gives "
                                 "masks identical to stock SAM (default %(default)s)")
     if clip:

@@ -33,6 +33,7 @@ CLIP_MODEL: str = os.environ.get("SAMCLIP_CLIP_MODEL", "ViT-B-32")
 CLIP_PRETRAINED: str = os.environ.get("SAMCLIP_CLIP_PRETRAINED", "openai")
 #: Fast-path SAM precision: "auto" (bf16 on CPUs/GPUs with native support, else fp32),
 #: "fp32" (masks identical to stock SAM, slower), "bf16" or "fp16".
+SAM_PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 SAM_PRECISION: str = os.environ.get("SAMCLIP_SAM_PRECISION", "auto")
 #: "auto" picks CUDA when available, else CPU; or name a torch device ("cpu", "cuda:1").
 DEVICE: str = os.environ.get("SAMCLIP_DEVICE", "auto")

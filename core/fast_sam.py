@@ -42,6 +42,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from core import config
+
 _FAST_ATTR = "_samclip_fast_dtype"
 _STREAM_ATTR = "_samclip_stream_dtype"
 _PE_ATTR = "_samclip_dense_pe"
@@ -94,7 +96,7 @@ def best_dtype(device=None) -> torch.dtype:
     return torch.float32
 
 
-PRECISIONS = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = dict(zip(config.SAM_PRECISIONS, (None, torch.float32, torch.bfloat16, torch.float16)))
 
 
 def parse_precision(name: str) -> Optional[torch.dtype]:
