@@ -185,10 +185,9 @@ def load_sam(name: str = "vit_b", checkpoint: str | os.PathLike | None = None, *
     from core.fast_sam import parse_precision
 
     device = device or default_device()
-    precision = (precision or config.SAM_PRECISION).strip().lower()
-    dtype = parse_precision(precision)
+    dtype = parse_precision(precision or config.SAM_PRECISION)  # None: the device's best
     path = None if untrained else resolve_sam_checkpoint(name, checkpoint)
-    key = ("sam", name, str(path), untrained, fast, device, precision if fast else None)
+    key = ("sam", name, str(path), untrained, fast, device, dtype if fast else None)
     with _LOCK:
         if key not in _LOADED:
             sam = _build_sam(name, path).to(device).eval()
