@@ -13,9 +13,10 @@ import argparse
 import os
 import sys
 
-from core.cli import add_model_arguments
-from core.engine import EngineSettings
+from core.cli.args import add_model_arguments, engine_settings_from_args
 from core.views import VIEW_NAMES
+from demo.context import AppContext, AppSettings
+from demo.layout import CSS, build_demo
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,13 +56,7 @@ def gpu_decorator():
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from demo.context import AppContext, AppSettings
-    from demo.layout import CSS, build_demo
-
-    settings = EngineSettings(sam=args.sam, sam_checkpoint=args.sam_checkpoint, clip=args.clip,
-                              pretrained=args.pretrained, clip_checkpoint=args.clip_checkpoint,
-                              untrained=args.untrained, fast=not args.no_fast, device=args.device)
-    ctx = AppContext(settings, AppSettings(gallery_views=args.gallery_views,
+    ctx = AppContext(engine_settings_from_args(args), AppSettings(gallery_views=args.gallery_views,
                                            gallery_max_objects=args.gallery_max_objects))
     print(f"starting: {ctx.engine.label}", file=sys.stderr)
     gpu = gpu_decorator()

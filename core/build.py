@@ -6,7 +6,6 @@ ground-truth mask itself. Progress is reported through `progress(done, total, no
 """
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from core.automask import AutoMaskSettings
+from core.coco import CocoData, read_coco
 from core.gallery import Gallery, ObjectRecord
 from core.images import ImageError, load_image
 from core.masks import coco_ann_to_mask, coco_box_to_xyxy, mask_to_rle
@@ -43,10 +44,10 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def objects_from_automasks(segmenter, image: np.ndarray, *, max_objects: int = 20,
-                           **automask) -> list[FoundObject]:
+                           automask: AutoMaskSettings | None = None) -> list[FoundObject]:
     """SAM's automatic masks of `image`, best score first, at most `max_objects`."""
     emb = segmenter.set_image(image)
-    auto = segmenter.everything(emb, **automask)
+    auto = segmenter.everything(emb, automask)
     order = np.argsort(-np.asarray(auto.scores), kind="stable")[:max_objects]
     return [FoundObject(auto.masks[i], np.asarray(auto.boxes[i], np.float32), score=float(auto.scores[i]))
             for i in order if auto.masks[i].any()]
@@ -58,15 +59,14 @@ def objects_from_boxes(segmenter, image: np.ndarray, boxes: Sequence[np.ndarray]
     return [segmenter.predict(emb, box=box, multimask=False).masks[0] for box in boxes]
 
 
-def coco_objects(ann_data: dict, image_info: dict, *, segmenter=None, image=None,
+def coco_objects(coco: CocoData, image_info: dict, *, segmenter=None, image=None,
                  oracle_masks: bool = False, categories: set[str] | None = None) -> list[FoundObject]:
     """Objects of one COCO image: SAM masks from the annotation boxes, or ground truth.
 
     Crowd annotations and those outside `categories` (names) are left out.
     """
-    names = {c["id"]: c["name"] for c in ann_data["categories"]}
-    anns = [a for a in ann_data["annotations"] if a["image_id"] == image_info["id"]
-            and not a.get("iscrowd") and (categories is None or names[a["category_id"]] in categories)]
+    anns = [a for a in coco.annotations(image_info["id"])
+            if not a.get("iscrowd") and (categories is None or coco.category_of(a) in categories)]
     height, width = image_info["height"], image_info["width"]
     boxes = [coco_box_to_xyxy(a["bbox"]) for a in anns]
     if oracle_masks:
@@ -78,15 +78,15 @@ def coco_objects(ann_data: dict, image_info: dict, *, segmenter=None, image=None
     found = []
     for ann, box, mask in zip(anns, boxes, masks):
         if mask.any():
-            found.append(FoundObject(mask, mask_to_box(mask), names[ann["category_id"]], str(ann["id"])))
+            found.append(FoundObject(mask, mask_to_box(mask), coco.category_of(ann), str(ann["id"])))
     return found
 
 
-def records_for(objects: Sequence[FoundObject], source: str, image_size, view: str) -> list[ObjectRecord]:
-    """Gallery records (with RLE masks) for objects found in one image."""
+def records_for(objects: Sequence[FoundObject], source: str, image_hw, view: str) -> list[ObjectRecord]:
+    """Gallery records (with RLE masks) for objects found in one image of (height, width) `image_hw`."""
     return [ObjectRecord(source=source, box=tuple(float(v) for v in o.box), view=view,
                          mask_rle=mask_to_rle(o.mask), category=o.category,
-                         image_size=tuple(int(v) for v in image_size), object_id=o.object_id,
+                         image_hw=tuple(int(v) for v in image_hw), object_id=o.object_id,
                          extra={} if o.score is None else {"sam_score": o.score})
             for o in objects]
 
@@ -108,11 +108,11 @@ def build_galleries_from_images(folder, segmenter, embedder, views: Sequence[str
                                 metric: str = "cosine", max_objects: int = 20,
                                 progress: Progress | None = None,
                                 warn: Callable[[str], None] = _stderr_warning,
-                                **automask) -> dict[str, Gallery]:
+                                automask: AutoMaskSettings | None = None) -> dict[str, Gallery]:
     """One gallery per view of the automatic-mask objects of every image in `folder`.
 
     Each image is segmented once and its objects are embedded in every view. Unreadable
-    images are skipped with a warning; `automask` are AutoMaskSettings fields. `progress`
+    images are skipped with a warning; `automask` sets SAM's automatic masks. `progress`
     hears (i, n, "segmenting NAME") before image i and (i + 1, n, "NAME: K objects") after it.
     """
     if not views:
@@ -129,7 +129,7 @@ def build_galleries_from_images(folder, segmenter, embedder, views: Sequence[str
         except ImageError as exc:
             warn(f"skipped {path.name}: {exc}")
             continue
-        objects = objects_from_automasks(segmenter, image, max_objects=max_objects, **automask)
+        objects = objects_from_automasks(segmenter, image, max_objects=max_objects, automask=automask)
         for gallery in galleries.values():
             add_objects(gallery, embedder, image, str(path), objects)
         if progress:
@@ -139,25 +139,25 @@ def build_galleries_from_images(folder, segmenter, embedder, views: Sequence[str
 
 def build_gallery_from_images(folder, segmenter, embedder, *, view: str = "crop", metric: str = "cosine",
                               max_objects: int = 20, progress: Progress | None = None,
-                              warn: Callable[[str], None] = _stderr_warning, **automask) -> Gallery:
+                              warn: Callable[[str], None] = _stderr_warning,
+                              automask: AutoMaskSettings | None = None) -> Gallery:
     """A gallery of the automatic-mask objects of every image in `folder`, in one `view`."""
     return build_galleries_from_images(folder, segmenter, embedder, [view], metric=metric,
                                        max_objects=max_objects, progress=progress, warn=warn,
-                                       **automask)[view]
+                                       automask=automask)[view]
 
 
-def select_coco_images(ann_data: dict, *, limit: int | None = None,
+def select_coco_images(coco: CocoData, *, limit: int | None = None,
                        categories: Sequence[str] | None = None) -> list[dict]:
     """COCO image entries with at least one (non-crowd) annotation in `categories`."""
-    names = {c["id"]: c["name"] for c in ann_data["categories"]}
     if categories:
-        unknown = set(categories) - set(names.values())
+        unknown = set(categories) - set(coco.categories.values())
         if unknown:
             raise ValueError(f"unknown categories {sorted(unknown)}")
     wanted = set(categories) if categories else None
-    with_objects = {a["image_id"] for a in ann_data["annotations"]
-                    if not a.get("iscrowd") and (wanted is None or names[a["category_id"]] in wanted)}
-    images = [im for im in sorted(ann_data["images"], key=lambda im: im["id"]) if im["id"] in with_objects]
+    with_objects = {image_id for image_id, anns in coco.by_image.items()
+                    if any(not a.get("iscrowd") and (wanted is None or coco.category_of(a) in wanted) for a in anns)}
+    images = [coco.images[i] for i in sorted(coco.images) if i in with_objects]
     return images[:limit] if limit else images
 
 
@@ -167,8 +167,8 @@ def build_gallery_from_coco(ann_path, images_dir, segmenter, embedder, *, view: 
                             progress: Progress | None = None,
                             warn: Callable[[str], None] = _stderr_warning) -> Gallery:
     """A gallery of the annotated objects of a COCO file (SAM box prompts or ground truth)."""
-    ann_data = json.loads(Path(ann_path).read_text())
-    images = select_coco_images(ann_data, limit=limit, categories=categories)
+    coco = read_coco(ann_path)
+    images = select_coco_images(coco, limit=limit, categories=categories)
     gallery = Gallery(embedder.dim, view, metric, {**embedder.model_info,
                                                    "masks": "ground truth" if oracle_masks else "sam"})
     wanted = set(categories) if categories else None
@@ -179,7 +179,7 @@ def build_gallery_from_coco(ann_path, images_dir, segmenter, embedder, *, view: 
         except ImageError as exc:
             warn(f"skipped {path.name}: {exc}")
             continue
-        objects = coco_objects(ann_data, info, segmenter=segmenter, image=image,
+        objects = coco_objects(coco, info, segmenter=segmenter, image=image,
                                oracle_masks=oracle_masks, categories=wanted)
         add_objects(gallery, embedder, image, str(path), objects)
         if progress:

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import threading
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:  # torch is imported where it is used, so `import core.embed` stays light
+    import torch
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -37,12 +39,16 @@ class Embedder:
 
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """(N, 3, S, S) model input from a list of (h, w, 3) uint8 images."""
+        import torch
+
         if len(images) == 0:
             raise ValueError("no images to embed")
         return torch.stack([self.bundle.preprocess(Image.fromarray(_check_image(im))) for im in images])
 
     def embed_images(self, images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """(N, D) float32 unit vectors for N (h, w, 3) uint8 images, embedded in batches."""
+        import torch
+
         out = []
         for start in range(0, len(images), batch_size):
             batch = self.preprocess(images[start:start + batch_size]).to(self.bundle.device)
@@ -52,16 +58,14 @@ class Embedder:
             raise ValueError("no images to embed")
         return l2_normalise(np.concatenate(out))
 
-    def embed_image(self, image: np.ndarray) -> np.ndarray:
-        """(D,) float32 unit vector of one image."""
-        return self.embed_images([image])[0]
-
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(N, D) float32 unit vectors for N non-empty strings."""
         if isinstance(texts, str):
             raise TypeError("embed_texts takes a list of strings")
         if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
             raise ValueError("texts must be a non-empty list of non-empty strings")
+        import torch
+
         tokens = self.bundle.tokenizer(list(texts)).to(self.bundle.device)
         with self._lock, torch.inference_mode():
             feats = self.bundle.model.encode_text(tokens).float().cpu().numpy()

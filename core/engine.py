@@ -13,6 +13,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from core import config
+from core.embed import Embedder
+from core.models import load_clip, load_sam
+from core.segment import Segmenter
+from core.views import render_view
 
 UNTRAINED_NOTICE = ("UNTRAINED weights (random, for trying the interface): masks, scores "
                     "and search results are meaningless")
@@ -61,9 +65,6 @@ class Engine:
         """The shared `core.segment.Segmenter` (loads SAM on first use)."""
         with self._lock:
             if self._segmenter is None:
-                from core.models import load_sam
-                from core.segment import Segmenter
-
                 s = self.settings
                 self._segmenter = Segmenter(load_sam(s.sam, s.sam_checkpoint, untrained=s.untrained,
                                                      fast=s.fast, device=s.device, precision=s.sam_precision))
@@ -74,9 +75,6 @@ class Engine:
         """The shared `core.embed.Embedder` (loads CLIP on first use)."""
         with self._lock:
             if self._embedder is None:
-                from core.embed import Embedder
-                from core.models import load_clip
-
                 s = self.settings
                 self._embedder = Embedder(load_clip(s.clip, s.pretrained, checkpoint=s.clip_checkpoint,
                                                     untrained=s.untrained, device=s.device))
@@ -89,6 +87,4 @@ class Engine:
 
     def embed_objects(self, image: np.ndarray, masks, view: str) -> np.ndarray:
         """(N, D) CLIP embeddings of N (H, W) bool masks of `image` rendered in `view`."""
-        from core.views import render_view
-
         return self.embedder.embed_images([render_view(view, image, m) for m in masks])

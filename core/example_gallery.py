@@ -14,11 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from core.automask import AutoMaskSettings
 from core.build import build_galleries_from_images, list_images
 from core.gallery import Gallery, GalleryMismatch, ObjectRecord
 
@@ -31,30 +33,30 @@ def _no_progress(fraction: float, note: str) -> None:
 
 
 def gallery_set_key(folder: str | Path, model_info: dict, views: Sequence[str],
-                    max_objects: int, automask: dict | None = None) -> str:
+                    max_objects: int, automask: AutoMaskSettings | None = None) -> str:
     """A short hash naming one build: image names and bytes, models, views and settings."""
     digest = hashlib.blake2b(digest_size=8)
     for path in list_images(folder):
         digest.update(path.name.encode())
         digest.update(hashlib.blake2b(path.read_bytes(), digest_size=16).digest())
     settings = {"model": model_info, "views": list(views), "max_objects": int(max_objects),
-                "automask": automask or {}}
+                "automask": asdict(automask or AutoMaskSettings())}
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return digest.hexdigest()
 
 
 def build_gallery_set(folder: str | Path, segmenter, embedder, views: Sequence[str], *,
                       max_objects: int = 20, progress: Progress = _no_progress,
-                      **automask) -> dict[str, Gallery]:
+                      automask: AutoMaskSettings | None = None) -> dict[str, Gallery]:
     """One cosine gallery per view of the automatic-mask objects of every image in `folder`.
 
-    Each image is segmented once; unreadable images are skipped. `automask` are
-    `core.automask.AutoMaskSettings` fields. Returns {view: Gallery}.
+    Each image is segmented once; unreadable images are skipped. `automask` sets SAM's
+    automatic masks. Returns {view: Gallery}.
     """
     galleries = build_galleries_from_images(
         folder, segmenter, embedder, views, metric="cosine", max_objects=max_objects,
         progress=lambda done, total, note: progress(done / total, f"{note} ({done}/{total})"),
-        warn=lambda message: None, **automask)
+        warn=lambda message: None, automask=automask)
     progress(1.0, f"{len(galleries[views[0]])} objects from {len(list_images(folder))} images")
     return galleries
 
@@ -117,12 +119,12 @@ class SharedGallerySet:
     """
 
     def __init__(self, folder: str | Path, cache_dir: str | Path, views: Sequence[str], *,
-                 max_objects: int = 20, automask: dict | None = None):
+                 max_objects: int = 20, automask: AutoMaskSettings | None = None):
         self.folder = Path(folder)
         self.cache_dir = Path(cache_dir)
         self.views = tuple(views)
         self.max_objects = int(max_objects)
-        self.automask = dict(automask or {})
+        self.automask = automask or AutoMaskSettings()
         self._cond = threading.Condition()
         self._galleries: dict[str, Gallery] | None = None
         self._building = False
@@ -192,7 +194,7 @@ class SharedGallerySet:
             return cached
         report(0.0, "building the example gallery (first start)")
         galleries = build_gallery_set(self.folder, segmenter_fn(), embedder, self.views,
-                                      max_objects=self.max_objects, progress=report, **self.automask)
+                                      max_objects=self.max_objects, progress=report, automask=self.automask)
         save_gallery_set(galleries, directory)
         report(1.0, f"built {len(galleries[self.views[0]])} objects, cached in {directory}")
         return galleries

@@ -35,7 +35,8 @@ class ObjectRecord:
 
     source: image path or id; box: XYXY pixels (x1/y1 exclusive) in that image;
     mask_rle: COCO RLE of the (H, W) mask or None; view: how it was rendered;
-    category: label if known; image_size: (H, W); object_id: e.g. the COCO annotation id.
+    category: label if known; image_hw: (height, width) of the source image; object_id: e.g.
+    the COCO annotation id.
     """
 
     source: str
@@ -43,7 +44,7 @@ class ObjectRecord:
     view: str
     mask_rle: dict | None = None
     category: str | None = None
-    image_size: tuple[int, int] | None = None
+    image_hw: tuple[int, int] | None = None
     object_id: str | None = None
     extra: dict = field(default_factory=dict)
 
@@ -54,8 +55,10 @@ class ObjectRecord:
     def from_json(cls, data: dict) -> "ObjectRecord":
         data = dict(data)
         data["box"] = tuple(float(v) for v in data["box"])
-        if data.get("image_size") is not None:
-            data["image_size"] = tuple(int(v) for v in data["image_size"])
+        if "image_size" in data:  # galleries saved before the field was named for its (H, W) order
+            data["image_hw"] = data.pop("image_size")
+        if data.get("image_hw") is not None:
+            data["image_hw"] = tuple(int(v) for v in data["image_hw"])
         return cls(**data)
 
 

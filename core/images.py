@@ -140,8 +140,3 @@ def array_to_rgb(arr: np.ndarray) -> np.ndarray:
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ImageError(f"the image has no pixels ({arr.shape[1]}x{arr.shape[0]})")
     return np.ascontiguousarray(arr)
-
-
-def image_size(image: np.ndarray) -> tuple[int, int]:
-    """(H, W) of an (H, W, 3) image."""
-    return int(image.shape[0]), int(image.shape[1])

@@ -6,7 +6,6 @@ Masks are (H, W) bool arrays; RLE dicts are COCO compressed RLE with a str `coun
 from __future__ import annotations
 
 import io
-import json
 
 import numpy as np
 from PIL import Image
@@ -32,11 +31,6 @@ def rle_to_mask(rle: dict) -> np.ndarray:
         coded = {"size": [height, width],
                  "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
     return mask_utils.decode(coded).astype(bool)
-
-
-def rle_to_json(rle: dict) -> str:
-    """Serialise an RLE dict as JSON text."""
-    return json.dumps(rle)
 
 
 def mask_to_png(mask: np.ndarray) -> bytes:

@@ -182,7 +182,7 @@ def load_sam(name: str = "vit_b", checkpoint: str | os.PathLike | None = None, *
     if name in UNTRAINED_ONLY_SAM and not untrained:
         raise WeightsNotFound(f"SAM {name} has no published weights; it exists for tests: "
                               f"use it with --untrained")
-    from core.fast_sam import parse_precision
+    from core.fast_sam import accelerate_sam, parse_precision  # torch code: loaded with the model
 
     device = device or default_device()
     dtype = parse_precision(precision or config.SAM_PRECISION)  # None: the device's best
@@ -193,8 +193,6 @@ def load_sam(name: str = "vit_b", checkpoint: str | os.PathLike | None = None, *
             sam = _build_sam(name, path).to(device).eval()
             sam.requires_grad_(False)
             if fast:
-                from core.fast_sam import accelerate_sam
-
                 sam = accelerate_sam(sam, device, dtype=dtype)
             _LOADED[key] = sam
         return _LOADED[key]

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from core import config
+from core.automask import AutoMaskSettings, AutoMasks, automatic_masks
 
 
 class PromptError(ValueError):
@@ -145,6 +145,8 @@ class Segmenter:
             return self._cache.get(key)
 
     def _encode(self, image: np.ndarray, key: str) -> ImageEmbedding:
+        import torch
+
         resized = self.transform.apply_image(image)
         tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None].float()
         with torch.inference_mode():
@@ -162,6 +164,8 @@ class Segmenter:
         `mask_input` (1, 256, 256) float logits from a previous prediction refines it.
         Returns masks at the original image size, best score first.
         """
+        import torch
+
         pts = validate_points(points, labels, emb.original_size)
         bx = validate_box(box, emb.original_size)
         if pts is None and bx is None:
@@ -198,14 +202,14 @@ class Segmenter:
 
     # -------------------------------------------------------------- everything
 
-    def everything(self, emb: ImageEmbedding, **settings):
+    def everything(self, emb: ImageEmbedding, settings: AutoMaskSettings | None = None) -> AutoMasks:
         """All objects: automatic masks from a grid of point prompts (see core.automask).
 
-        Keyword arguments are fields of `core.automask.AutoMaskSettings`.
+        settings: `core.automask.AutoMaskSettings` (None: its defaults).
         Returns `core.automask.AutoMasks` (masks at the original size).
         """
-        from core.automask import AutoMaskSettings, automatic_masks
+        import torch
 
-        cfg = AutoMaskSettings(**settings)
+        cfg = settings or AutoMaskSettings()
         with self._lock, torch.inference_mode():
             return automatic_masks(self.sam, emb.features, emb.original_size, emb.input_size, cfg)

@@ -18,8 +18,11 @@ from typing import Callable
 
 import numpy as np
 
-from core.build import FoundObject, records_for
+from core.automask import AutoMaskSettings
+from core import refer
+from core.build import FoundObject, list_images, records_for
 from core.example_gallery import combine, gallery_from_arrays
+from core.images import load_image
 from core.masks import mask_to_png, mask_to_rle, rle_to_mask
 from core.views import VIEWS, mask_to_box, render_view
 from demo import rendering
@@ -58,7 +61,7 @@ class Callbacks:
     def engine(self):
         return self.ctx.require_models()
 
-    def automask_settings(self) -> dict:
+    def automask_settings(self) -> AutoMaskSettings:
         return self.ctx.automask_settings()
 
     def _embedding(self, session: Session):
@@ -170,8 +173,6 @@ class Callbacks:
     def load_image(self, session: Session, src, name: str,
                    progress: Progress = _no_progress) -> tuple:
         """Start over on a new image (path, bytes or array): embed it once with SAM."""
-        from core.images import load_image
-
         if src is None:
             raise UserError("No image given: upload a file or pick an example.")
         image = load_image(src)
@@ -184,8 +185,6 @@ class Callbacks:
                      f"{_ms(start)}. Click on an object.")
 
     def example_paths(self) -> list[Path]:
-        from core.build import list_images
-
         return list_images(self.ctx.settings.examples_dir)
 
     def load_example(self, session: Session, index: int, progress: Progress = _no_progress) -> tuple:
@@ -278,7 +277,7 @@ class Callbacks:
         emb = self._embedding(session)
         progress(0.1, "automatic masks")
         start = time.perf_counter()
-        auto = self.engine.segmenter.everything(emb, **self.automask_settings())
+        auto = self.engine.segmenter.everything(emb, self.automask_settings())
         session.auto, session.auto_pick = auto, None
         if session.selection == "auto":
             session.selection = "none"
@@ -439,7 +438,7 @@ class Callbacks:
         if session.auto is None:
             emb = self._embedding(session)
             progress(0.0, "automatic masks")
-            session.auto = self.engine.segmenter.everything(emb, **self.automask_settings())
+            session.auto = self.engine.segmenter.everything(emb, self.automask_settings())
         if not len(session.auto.masks):
             raise UserError("SAM found no objects in this image.")
         return self._add_objects(session, list(session.auto.masks), progress)
@@ -455,8 +454,6 @@ class Callbacks:
     # ================================================================ Refer
     def parse_expression(self, text: str) -> str:
         """What the app understood of a referring expression, as Markdown (fast: spaCy only)."""
-        from core import refer
-
         if not text or not text.strip():
             raise UserError("Type a referring expression, e.g. 'the cat on the left'.")
         return self.expression_markdown(refer.parse(text))
@@ -464,8 +461,6 @@ class Callbacks:
     def refer(self, session: Session, text: str, progress: Progress = _no_progress) -> tuple:
         """Ground a referring expression in the session's image; the chosen object becomes
         the selection. Returns (session, candidate tiles, result image, status)."""
-        from core import refer
-
         image = session.require_image()
         if not text or not text.strip():
             raise UserError("Type a referring expression, e.g. 'the cat on the left'.")

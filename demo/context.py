@@ -9,14 +9,16 @@ import sys
 import threading
 import traceback
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from core import config
+from core.automask import AutoMaskSettings
 from core.engine import Engine, EngineSettings
 from core.example_gallery import SharedGallerySet
+from core.images import load_image
 from core.views import VIEW_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,8 +27,8 @@ EXAMPLES_DIR = REPO / "examples"
 
 #: Automatic-mask settings used with untrained models: keep every mask (random weights
 #: give low predicted IoUs) from a coarse grid, so the interface has something to show fast.
-UNTRAINED_AUTOMASK = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0,
-                      "max_masks": 16}
+UNTRAINED_AUTOMASK = AutoMaskSettings(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                                      max_masks=16)
 
 
 class ModelsUnavailable(RuntimeError):
@@ -40,7 +42,7 @@ class AppSettings:
     examples_dir: Path = EXAMPLES_DIR
     gallery_views: tuple[str, ...] = VIEW_NAMES   # views of the shipped gallery
     gallery_max_objects: int = 20                 # automatic masks kept per example image
-    automask: dict = field(default_factory=dict)  # AutoMaskSettings fields (everything + gallery)
+    automask: AutoMaskSettings | None = None       # everything + gallery (None: per model)
     cache_dir: Path = config.CACHE_DIR / "galleries"
     display_max_side: int = 1024                  # the canvas shows images at most this big
     neighbours: int = 4                           # nearest objects shown per view in Compare
@@ -64,10 +66,11 @@ class AppContext:
                                             max_objects=s.gallery_max_objects,
                                             automask=self.automask_settings())
 
-    def automask_settings(self) -> dict:
+    def automask_settings(self) -> AutoMaskSettings:
         """Settings for SAM's automatic masks (looser and coarser with untrained weights)."""
-        extra = UNTRAINED_AUTOMASK if self.engine.untrained else {}
-        return {**extra, **self.settings.automask}
+        if self.settings.automask is not None:
+            return self.settings.automask
+        return UNTRAINED_AUTOMASK if self.engine.untrained else AutoMaskSettings()
 
     # ---- models --------------------------------------------------------------------
     def load_models(self) -> bool:
@@ -151,8 +154,6 @@ class AppContext:
     # ---- source images of gallery records ------------------------------------------
     def source_image(self, source: str) -> np.ndarray:
         """The image a gallery record came from (loaded once, LRU of 32)."""
-        from core.images import load_image
-
         with self._lock:
             if source in self._images:
                 self._images.move_to_end(source)

@@ -4,9 +4,10 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from core.build import build_gallery_from_coco, build_gallery_from_images, coco_objects, select_coco_images
+from core.automask import AutoMaskSettings
+from core.coco import index_coco
 from core.gallery import Gallery, ObjectRecord
 from core.masks import coco_ann_to_mask, rle_to_mask
 from core.views import VIEW_NAMES, expand_box, mask_to_box, render_view
@@ -16,23 +17,23 @@ def test_coco_gallery_with_sam_box_prompts(coco_dir, tiny_segmenter, embedder):
     gallery = build_gallery_from_coco(coco_dir / "instances.json", coco_dir / "images", tiny_segmenter,
                                       embedder, view="crop", limit=2)
     data = json.loads((coco_dir / "instances.json").read_text())
-    chosen = select_coco_images(data, limit=2)
+    chosen = select_coco_images(index_coco(data), limit=2)
     expected = sum(1 for a in data["annotations"] if a["image_id"] in {im["id"] for im in chosen}
                    and not a.get("iscrowd"))
     assert 0 < len(gallery) <= expected
     rec = gallery.records[0]
-    assert rec.category and rec.view == "crop" and rec.image_size
-    assert rle_to_mask(rec.mask_rle).shape == tuple(rec.image_size)
+    assert rec.category and rec.view == "crop" and rec.image_hw
+    assert rle_to_mask(rec.mask_rle).shape == tuple(rec.image_hw)
     assert gallery.model_info["masks"] == "sam" and gallery.model_info["untrained"] is True
 
 
 def test_oracle_masks_are_the_ground_truth(coco_json, coco_image):
     image, info, anns = coco_image
-    objects = coco_objects(coco_json, info, oracle_masks=True)
+    objects = coco_objects(index_coco(coco_json), info, oracle_masks=True)
     assert len(objects) == len(anns)
     ann = next(a for a in anns if str(a["id"]) == objects[0].object_id)
     assert (objects[0].mask == coco_ann_to_mask(ann, info["height"], info["width"])).all()
-    dogs = coco_objects(coco_json, info, oracle_masks=True, categories={"no-such"})
+    dogs = coco_objects(index_coco(coco_json), info, oracle_masks=True, categories={"no-such"})
     assert dogs == []
 
 
@@ -42,8 +43,9 @@ def test_folder_gallery_skips_bad_files(tmp_path, coco_dir, tiny_segmenter, embe
     (tmp_path / "broken.png").write_bytes(b"not a png")
     warnings = []
     gallery = build_gallery_from_images(tmp_path, tiny_segmenter, embedder, view="mask_crop", max_objects=3,
-                                        warn=warnings.append, points_per_side=4, pred_iou_thresh=0.0,
-                                        stability_score_thresh=0.0)
+                                        warn=warnings.append,
+                                        automask=AutoMaskSettings(points_per_side=4, pred_iou_thresh=0.0,
+                                                                  stability_score_thresh=0.0))
     assert any("broken.png" in w for w in warnings)
     assert 0 < len(gallery) <= 6 and {r.view for r in gallery.records} == {"mask_crop"}
     with pytest.raises(FileNotFoundError):

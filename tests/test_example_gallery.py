@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.automask import AutoMaskSettings
 from core.example_gallery import combine, gallery_from_arrays, gallery_set_key, load_gallery_set
 from core.gallery import ObjectRecord
 
@@ -50,7 +51,7 @@ def test_cache_key_follows_images_models_and_settings(tmp_path):
     assert key != gallery_set_key(folder, {**info, "sam": "vit_b"}, ["crop"], 20)
     assert key != gallery_set_key(folder, info, ["crop", "mask"], 20)
     assert key != gallery_set_key(folder, info, ["crop"], 10)
-    assert key != gallery_set_key(folder, info, ["crop"], 20, {"points_per_side": 4})
+    assert key != gallery_set_key(folder, info, ["crop"], 20, AutoMaskSettings(points_per_side=4))
     shutil.copy(REPO / "examples" / "rocket.jpg", folder)
     assert key != gallery_set_key(folder, info, ["crop"], 20)
     assert load_gallery_set(tmp_path / "nothing", ["crop"]) is None

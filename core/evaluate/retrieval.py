@@ -1,6 +1,7 @@
 """Object-retrieval evaluation (the protocol of the object-retrieval paper) on COCO-format data.
 
-`python -m core evaluate retrieval --coco ANN.json [--images DIR] --out DIR ...`
+Run it as `python -m core evaluate retrieval --coco ANN.json [--images DIR] --out DIR ...`
+(the flags live in core/cli/evaluate.py).
 
 Protocol:
   1. choose images and objects (`SelectionSettings`; the default is the paper's recipe: up to
@@ -22,7 +23,6 @@ per-category rows), bars.png (metrics per view) and pr_curves.png.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -31,7 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from core import metrics as M
+from core.coco import CocoData, read_coco
+from core.engine import Engine
+from core.evaluate import metrics as M
+from core.gallery import Gallery, ObjectRecord
+from core.images import load_image
+from core.masks import box_to_mask, coco_ann_to_mask, coco_box_to_xyxy, mask_iou
+from core.views import get_view, render_view
 
 PAPER_CATEGORIES = ("person", "dog", "cat", "car", "bicycle")
 PAPER_IMAGES = 30
@@ -82,22 +88,7 @@ class EvalObject:
     ann: dict = field(repr=False, default_factory=dict)
 
 
-def load_coco(path: str | Path) -> dict:
-    """Read a COCO instances file; ValueError naming what is missing if it is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"COCO annotation file {path} does not exist")
-    try:
-        coco = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
-    missing = [key for key in ("images", "annotations", "categories") if key not in coco]
-    if missing:
-        raise ValueError(f"{path} is not a COCO instances file: missing {', '.join(missing)}")
-    return coco
-
-
-def select_objects(coco: dict, settings: SelectionSettings = SelectionSettings()) -> list[EvalObject]:
+def select_objects(coco: CocoData, settings: SelectionSettings = SelectionSettings()) -> list[EvalObject]:
     """Objects to evaluate, chosen by `settings` (seeded, deterministic).
 
     Images are picked round-robin over the categories, rarest category first, each turn taking
@@ -106,7 +97,7 @@ def select_objects(coco: dict, settings: SelectionSettings = SelectionSettings()
     categories (area >= min_area) are taken, at most `max_per_image`. Finally categories with
     fewer than `min_per_category` objects are dropped. Returns objects sorted by (image, ann id).
     """
-    names = {int(c["id"]): c["name"] for c in coco["categories"]}
+    names = coco.categories
     if settings.categories is not None:
         unknown = sorted(set(settings.categories) - set(names.values()))
         if unknown:
@@ -114,15 +105,13 @@ def select_objects(coco: dict, settings: SelectionSettings = SelectionSettings()
         wanted = set(settings.categories)
     else:
         wanted = set(names.values())
-    images = {int(im["id"]): im for im in coco["images"]}
+    images = coco.images
     by_image: dict[int, list[dict]] = {}
-    for ann in coco["annotations"]:
-        name = names.get(int(ann["category_id"]))
-        if name not in wanted or ann.get("iscrowd", 0) or float(ann.get("area", 0)) < settings.min_area:
-            continue
-        if int(ann["image_id"]) not in images:
-            raise ValueError(f"annotation {ann.get('id')} refers to unknown image {ann['image_id']}")
-        by_image.setdefault(int(ann["image_id"]), []).append(ann)
+    for image_id, anns in coco.by_image.items():
+        kept = [a for a in anns if coco.category_of(a) in wanted and not a.get("iscrowd", 0)
+                and float(a.get("area", 0)) >= settings.min_area]
+        if kept:
+            by_image[image_id] = kept
 
     rng = np.random.default_rng(settings.seed)
     holders: dict[str, list[int]] = {}
@@ -149,10 +138,10 @@ def select_objects(coco: dict, settings: SelectionSettings = SelectionSettings()
         if settings.max_per_image is not None:
             anns = anns[: settings.max_per_image]
         for ann in anns:
-            x, y, w, h = (float(v) for v in ann["bbox"])
+            box = tuple(float(v) for v in coco_box_to_xyxy(ann["bbox"]))
             objects.append(EvalObject(images[image_id]["file_name"], image_id, int(ann["id"]),
-                                      names[int(ann["category_id"])], (x, y, x + w, y + h),
-                                      float(ann.get("area", w * h)), ann))
+                                      names[int(ann["category_id"])], box,
+                                      float(ann.get("area", (box[2] - box[0]) * (box[3] - box[1]))), ann))
     counts: dict[str, int] = {}
     for obj in objects:
         counts[obj.category] = counts.get(obj.category, 0) + 1
@@ -193,10 +182,6 @@ def embed_objects(objects: list[EvalObject], images_dir: str | Path, views, embe
     stays bounded. An empty SAM mask is replaced by the annotation box (counted).
     """
     from tqdm import tqdm
-
-    from core.images import load_image
-    from core.masks import box_to_mask, coco_ann_to_mask, mask_iou
-    from core.views import render_view
 
     images_dir = Path(images_dir)
     groups: dict[str, list[int]] = {}
@@ -259,8 +244,6 @@ def leave_one_out_relevance(embeddings: np.ndarray, labels, metric: str, view: s
     Returns (relevant (N, N-1) bool, best first; n_relevant (N,) int = other objects with the
     query's label). The query object itself is excluded from its own ranking.
     """
-    from core.gallery import Gallery, ObjectRecord
-
     labels = np.asarray(labels)
     n = len(labels)
     if n < 2:
@@ -439,7 +422,7 @@ def write_plots(report: dict, out: Path) -> list[str]:
     return ["bars.png", "pr_curves.png"]
 
 
-# ----------------------------------------------------------------------------- the command
+# ----------------------------------------------------------------------------- the protocol
 
 
 def run_evaluation(coco_path, images_dir, views, metrics, k: int, selection: SelectionSettings, *,
@@ -449,9 +432,6 @@ def run_evaluation(coco_path, images_dir, views, metrics, k: int, selection: Sel
     engine: a `core.engine.Engine` (default: `Engine()` with the configured models); its
     segmenter is used unless `oracle_masks`, its embedder always.
     """
-    from core.engine import Engine
-    from core.views import get_view
-
     for view in views:
         get_view(view)
     for metric in metrics:
@@ -460,7 +440,7 @@ def run_evaluation(coco_path, images_dir, views, metrics, k: int, selection: Sel
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     started = time.perf_counter()
-    coco = load_coco(coco_path)
+    coco = read_coco(coco_path)
     objects = select_objects(coco, selection)
     if len(objects) < 2:
         raise ValueError("the selection holds fewer than 2 objects: widen --categories / --limit-images "
@@ -517,84 +497,3 @@ def write_outputs(report: dict, out: str | Path, plots: bool = True) -> list[Pat
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def _csv(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def selection_from_args(args) -> SelectionSettings:
-    """SelectionSettings from the recipe, overridden by the explicit flags."""
-    if args.recipe == "paper":
-        base = SelectionSettings()
-    else:
-        base = SelectionSettings(categories=None, limit_images=None, max_per_image=None)
-    cats = base.categories
-    if args.categories:
-        cats = None if args.categories.strip() == "all" else tuple(_csv(args.categories))
-    limit = base.limit_images if args.limit_images is None else (args.limit_images or None)
-    return SelectionSettings(
-        categories=cats, limit_images=limit,
-        min_per_category=base.min_per_category if args.min_per_category is None else args.min_per_category,
-        max_per_image=base.max_per_image if args.max_per_image is None else (args.max_per_image or None),
-        min_area=args.min_area, seed=args.seed)
-
-
-def command(args) -> int:
-    """Entry point of `python -m core evaluate retrieval`: prints a summary JSON on stdout.
-
-    Bad input raises ValueError / FileNotFoundError, which `core.cli.main` reports in one line.
-    """
-    from core.cli import engine_from_args
-    from core.views import VIEW_NAMES
-
-    views = list(VIEW_NAMES) if args.views == "all" else _csv(args.views)
-    metrics = _csv(args.metrics)
-    coco = Path(args.coco)
-    images = Path(args.images) if args.images else coco.parent / "images"
-    report = run_evaluation(coco, images, views, metrics, args.k, selection_from_args(args),
-                            oracle_masks=args.oracle_masks, engine=engine_from_args(args),
-                            batch_size=args.batch_size, progress=not args.quiet)
-    written = write_outputs(report, args.out, plots=not args.no_plots)
-    _log(markdown_report(report))
-    _log("wrote " + ", ".join(str(p) for p in written))
-    summary = {"out": str(args.out), "models": report["models"], "n_objects": report["selection"]["n_objects"],
-               "results": [{key: row[key] for key in ("view", "metric", "precision_at_k", "recall_at_k", "mAP")}
-                           for row in report["results"]]}
-    print(json.dumps(summary))
-    return 0
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of `evaluate retrieval`."""
-    parser.add_argument("--coco", required=True, help="COCO instances JSON")
-    parser.add_argument("--images", help="folder of the images (default: images/ beside the JSON)")
-    parser.add_argument("--out", default="runs/retrieval", help="output folder (default: %(default)s)")
-    parser.add_argument("--views", default="all", help="comma-separated views, or 'all' (default: %(default)s)")
-    parser.add_argument("--metrics", default="cosine,l2", help="comma-separated: cosine,l2 (default: %(default)s)")
-    parser.add_argument("--k", type=int, default=5, help="cut-off K of P@K and R@K (default: %(default)s)")
-    parser.add_argument("--recipe", choices=("paper", "all"), default="paper",
-                        help="paper: 30 images covering person/dog/cat/car/bicycle, <= 2 objects per image, "
-                             ">= 2 objects per category; all: every image, category and object. "
-                             "Flags below override it.")
-    parser.add_argument("--categories", help="comma-separated category names, or 'all'")
-    parser.add_argument("--limit-images", type=int, help="at most this many images (0 = no limit)")
-    parser.add_argument("--min-per-category", type=int, help="drop categories with fewer objects (default 2)")
-    parser.add_argument("--max-per-image", type=int, help="at most this many objects per image (0 = all)")
-    parser.add_argument("--min-area", type=float, default=0.0, help="skip objects smaller than this many pixels")
-    parser.add_argument("--seed", type=int, default=0, help="image selection seed (default: %(default)s)")
-    parser.add_argument("--oracle-masks", action="store_true", help="use ground-truth masks instead of SAM")
-    parser.add_argument("--batch-size", type=int, default=32, help="CLIP batch size (default: %(default)s)")
-    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    from core.cli import add_model_arguments
-
-    add_model_arguments(parser)
-
-
-def register_evaluate(subparsers) -> None:
-    """Add `retrieval` to the `evaluate` sub-subcommands."""
-    parser = subparsers.add_parser("retrieval", help="object retrieval P@K / R@K / mAP per view x metric",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    parser.set_defaults(func=command)

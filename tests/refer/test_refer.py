@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from core.automask import AutoMaskSettings
 from core.refer import (
     DIRECTIONS,
     Expression,
@@ -131,7 +132,7 @@ def test_parse_rejects_empty_or_non_text(bad):
 
 
 def test_parse_command_prints_json(capsys):
-    from core.cli import main
+    from core.cli.main import main
 
     assert main(["parse", "the left dog"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -154,11 +155,11 @@ GRID_EXPECTED = {"left": None, "right": None, "top": None, "bottom": None, "cent
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
-@pytest.mark.parametrize("image_size", [None, (300, 300)])
-def test_choose_every_direction_on_a_grid(direction, image_size):
+@pytest.mark.parametrize("image_hw", [None, (300, 300)])
+def test_choose_every_direction_on_a_grid(direction, image_hw):
     boxes = _grid_boxes()
     scores = np.linspace(1.0, 0.2, 9)  # index 0 best
-    got = choose(direction, boxes, scores, top_k=None, image_size=image_size)
+    got = choose(direction, boxes, scores, top_k=None, image_hw=image_hw)
     expected = GRID_EXPECTED[direction]
     if expected is None:
         # a whole column / row ties on position: the tie goes to the best score in it
@@ -205,20 +206,20 @@ def test_choose_ties_on_position_go_to_the_better_score():
     assert choose("left", boxes, [0.5, 0.5, 0.9]) == 0
 
 
-def test_choose_center_with_and_without_image_size():
+def test_choose_center_with_and_without_image_hw():
     # a row of three on the left half of a 400 px wide image
     boxes = np.array([[0, 0, 20, 20], [60, 0, 80, 20], [120, 0, 140, 20]], float)
     scores = np.array([0.9, 0.8, 0.7])
     assert choose("center", boxes, scores) == 1               # the middle one of the row
-    assert choose("center", boxes, scores, image_size=(400, 20)) == 2  # nearest the image centre
+    assert choose("center", boxes, scores, image_hw=(20, 400)) == 2  # nearest the image centre
 
 
 def test_choose_corner_combines_axes():
     boxes = np.array([[0, 80, 10, 90], [80, 0, 90, 10], [10, 10, 20, 20]], float)
     scores = np.ones(3)
-    assert choose("top-left", boxes, scores, image_size=(100, 100)) == 2
-    assert choose("bottom-left", boxes, scores, image_size=(100, 100)) == 0
-    assert choose("top-right", boxes, scores, image_size=(100, 100)) == 1
+    assert choose("top-left", boxes, scores, image_hw=(100, 100)) == 2
+    assert choose("bottom-left", boxes, scores, image_hw=(100, 100)) == 0
+    assert choose("top-right", boxes, scores, image_hw=(100, 100)) == 1
 
 
 def test_direction_order_is_a_permutation():
@@ -239,8 +240,8 @@ def test_direction_order_is_a_permutation():
     (dict(boxes=np.zeros((1, 4)), scores=np.zeros(1), top_k=0), "top_k"),
     (dict(boxes=np.zeros((1, 4)), scores=np.zeros(1), ordinal=0), "ordinal"),
     (dict(boxes=np.zeros((1, 4)), scores=np.zeros(1), ordinal=1.5), "ordinal"),
-    (dict(boxes=np.zeros((1, 4)), scores=np.zeros(1), image_size=(0, 10)), "image_size"),
-    (dict(boxes=np.zeros((1, 4)), scores=np.zeros(1), image_size=5), "image_size"),
+    (dict(boxes=np.zeros((1, 4)), scores=np.zeros(1), image_hw=(0, 10)), "image_hw"),
+    (dict(boxes=np.zeros((1, 4)), scores=np.zeros(1), image_hw=5), "image_hw"),
 ])
 def test_choose_rejects_bad_input(kwargs, match):
     kwargs.setdefault("direction", "left")
@@ -372,13 +373,13 @@ def test_ground_scores_with_clip(embedder):
 
 def test_ground_with_sam_candidates(tiny_segmenter, embedder, coco_image):
     image = coco_image[0][::4, ::4].copy()  # small: untrained tiny SAM, 2 cores
-    settings = GroundingSettings(automask={"points_per_side": 2, "pred_iou_thresh": 0.0,
-                                           "stability_score_thresh": 0.0}, max_candidates=4)
+    settings = GroundingSettings(automask=AutoMaskSettings(points_per_side=2, pred_iou_thresh=0.0,
+                                                           stability_score_thresh=0.0), max_candidates=4)
     r = ground(tiny_segmenter, embedder, image, "the person on the left", settings=settings)
     assert 1 <= len(r) <= 4
     assert r.mask.shape == image.shape[:2] and r.mask.dtype == bool and r.mask.any()
     assert r.masks.shape == (len(r),) + image.shape[:2]
     # impossible thresholds: nothing survives, with a message that says what to do
-    strict = settings.with_(automask={"points_per_side": 2, "pred_iou_thresh": 1.0})
+    strict = settings.with_(automask=AutoMaskSettings(points_per_side=2, pred_iou_thresh=1.0))
     with pytest.raises(NoCandidatesError, match="pred_iou_thresh"):
         ground(tiny_segmenter, embedder, image, "the person on the left", settings=strict)

@@ -1,4 +1,4 @@
-"""core.refer_eval: metrics, readers, synthetic COCO sentences, evaluation rows and the CLI."""
+"""core.evaluate.refer and refer_data: metrics, readers, synthetic COCO sentences, evaluation rows and the CLI."""
 from __future__ import annotations
 
 import json
@@ -10,20 +10,15 @@ from PIL import Image
 
 from core.masks import mask_to_rle
 from core.refer import parse
-from core.refer_eval import (
+from core.coco import annotation_mask
+from core.evaluate.refer import Row, ablation_rows, evaluate, iou_metrics, markdown_table, write_report
+from core.evaluate.refer_data import (
     ReferDataset,
     ReferSample,
-    Row,
-    ablation_rows,
-    annotation_mask,
-    evaluate,
-    iou_metrics,
-    markdown_table,
     read_jsonl,
     read_refcoco,
     synthetic_from_coco,
     write_jsonl,
-    write_report,
 )
 
 # ------------------------------------------------------------------------------- metrics
@@ -129,11 +124,10 @@ def test_clip_rows_run_on_the_hand_made_dataset(tmp_path, embedder):
         assert 0.0 <= row["all"]["mIoU"] <= 100.0 and row["all"]["n"] == 3
     # the evaluation batches the texts of an image; same vectors as one sentence at a time
     from core.refer import text_features
-    from core.refer_eval import _text_features_batch
 
     expressions = [parse("the dog on the left"), parse("a cat")]
-    for e, (noun, sentence) in zip(expressions, _text_features_batch(embedder, expressions)):
-        one_noun, one_sentence = text_features(embedder, e)
+    for e, (noun, sentence) in zip(expressions, text_features(embedder, expressions)):
+        [(one_noun, one_sentence)] = text_features(embedder, [e])
         np.testing.assert_allclose(noun, one_noun, atol=1e-5)
         np.testing.assert_allclose(sentence, one_sentence, atol=1e-5)
 
@@ -257,7 +251,7 @@ def test_synthetic_round_trips_through_jsonl(synthetic, tmp_path):
 # ------------------------------------------------------------------------------- command line
 
 def test_evaluate_refer_command_oracle_only(coco_dir, tmp_path, capsys):
-    from core.cli import main
+    from core.cli.main import main
 
     out = tmp_path / "run"
     rc = main(["evaluate", "refer", "--synthetic-coco", str(coco_dir), "--limit-images", "10",
@@ -272,7 +266,7 @@ def test_evaluate_refer_command_oracle_only(coco_dir, tmp_path, capsys):
 
 
 def test_evaluate_refer_command_rejects_missing_data(capsys):
-    from core.cli import main
+    from core.cli.main import main
 
     assert main(["evaluate", "refer", "--out", "/tmp/never"]) == 2
     assert "exactly one of --refs" in capsys.readouterr().err
@@ -281,7 +275,7 @@ def test_evaluate_refer_command_rejects_missing_data(capsys):
 @pytest.mark.slow
 def test_evaluate_refer_command_untrained_end_to_end(coco_dir, tmp_path, capsys, embedder, tiny_segmenter):
     """Every row with untrained CLIP and the tiny untrained SAM on a few COCO128 sentences."""
-    from core.cli import main
+    from core.cli.main import main
 
     out = tmp_path / "run"
     rc = main(["evaluate", "refer", "--synthetic-coco", str(coco_dir), "--limit-images", "4", "--limit", "5",

@@ -1,4 +1,4 @@
-"""The engine's own subcommands: segment, index, search, fetch-weights."""
+"""Subcommands on images and galleries: segment, index, search, fetch-weights."""
 from __future__ import annotations
 
 import argparse
@@ -9,9 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from core import config
-from core.cli import add_model_arguments, engine_from_args, print_json
-from core.gallery import METRICS
-from core.views import VIEW_NAMES
+from core.automask import AutoMaskSettings
+from core.build import build_gallery_from_coco, build_gallery_from_images
+from core.cli.args import add_model_arguments, engine_from_args, print_json
+from core.gallery import METRICS, Gallery
+from core.images import load_image
+from core.masks import mask_to_png, mask_to_rle
+from core.models import fetch_weights
+from core.views import VIEW_NAMES, mask_to_box, render_view
 
 
 def parse_box(text: str) -> np.ndarray:
@@ -55,10 +60,6 @@ def prompts_of(args) -> tuple[np.ndarray | None, np.ndarray | None]:
 
 
 def run_segment(args) -> int:
-    from core.images import load_image
-    from core.masks import mask_to_png, mask_to_rle
-    from core.views import mask_to_box
-
     image = load_image(args.image)
     points, labels = prompts_of(args)
     engine = engine_from_args(args)
@@ -99,8 +100,6 @@ def _tqdm_progress(desc: str):
 
 
 def run_index(args) -> int:
-    from core.build import build_gallery_from_coco, build_gallery_from_images
-
     engine = engine_from_args(args)
     progress = _tqdm_progress("indexing")
     if args.coco:
@@ -109,12 +108,13 @@ def run_index(args) -> int:
                                           categories=args.categories, oracle_masks=args.oracle_masks,
                                           progress=progress)
     else:
-        automask = {"points_per_side": args.points_per_side}
+        automask = AutoMaskSettings(points_per_side=args.points_per_side)
         if args.untrained:  # random weights predict low scores: keep every candidate
-            automask.update(pred_iou_thresh=0.0, stability_score_thresh=0.0)
+            automask = AutoMaskSettings(points_per_side=args.points_per_side, pred_iou_thresh=0.0,
+                                        stability_score_thresh=0.0)
         gallery = build_gallery_from_images(args.images, engine.segmenter, engine.embedder, view=args.view,
                                             metric=args.metric, max_objects=args.max_objects,
-                                            progress=progress, **automask)
+                                            progress=progress, automask=automask)
     gallery.save(args.out)
     summary = {"gallery": str(args.out), "objects": len(gallery), **gallery.meta()}
     print_json(summary)
@@ -126,8 +126,6 @@ def run_index(args) -> int:
 
 
 def run_search(args) -> int:
-    from core.gallery import Gallery
-
     if (args.text is None) == (args.image is None):
         raise ValueError("give exactly one query: --text TEXT or --image IMAGE with --box/--point")
     engine = engine_from_args(args)
@@ -148,9 +146,6 @@ def run_search(args) -> int:
 
 
 def _embed_image_query(args, engine, view: str) -> np.ndarray:
-    from core.images import load_image
-    from core.views import render_view
-
     image = load_image(args.image)
     points, labels = prompts_of(args)
     if points is None and args.box is None:
@@ -164,8 +159,6 @@ def _embed_image_query(args, engine, view: str) -> np.ndarray:
 
 
 def run_fetch_weights(args) -> int:
-    from core.models import fetch_weights
-
     print_json(fetch_weights(args.sam, args.clip, args.pretrained))
     return 0
 

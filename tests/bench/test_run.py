@@ -1,4 +1,4 @@
-"""core.bench pieces at tiny sizes (the full benchmark is never run in tests)."""
+"""core.bench.run and timing pieces at tiny sizes (the full benchmark is never run in tests)."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from core import bench as B
+from core.bench import run as B
+from core.bench import sam as S
+from core.bench.sam import SamBenchResult, SamSetup
+from core.bench.timing import cpu_info
 
 
 def test_synthetic_vectors_are_unit_and_clustered_as_documented():
@@ -85,28 +88,37 @@ def test_tune_nprobe_reaches_exact_on_structureless_data():
 
 
 def test_check_targets_and_table():
-    results = {
-        "settings": {"quick": True, "trained": False},
-        "machine": {"affinity": 2, "loadavg_start": [0.5, 0.5, 0.5]},
-        "sam": {"skipped": "core.bench_sam not available"},
-        "cache": {"sam": "vit_b", "first_set_image_s": 4.0, "cache_hit_ms": 2.0, "cache_hit_new_array_ms": 2.1},
-        "clip": {"clip": "ViT-B-32", "crops": 32, "crops_per_s": 20.0},
-        "memory": {"sam": "vit_b", "clip": "ViT-B-32", "after_load_mb": 1500, "peak_mb": 1900, "peak_gb": 1.86},
-        "faiss": [{"n": 100_000, "dim": 512, "distribution": "clustered", "exact_single_ms": 16.0,
-                   "exact_batched_ms_per_query": 4.0,
-                   "approx": {"index": "IVF1024,Flat", "nprobe": 4, "single_ms": 6.0, "batched_ms_per_query": 0.5,
-                              "recall_at_10": 0.97, "build_s": 10.0, "memory_mb": 210}}],
-        "total_seconds": 60.0,
-    }
-    checks = {c["check"]: c for c in B.check_targets(results)}
-    assert checks["set_image cache hit (ms)"]["met"]
-    assert not checks["CLIP crops per second"]["met"] and checks["CLIP crops per second"]["ratio"] == pytest.approx(0.8)
-    assert checks["app peak RSS (GB)"]["met"]
-    assert not checks["approx single query at 100,000 (ms)"]["met"]
-    assert checks["approx recall@10 at 100,000"]["met"]
-    results["checks"] = list(checks.values())
+    results = B.BenchResults(
+        settings=B.BenchSettings.for_quick(),
+        machine={"cpu_text": "Test CPU, 2 cores (AMX no, AVX512-BF16 no, AVX-512 yes, AVX2 yes)",
+                 "loadavg_start": [0.5, 0.5, 0.5]},
+        cache={"sam": "vit_b", "first_set_image_s": 4.0, "cache_hit_ms": 2.0, "cache_hit_new_array_ms": 2.1},
+        clip={"clip": "ViT-B-32", "crops": 32, "crops_per_s": 20.0},
+        memory={"sam": "vit_b", "clip": "ViT-B-32", "after_load_mb": 1500, "peak_mb": 1900, "peak_gb": 1.86},
+        faiss=[{"n": 100_000, "dim": 512, "distribution": "clustered", "exact_single_ms": 16.0,
+                "exact_batched_ms_per_query": 4.0,
+                "approx": {"index": "IVF1024,Flat", "nprobe": 4, "single_ms": 6.0, "batched_ms_per_query": 0.5,
+                           "recall_at_10": 0.97, "build_s": 10.0, "memory_mb": 210}}],
+        errors={"sam": "RuntimeError: no SAM here"}, total_seconds=60.0)
+    checks = {c.check: c for c in results.checks()}
+    assert checks["set_image cache hit (ms)"].met
+    assert not checks["CLIP crops per second"].met and checks["CLIP crops per second"].ratio == pytest.approx(0.8)
+    assert checks["app peak RSS (GB)"].met
+    assert not checks["approx single query at 100,000 (ms)"].met
+    assert checks["approx recall@10 at 100,000"].met
     table = B.format_table(results)
-    assert "IVF1024,Flat" in table and "MISSED" in table and "core.bench_sam not available" in table
+    assert "IVF1024,Flat" in table and "MISSED" in table and "no SAM here" in table and "Test CPU" in table
+    data = json.loads(json.dumps(results.to_json()))
+    assert data["clip"]["crops_per_s"] == 20.0 and len(data["checks"]) == len(checks)
+
+
+def test_cpu_info_reads_model_and_flags():
+    text = "model name\t: Some Xeon\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile amx_bf16\n"
+    cpu = cpu_info(text)
+    assert cpu.model == "Some Xeon" and cpu.amx and cpu.avx512_bf16 and cpu.avx2 and cpu.cores >= 1
+    plain = cpu_info("model name : AMD EPYC\nflags : fpu avx2\n")
+    assert not plain.amx and not plain.avx512_bf16 and plain.avx2
+    assert "AMX no" in plain.describe() and "AMD EPYC" in plain.describe()
 
 
 def test_cache_hit_and_clip_throughput_with_small_models(embedder):
@@ -129,7 +141,7 @@ def test_memory_probe_in_a_fresh_process():
 
 
 def test_bench_command_faiss_only(tmp_path, capsys):
-    from core.cli import main
+    from core.cli.main import main
 
     out = tmp_path / "bench.json"
     assert main(["bench", "--quick", "--parts", "faiss", "--sizes", "500,2500", "--approx-from", "2500",
@@ -147,35 +159,37 @@ def test_bench_command_faiss_only(tmp_path, capsys):
     assert main(["bench", "--sizes", "5"]) == 2
 
 
-def test_sam_part_folds_in_core_bench_sam_and_checks_its_targets(monkeypatch):
-    """The adapter over core.bench_sam (its real run is minutes long, so a stand-in dict here)."""
-    import sys
-    import types
-
+def test_sam_part_passes_model_device_and_weights_and_checks_its_targets(monkeypatch):
+    """The SAM part loads what the settings name (its real run is minutes long, so a stand-in here)."""
     calls = {}
 
-    def fake_bench_sam(model, repeats, quick, include_stock=False, log=None):
-        calls.update(model=model, repeats=repeats, quick=quick, include_stock=include_stock)
-        return {"model": model, "fast_precision": "bf16", "encoder_stock_fp32_s": 8.0, "encoder_fast_s": 1.2,
-                "encoder_ratio": 0.15, "click_fast_ms": 20.0, "everything_cpu16_s": 9.0,
-                "encoder_cosine_min": 0.9995, "mask_iou_min": 0.98}
+    def fake_bench_sam(setup, repeats, quick, include_stock=False, log=None):
+        calls.update(setup=setup, repeats=repeats, quick=quick, include_stock=include_stock)
+        return SamBenchResult(model=setup.model, device=str(setup.device), untrained=setup.untrained,
+                              fast_precision="bf16", encoder_stock_fp32_s=8.0, encoder_fast_s=1.2,
+                              encoder_ratio=0.15, click_fast_ms=20.0, everything_cpu16_s=9.0,
+                              encoder_cosine_min=0.9995, mask_iou_min=0.98)
 
-    monkeypatch.setitem(sys.modules, "core.bench_sam", types.SimpleNamespace(bench_sam=fake_bench_sam))
-    import core
-
-    monkeypatch.setattr(core, "bench_sam", sys.modules["core.bench_sam"], raising=False)
+    monkeypatch.setattr(B.sam_bench, "bench_sam", fake_bench_sam)
     sam = B.bench_sam(B.BenchSettings.for_quick(sam="vit_l"))
-    assert calls == {"model": "vit_l", "repeats": 2, "quick": True, "include_stock": False}
-    B.bench_sam(B.BenchSettings(sam="vit_b", stock_everything=True))
+    assert calls == {"setup": SamSetup("vit_l", None, True), "repeats": 2, "quick": True, "include_stock": False}
+    # --trained --device cuda reaches the SAM part (it used to load untrained weights on the CPU)
+    B.bench_sam(B.BenchSettings(sam="vit_b", stock_everything=True, trained=True, device="cuda"))
+    assert calls["setup"] == SamSetup("vit_b", "cuda", False)
     assert calls["include_stock"] is True and calls["quick"] is False
-    met = {c["check"]: c["met"] for c in sam["checks"]}
+    met = {c.check: c.met for c in sam.checks()}
     assert met == {"SAM encoder, fast path (s)": True, "SAM encoder fast / fp32 (ratio)": True,
                    "click-to-mask, cached embedding (ms)": False,
                    "everything mode, CPU defaults, with encoder (s)": True,
                    "encoder cosine vs fp32, worst token": True, "mask IoU vs fp32, worst mask": False}
-    results = {"settings": {"quick": True, "trained": False}, "machine": {"affinity": 2, "loadavg_start": [1.0]},
-               "sam": sam, "total_seconds": 1.0}
-    results["checks"] = B.check_targets(results)
-    assert len(results["checks"]) == 6
+    results = B.BenchResults(settings=B.BenchSettings.for_quick(),
+                             machine={"cpu_text": "x", "loadavg_start": [1.0]}, sam=sam, total_seconds=1.0)
+    assert len(results.checks()) == 6
     table = B.format_table(results)
     assert "encoder fp32 (stock) 8.00 s" in table and "[MISSED] click-to-mask" in table
+
+
+def test_sam_result_refuses_a_number_it_does_not_know(monkeypatch):
+    monkeypatch.setattr(S, "bench_encoder", lambda *a, **k: {"encoder_warp_s": 1.0})
+    with pytest.raises(KeyError, match="encoder_warp_s"):
+        S.bench_sam(SamSetup("vit_tiny"), quick=True)

@@ -1,4 +1,4 @@
-"""core.metrics against values computed by hand on small rankings."""
+"""core.evaluate.metrics against values computed by hand on small rankings."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from core import metrics as m
+from core.evaluate import metrics as m
 
 # rel = 1 0 1 0 0 1 : relevant at ranks 1, 3, 6
 RANKING = np.array([1, 0, 1, 0, 0, 1], dtype=bool)

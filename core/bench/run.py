@@ -1,8 +1,8 @@
-"""`python -m core bench [--quick]`: speed and memory of the engine's stages, against targets.
+"""Speed and memory of the engine's stages, against targets (`python -m core bench [--quick]`).
 
 Measured (medians over repeats, wall-clock seconds from `time.perf_counter`):
   * SAM: image encoder fp32 vs the fast path, click-to-mask with a cached embedding, automatic
-    masks, fast-vs-stock equivalence -- from `core.bench_sam` when it is installed;
+    masks, fast-vs-stock equivalence (`core.bench.sam`);
   * `Segmenter.set_image` of an image already seen (embedding cache hit);
   * CLIP object crops embedded per second (batched);
   * faiss search over synthetic 512-d unit vectors: exact `IndexFlatIP` (single query and
@@ -23,7 +23,6 @@ a one-line JSON summary to stdout.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -36,7 +35,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import faiss
 import numpy as np
+import torch
+
+from core.bench import sam as sam_bench
+from core.bench.sam import SamBenchResult, SamSetup, TargetCheck
+from core.bench.timing import cpu_info, median_seconds
+from core.embed import Embedder
+from core.images import load_image
+from core.models import load_clip, load_sam
+from core.segment import Segmenter
 
 #: Targets of the benchmark issue (2-core CPU).
 TARGETS = {
@@ -87,20 +96,6 @@ class BenchSettings:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    """Median wall time of `fn()` over `repeats` calls after `warmup` untimed calls."""
-    if repeats < 1:
-        raise ValueError("repeats must be at least 1")
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def peak_rss_mb() -> float:
@@ -166,8 +161,6 @@ def faiss_threads(n: int):
     machine a descheduled thread makes that barrier slow, so single-query latency is also
     reported with one thread.
     """
-    import faiss
-
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(n)
     try:
@@ -197,8 +190,6 @@ def time_batched(index, queries: np.ndarray, k: int = RECALL_K) -> tuple[float, 
 
 def build_ivf(n: int, settings: BenchSettings, centres):
     """Train and fill an IVF-Flat inner-product index; returns (index, train_s, add_s, nlist)."""
-    import faiss
-
     nlist = ivf_nlist(n)
     quantizer = faiss.IndexFlatIP(DIM)
     index = faiss.IndexIVFFlat(quantizer, DIM, nlist, faiss.METRIC_INNER_PRODUCT)
@@ -233,8 +224,6 @@ def ivf_memory_bytes(index) -> int:
 
 def bench_faiss_size(n: int, settings: BenchSettings) -> dict:
     """Exact (and, from approx_min_size, IVF) search at gallery size n; see module docstring."""
-    import faiss
-
     centres = cluster_centres(settings.n_clusters, seed=settings.seed) if settings.distribution == "clustered" else None
     queries = synthetic_vectors(settings.n_queries, distribution=settings.distribution, centres=centres,
                                 spread=settings.spread, seed=settings.seed * 1000 + 1)
@@ -270,8 +259,6 @@ def bench_faiss_size(n: int, settings: BenchSettings) -> dict:
 
 def bench_faiss(settings: BenchSettings) -> list[dict]:
     """`bench_faiss_size` for every size in settings.sizes (progress on stderr)."""
-    import faiss
-
     rows = []
     for n in settings.sizes:
         _log(f"faiss: {n} vectors ({settings.distribution}), {faiss.omp_get_max_threads()} threads")
@@ -284,9 +271,7 @@ def bench_faiss(settings: BenchSettings) -> list[dict]:
 
 def bench_image(seed: int = 0) -> np.ndarray:
     """A 480x640 RGB test image: the first COCO128 image beside the repo, else smooth noise."""
-    from core.images import load_image
-
-    here = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "coco128" / "images"
+    here = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "coco128" / "images"
     files = sorted(here.glob("*.jpg")) if here.is_dir() else []
     if files:
         return load_image(files[0])
@@ -309,9 +294,6 @@ def object_crops(image: np.ndarray, n: int, seed: int = 0) -> list[np.ndarray]:
 
 def bench_cache_hit(settings: BenchSettings) -> dict:
     """`Segmenter.set_image` on a new image (miss, one call) and on the same image again (hit)."""
-    from core.models import load_sam
-    from core.segment import Segmenter
-
     seg = Segmenter(load_sam(settings.sam, untrained=not settings.trained, device=settings.device), cache_size=4)
     image = bench_image(settings.seed)
     t0 = time.perf_counter()
@@ -319,15 +301,12 @@ def bench_cache_hit(settings: BenchSettings) -> dict:
     miss = time.perf_counter() - t0
     hit = median_seconds(lambda: seg.set_image(image), repeats=max(5, 5 * settings.repeats), warmup=0)
     copy_hit = median_seconds(lambda: seg.set_image(image.copy()), repeats=max(5, 5 * settings.repeats), warmup=0)
-    return {"sam": settings.sam, "image_size": list(image.shape[:2]), "first_set_image_s": miss,
+    return {"sam": settings.sam, "image_hw": list(image.shape[:2]), "first_set_image_s": miss,
             "cache_hit_ms": 1e3 * hit, "cache_hit_new_array_ms": 1e3 * copy_hit}
 
 
 def bench_clip(settings: BenchSettings) -> dict:
     """Object crops embedded per second by `Embedder.embed_images` in batches of 32."""
-    from core.embed import Embedder
-    from core.models import load_clip
-
     embedder = Embedder(load_clip(settings.clip, untrained=not settings.trained, device=settings.device))
     crops = object_crops(bench_image(settings.seed), settings.clip_crops, settings.seed)
     embedder.embed_images(crops[:8], batch_size=8)  # warm-up
@@ -342,8 +321,6 @@ def bench_clip(settings: BenchSettings) -> dict:
 
 def _embed_bf16(embedder, crops):
     """Informational: the same batches under CPU bfloat16 autocast (not what the engine runs)."""
-    import torch
-
     with torch.autocast("cpu", dtype=torch.bfloat16):
         return embedder.embed_images(crops, batch_size=32)
 
@@ -351,7 +328,7 @@ def _embed_bf16(embedder, crops):
 _MEMORY_PROBE = """
 import json, sys
 import numpy as np
-from core.bench import bench_image, object_crops, process_memory_mb
+from core.bench.run import bench_image, object_crops, process_memory_mb
 from core.engine import Engine, EngineSettings
 cfg = json.loads(sys.argv[1])
 engine = Engine(EngineSettings(sam=cfg["sam"], clip=cfg["clip"], untrained=cfg["untrained"],
@@ -385,7 +362,7 @@ def bench_memory(settings: BenchSettings, timeout: float = 300) -> dict:
     """Peak RSS of a fresh process that loads SAM + CLIP and runs each once (models only, no UI)."""
     cfg = {"sam": settings.sam, "clip": settings.clip, "untrained": not settings.trained,
            "device": settings.device}
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, json.dumps(cfg)], capture_output=True,
                           text=True, timeout=timeout, env=env, cwd=root)
@@ -397,163 +374,141 @@ def bench_memory(settings: BenchSettings, timeout: float = 300) -> dict:
             "peak_gb": out["after_use"]["peak"] / 1024}
 
 
-#: Targets of the fast-SAM issue: (key in core.bench_sam's dict, label, target, higher is better).
-SAM_TARGETS = (
-    ("encoder_fast_s", "SAM encoder, fast path (s)", 1.5, False),
-    ("encoder_ratio", "SAM encoder fast / fp32 (ratio)", 0.18, False),
-    ("click_fast_ms", "click-to-mask, cached embedding (ms)", 15.0, False),
-    ("everything_cpu16_s", "everything mode, CPU defaults, with encoder (s)", 10.0, False),
-    ("encoder_cosine_min", "encoder cosine vs fp32, worst token", 0.999, True),
-    ("mask_iou_min", "mask IoU vs fp32, worst mask", 0.99, True),
-)
-
-
-def bench_sam(settings: BenchSettings) -> dict:
-    """The SAM measurements of `core.bench_sam` (encoder fp32 vs fast, clicks, everything mode,
-    equivalence), plus their target checks; or why they are missing."""
-    try:
-        from core import bench_sam as sam_bench
-    except ImportError as exc:
-        return {"skipped": f"core.bench_sam not available ({exc})"}
-    result = dict(sam_bench.bench_sam(model=settings.sam, repeats=settings.repeats, quick=settings.quick,
-                                      include_stock=settings.stock_everything, log=_log))
-    checks = []
-    for key, label, target, higher in SAM_TARGETS:
-        value = result.get(key)
-        if isinstance(value, (int, float)):
-            met = value >= target if higher else value <= target
-            checks.append({"check": label, "value": float(value), "target": target, "met": bool(met),
-                           "ratio": value / target})
-    result["checks"] = checks
-    return result
-
-
-#: The SAM numbers shown in the table: (key, label, unit format).
-SAM_TABLE = (
-    ("encoder_stock_fp32_s", "encoder fp32 (stock)", "{:.2f} s"),
-    ("encoder_fast_s", "encoder fast path", "{:.2f} s"),
-    ("encoder_ratio", "encoder fast / fp32", "{:.3f}"),
-    ("encoder_fast_fp32_s", "encoder fast path, precision fp32", "{:.2f} s"),
-    ("click_stock_ms", "click-to-mask stock", "{:.1f} ms"),
-    ("click_fast_ms", "click-to-mask fast", "{:.1f} ms"),
-    ("set_image_cached_ms", "set_image cache hit", "{:.2f} ms"),
-    ("everything_cpu16_s", "everything 16x16 (CPU default)", "{:.2f} s"),
-    ("everything_sam32_s", "everything 32x32 (SAM default)", "{:.2f} s"),
-    ("everything_stock_sam32_s", "everything 32x32, stock SamAutomaticMaskGenerator", "{:.2f} s"),
-    ("encoder_cosine_min", "encoder cosine min", "{:.5f}"),
-    ("mask_iou_min", "mask IoU min", "{:.4f}"),
-    ("mask_iou_mean", "mask IoU mean", "{:.4f}"),
-    ("mask_iou_below_0_99", "masks with IoU < 0.99", "{:d}"),
-    ("mask_iou_fp32_min", "mask IoU min, precision fp32", "{:.4f}"),
-    ("encoder_window_attention_fp32_s", "encoder, windowed attention in fp32", "{:.2f} s"),
-    ("mask_iou_window_fp32_min", "mask IoU min, windowed attention in fp32", "{:.4f}"),
-    ("click_fast_bf16_decoder_ms", "click-to-mask, bf16 decoder", "{:.1f} ms"),
-    ("mask_iou_bf16_decoder_min", "mask IoU min, bf16 decoder", "{:.4f}"),
-)
+def bench_sam(settings: BenchSettings) -> SamBenchResult:
+    """The SAM measurements of `core.bench.sam` (encoder fp32 vs fast, clicks, everything mode,
+    equivalence) on the models and device the settings name."""
+    setup = SamSetup(model=settings.sam, device=settings.device, untrained=not settings.trained)
+    return sam_bench.bench_sam(setup, repeats=settings.repeats, quick=settings.quick,
+                               include_stock=settings.stock_everything, log=_log)
 
 
 # ----------------------------------------------------------------------------- report
 
 
-def run_bench(settings: BenchSettings, on_part: Callable[[dict], None] | None = None) -> dict:
+@dataclass
+class BenchResults:
+    """One benchmark run. Each part is None until measured; a part that failed is in `errors`.
+
+    sam: the SAM record; cache / clip / memory: small dicts of numbers (see their functions);
+    faiss: one dict per gallery size; machine: CPU, threads, versions and load averages.
+    """
+
+    settings: BenchSettings
+    machine: dict
+    sam: SamBenchResult | None = None
+    cache: dict | None = None
+    clip: dict | None = None
+    faiss: list[dict] | None = None
+    memory: dict | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+    part_seconds: dict[str, float] = field(default_factory=dict)
+    total_seconds: float = 0.0
+    bench_process_peak_rss_mb: float | None = None
+
+    def checks(self) -> list[TargetCheck]:
+        """One row per target that was measured: value, target, met, value / target."""
+        rows = []
+        if self.cache:
+            rows.append(TargetCheck.of("set_image cache hit (ms)", self.cache["cache_hit_ms"],
+                                       TARGETS["set_image_cache_hit_ms"]))
+        if self.clip:
+            rows.append(TargetCheck.of("CLIP crops per second", self.clip["crops_per_s"],
+                                       TARGETS["clip_crops_per_s"], True))
+        if self.memory:
+            rows.append(TargetCheck.of("app peak RSS (GB)", self.memory["peak_gb"], TARGETS["app_peak_rss_gb"]))
+        for row in self.faiss or []:
+            approx = row.get("approx")
+            if approx:
+                rows.append(TargetCheck.of(f"approx single query at {row['n']:,} (ms)", approx["single_ms"],
+                                           TARGETS["approx_single_query_ms"]))
+                rows.append(TargetCheck.of(f"approx recall@10 at {row['n']:,}", approx["recall_at_10"],
+                                           TARGETS["approx_recall_at_10"], True))
+        if self.sam is not None:
+            rows += self.sam.checks()
+        return rows
+
+    def to_json(self) -> dict:
+        """Everything, JSON-friendly (what --out holds)."""
+        out = {"settings": asdict(self.settings), "targets": TARGETS, "machine": self.machine,
+               "sam": None if self.sam is None else self.sam.to_json(), "cache": self.cache, "clip": self.clip,
+               "faiss": self.faiss, "memory": self.memory, "errors": self.errors,
+               "part_seconds": self.part_seconds, "total_seconds": self.total_seconds,
+               "bench_process_peak_rss_mb": self.bench_process_peak_rss_mb}
+        out["checks"] = [asdict(c) for c in self.checks()]
+        return out
+
+
+def machine_info() -> dict:
+    """The CPU (model, cores, AMX / AVX512-BF16 / AVX2), threads, versions and the load average now."""
+    cpu = cpu_info()
+    return {"cpu": asdict(cpu), "cpu_text": cpu.describe(), "cpus": os.cpu_count(), "affinity": cpu.cores,
+            "torch_threads": torch.get_num_threads(), "faiss_threads": faiss.omp_get_max_threads(),
+            "loadavg_start": list(os.getloadavg()), "python": sys.version.split()[0],
+            "torch": torch.__version__, "faiss": faiss.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+#: The parts of a run: name -> function of the settings, and the BenchResults field it fills.
+PARTS: dict[str, Callable[[BenchSettings], object]] = {
+    "sam": bench_sam, "cache": bench_cache_hit, "clip": bench_clip, "faiss": bench_faiss, "memory": bench_memory}
+
+
+def run_bench(settings: BenchSettings, on_part: Callable[[BenchResults], None] | None = None) -> BenchResults:
     """Every part in settings.parts; a part that fails is recorded with its error, not fatal.
 
     on_part(results) is called after each part (the command saves partial JSON with it, so an
     interrupted run keeps what it measured).
     """
-    import platform
-
-    import faiss
-    import torch
-
-    results: dict = {"settings": asdict(settings), "targets": TARGETS,
-                     "machine": {"cpus": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
-                                 "torch_threads": torch.get_num_threads(), "faiss_threads": faiss.omp_get_max_threads(),
-                                 "processor": platform.processor() or platform.machine(),
-                                 "loadavg_start": list(os.getloadavg()), "python": platform.python_version(),
-                                 "torch": torch.__version__, "faiss": faiss.__version__}}
-    parts: dict[str, Callable[[BenchSettings], object]] = {
-        "sam": bench_sam, "cache": bench_cache_hit, "clip": bench_clip, "faiss": bench_faiss, "memory": bench_memory}
+    results = BenchResults(settings=settings, machine=machine_info())
     started = time.perf_counter()
     for name in settings.parts:
         _log(f"bench: {name} ...")
         t0 = time.perf_counter()
         try:
-            results[name] = parts[name](settings)
+            setattr(results, name, PARTS[name](settings))
         except Exception as exc:  # record and go on: one broken part should not hide the others
-            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            results.errors[name] = f"{type(exc).__name__}: {exc}"
             _log(f"bench: {name} failed: {exc}")
         _log(f"bench: {name} done in {time.perf_counter() - started:.1f} s total")
-        results.setdefault("part_seconds", {})[name] = round(time.perf_counter() - t0, 2)
+        results.part_seconds[name] = round(time.perf_counter() - t0, 2)
         if on_part is not None:
             on_part(results)
-    results["total_seconds"] = round(time.perf_counter() - started, 2)
-    results["machine"]["loadavg_end"] = list(os.getloadavg())
-    results["bench_process_peak_rss_mb"] = process_memory_mb()["peak"]
-    results["checks"] = check_targets(results)
+    results.total_seconds = round(time.perf_counter() - started, 2)
+    results.machine["loadavg_end"] = list(os.getloadavg())
+    results.bench_process_peak_rss_mb = process_memory_mb()["peak"]
     return results
-
-
-def check_targets(results: dict) -> list[dict]:
-    """One row per target: measured value, target, met (bool) and the ratio to the target."""
-    rows = []
-
-    def add(name, value, target, higher_is_better=False):
-        if value is None:
-            return
-        met = value >= target if higher_is_better else value <= target
-        rows.append({"check": name, "value": value, "target": target, "met": bool(met),
-                     "ratio": value / target if target else None})
-
-    add("set_image cache hit (ms)", results.get("cache", {}).get("cache_hit_ms"), TARGETS["set_image_cache_hit_ms"])
-    add("CLIP crops per second", results.get("clip", {}).get("crops_per_s"), TARGETS["clip_crops_per_s"], True)
-    add("app peak RSS (GB)", results.get("memory", {}).get("peak_gb"), TARGETS["app_peak_rss_gb"])
-    for row in results.get("faiss", []) if isinstance(results.get("faiss"), list) else []:
-        approx = row.get("approx")
-        if approx:
-            add(f"approx single query at {row['n']:,} (ms)", approx["single_ms"], TARGETS["approx_single_query_ms"])
-            add(f"approx recall@10 at {row['n']:,}", approx["recall_at_10"], TARGETS["approx_recall_at_10"], True)
-    for check in results.get("sam", {}).get("checks", []) if isinstance(results.get("sam"), dict) else []:
-        rows.append(check)
-    return rows
 
 
 def _num(v, fmt="{:.2f}") -> str:
     return "-" if v is None else fmt.format(v)
 
 
-def format_table(results: dict) -> str:
+def format_table(results: BenchResults) -> str:
     """A plain-text table of the headline numbers and the target checks."""
-    lines = [f"benchmark ({'quick' if results['settings']['quick'] else 'full'}; "
-             f"{results['machine']['affinity']} CPUs; loadavg at start {results['machine']['loadavg_start'][0]:.2f}; "
-             f"{'trained' if results['settings']['trained'] else 'untrained'} weights)"]
-    sam = results.get("sam")
-    if isinstance(sam, dict):
-        if "skipped" in sam or "error" in sam:
-            lines.append(f"SAM: {sam.get('skipped') or sam.get('error')}")
-        shown = [f"{label} {fmt.format(sam[key])}" for key, label, fmt in SAM_TABLE
-                 if isinstance(sam.get(key), (int, float))]
-        if shown:
-            lines.append(f"SAM {sam.get('model', '')} ({sam.get('fast_precision', '?')} fast path):")
-            lines += [f"  {item}" for item in shown]
-    cache = results.get("cache", {})
-    if "cache_hit_ms" in cache:
+    s, m = results.settings, results.machine
+    lines = [f"benchmark ({'quick' if s.quick else 'full'}; {m['cpu_text']}; "
+             f"loadavg at start {m['loadavg_start'][0]:.2f}; {'trained' if s.trained else 'untrained'} weights)"]
+    if results.sam is not None:
+        lines.append(f"SAM {results.sam.model} ({results.sam.fast_precision or '?'} fast path, "
+                     f"device {results.sam.device}):")
+        lines += [f"  {item}" for item in results.sam.table_lines()]
+    cache = results.cache
+    if cache:
         lines.append(f"set_image ({cache['sam']}): first {cache['first_set_image_s']:.2f} s, "
                      f"cache hit {cache['cache_hit_ms']:.2f} ms (new array {cache['cache_hit_new_array_ms']:.2f} ms)")
-    clip = results.get("clip", {})
-    if "crops_per_s" in clip:
+    clip = results.clip
+    if clip:
         bf16 = clip.get("bf16_autocast_crops_per_s")
         lines.append(f"CLIP {clip['clip']}: {clip['crops_per_s']:.1f} crops/s ({clip['crops']} crops, batch 32)"
                      + ("" if bf16 is None else f"; under bf16 autocast (not used by the engine) {bf16:.1f} crops/s"))
-    mem = results.get("memory", {})
-    if "peak_mb" in mem:
+    mem = results.memory
+    if mem:
         lines.append(f"app models ({mem['sam']} + {mem['clip']}): {mem['after_load_mb']:.0f} MB after load, "
                      f"{mem['peak_mb']:.0f} MB peak")
-    for part in ("cache", "clip", "memory"):
-        if "error" in results.get(part, {}):
-            lines.append(f"{part}: {results[part]['error']}")
-    faiss_rows = results.get("faiss")
-    if isinstance(faiss_rows, list) and faiss_rows:
+    for part, error in results.errors.items():
+        lines.append(f"{part}: {error}")
+    faiss_rows = results.faiss
+    if faiss_rows:
         lines += ["", f"faiss, {faiss_rows[0]['dim']}-d {faiss_rows[0]['distribution']} vectors, k = {RECALL_K}:",
                   f"{'n':>10} | {'exact 1q ms':>11} | {'1q 1-thread':>11} | {'exact batch ms/q':>16} | {'approx index':>14} | "
                   f"{'nprobe':>6} | {'1q ms':>6} | {'batch ms/q':>10} | {'recall@10':>9} | {'build s':>7} | {'MB':>6}"]
@@ -564,77 +519,11 @@ def format_table(results: dict) -> str:
                          f" | {a.get('index', '-'):>14} | {a.get('nprobe', '-'):>6} | {_num(a.get('single_ms')):>6}"
                          f" | {_num(a.get('batched_ms_per_query'), '{:.3f}'):>10} | {_num(a.get('recall_at_10'), '{:.3f}'):>9}"
                          f" | {_num(a.get('build_s'), '{:.1f}'):>7} | {_num(a.get('memory_mb'), '{:.0f}'):>6}")
-    elif isinstance(faiss_rows, dict) and "error" in faiss_rows:
-        lines.append(f"faiss: {faiss_rows['error']}")
-    if results.get("checks"):
+    checks = results.checks()
+    if checks:
         lines += ["", "targets:"]
-        for c in results["checks"]:
-            ratio = "" if c.get("ratio") is None else f", ratio {c['ratio']:.2f}"
-            lines.append(f"  [{'ok' if c['met'] else 'MISSED'}] {c['check']}: {c['value']:.3g} "
-                         f"(target {c['target']:.3g}{ratio})")
-    lines.append(f"total {results['total_seconds']:.1f} s")
+        for c in checks:
+            ratio = "" if c.ratio is None else f", ratio {c.ratio:.2f}"
+            lines.append(f"  [{'ok' if c.met else 'MISSED'}] {c.check}: {c.value:.3g} (target {c.target:.3g}{ratio})")
+    lines.append(f"total {results.total_seconds:.1f} s")
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- command
-
-
-def settings_from_args(args) -> BenchSettings:
-    """BenchSettings from the command-line flags."""
-    overrides = {"sam": args.sam, "clip": args.clip, "trained": args.trained, "device": args.device,
-                 "distribution": args.distribution, "stock_everything": args.stock_everything}
-    if args.approx_from is not None:
-        overrides["approx_min_size"] = args.approx_from
-    if args.sizes:
-        overrides["sizes"] = tuple(int(float(s)) for s in args.sizes.split(","))
-    if args.parts:
-        parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
-        unknown = sorted(set(parts) - set(BenchSettings.parts))
-        if unknown:
-            raise ValueError(f"unknown bench parts {unknown}; choose from {', '.join(BenchSettings.parts)}")
-        overrides["parts"] = parts
-    settings = BenchSettings.for_quick(**overrides) if args.quick else BenchSettings(**overrides)
-    if any(n < RECALL_K for n in settings.sizes):
-        raise ValueError(f"gallery sizes must be at least {RECALL_K}")
-    return settings
-
-
-def command(args) -> int:
-    """`python -m core bench`: run, write the JSON, print the table (stderr) and a summary (stdout)."""
-    settings = settings_from_args(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-    def save(partial: dict) -> None:
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(json.dumps(partial, indent=1))
-        os.replace(tmp, out)
-
-    results = run_bench(settings, on_part=save)
-    save(results)
-    _log(format_table(results))
-    _log(f"wrote {out}")
-    print(json.dumps({"out": str(out), "total_seconds": results["total_seconds"],
-                      "checks": results["checks"]}))
-    return 0
-
-
-def register(subparsers) -> None:
-    """Add `bench` to `python -m core`."""
-    parser = subparsers.add_parser("bench", help="speed and memory of SAM, CLIP and faiss against the targets",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smaller galleries (<= 100k) and fewer repeats")
-    parser.add_argument("--out", default="runs/bench.json", help="JSON output (default: %(default)s)")
-    parser.add_argument("--sizes", help="comma-separated gallery sizes (default 1k,10k,100k,1M; quick: up to 100k)")
-    parser.add_argument("--approx-from", type=int, help="build the approximate index from this size up "
-                        "(default 100000)")
-    parser.add_argument("--parts", help=f"comma-separated subset of {','.join(BenchSettings.parts)}")
-    parser.add_argument("--distribution", choices=("clustered", "uniform"), default="clustered",
-                        help="synthetic vectors (default: %(default)s)")
-    parser.add_argument("--sam", default="vit_b", help="SAM model (default: %(default)s)")
-    parser.add_argument("--clip", default="ViT-B-32", help="CLIP model (default: %(default)s)")
-    parser.add_argument("--trained", action="store_true", help="load real weights (timings do not need them)")
-    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--stock-everything", action="store_true",
-                        help="also time segment_anything's SamAutomaticMaskGenerator, 32x32 (adds ~100 s; not with --quick)")
-    parser.set_defaults(func=command)

@@ -1,4 +1,4 @@
-"""core.eval_retrieval: selection, leave-one-out ranking, reporting, and the whole command on COCO128."""
+"""core.evaluate.retrieval: selection, leave-one-out ranking, reporting, and the whole command on COCO128."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from core import eval_retrieval as ev
+from core.coco import index_coco
+from core.evaluate import retrieval as ev
 
 
 def _coco(spec):
@@ -24,13 +25,13 @@ def _coco(spec):
     return {"images": images, "annotations": anns, "categories": [{"id": i, "name": c} for c, i in cat_id.items()]}
 
 
-COCO = _coco({
+COCO = index_coco(_coco({
     1: [("dog", 500), ("person", 900), ("person", 100)],
     2: [("dog", 400)],
     3: [("person", 300), ("person", 200), ("person", 50)],
     4: [("cat", 700)],
     5: [("person", 80)],
-})
+}))
 
 
 def test_select_objects_filters_caps_and_drops_singletons():
@@ -62,7 +63,7 @@ def test_select_objects_round_robin_covers_rare_categories_and_is_seeded():
 
 
 def test_paper_recipe_on_coco128(coco_json):
-    objs = ev.select_objects(coco_json, ev.SelectionSettings())
+    objs = ev.select_objects(index_coco(coco_json), ev.SelectionSettings())
     assert len({o.image_id for o in objs}) == ev.PAPER_IMAGES
     counts = {c: sum(o.category == c for o in objs) for c in ev.PAPER_CATEGORIES}
     assert all(n >= 2 for n in counts.values()), counts  # all five categories, >= 2 objects each
@@ -126,7 +127,7 @@ def _check_outputs(out, views, metrics, untrained=True):
 
 @pytest.mark.slow
 def test_evaluate_command_on_coco128_untrained(coco_dir, tmp_path, capsys):
-    from core.cli import main
+    from core.cli.main import main
 
     base = ["evaluate", "retrieval", "--coco", str(coco_dir / "instances.json"), "--untrained",
             "--sam", "vit_tiny", "--limit-images", "5", "--quiet", "--device", "cpu"]
@@ -147,7 +148,7 @@ def test_evaluate_command_on_coco128_untrained(coco_dir, tmp_path, capsys):
 
 
 def test_evaluate_command_bad_input(coco_dir, tmp_path, capsys):
-    from core.cli import main
+    from core.cli.main import main
 
     base = ["evaluate", "retrieval", "--coco", str(coco_dir / "instances.json"), "--untrained",
             "--sam", "vit_tiny", "--out", str(tmp_path)]

@@ -1,0 +1,184 @@
+"""Subcommands `evaluate retrieval` and `evaluate refer` over core.evaluate."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from core.cli.args import (
+    add_grounding_arguments,
+    add_model_arguments,
+    csv_list,
+    engine_from_args,
+    grounding_settings_from_args,
+)
+from core.evaluate import refer as refer_eval
+from core.evaluate import refer_data, retrieval
+from core.evaluate.retrieval import SelectionSettings
+from core.views import VIEW_NAMES
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- evaluate retrieval
+
+
+def selection_from_args(args) -> SelectionSettings:
+    """SelectionSettings from the recipe, overridden by the explicit flags."""
+    if args.recipe == "paper":
+        base = SelectionSettings()
+    else:
+        base = SelectionSettings(categories=None, limit_images=None, max_per_image=None)
+    cats = base.categories
+    if args.categories:
+        cats = None if args.categories.strip() == "all" else tuple(csv_list(args.categories))
+    limit = base.limit_images if args.limit_images is None else (args.limit_images or None)
+    return SelectionSettings(
+        categories=cats, limit_images=limit,
+        min_per_category=base.min_per_category if args.min_per_category is None else args.min_per_category,
+        max_per_image=base.max_per_image if args.max_per_image is None else (args.max_per_image or None),
+        min_area=args.min_area, seed=args.seed)
+
+
+def run_retrieval(args) -> int:
+    """Entry point of `python -m core evaluate retrieval`: prints a summary JSON on stdout.
+
+    Bad input raises ValueError / FileNotFoundError, which `core.cli.main` reports in one line.
+    """
+    views = list(VIEW_NAMES) if args.views == "all" else csv_list(args.views)
+    metrics = csv_list(args.metrics)
+    coco = Path(args.coco)
+    images = Path(args.images) if args.images else coco.parent / "images"
+    report = retrieval.run_evaluation(coco, images, views, metrics, args.k, selection_from_args(args),
+                            oracle_masks=args.oracle_masks, engine=engine_from_args(args),
+                            batch_size=args.batch_size, progress=not args.quiet)
+    written = retrieval.write_outputs(report, args.out, plots=not args.no_plots)
+    _log(retrieval.markdown_report(report))
+    _log("wrote " + ", ".join(str(p) for p in written))
+    summary = {"out": str(args.out), "models": report["models"], "n_objects": report["selection"]["n_objects"],
+               "results": [{key: row[key] for key in ("view", "metric", "precision_at_k", "recall_at_k", "mAP")}
+                           for row in report["results"]]}
+    print(json.dumps(summary))
+    return 0
+
+
+def add_retrieval_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `evaluate retrieval`."""
+    parser.add_argument("--coco", required=True, help="COCO instances JSON")
+    parser.add_argument("--images", help="folder of the images (default: images/ beside the JSON)")
+    parser.add_argument("--out", default="runs/retrieval", help="output folder (default: %(default)s)")
+    parser.add_argument("--views", default="all", help="comma-separated views, or 'all' (default: %(default)s)")
+    parser.add_argument("--metrics", default="cosine,l2", help="comma-separated: cosine,l2 (default: %(default)s)")
+    parser.add_argument("--k", type=int, default=5, help="cut-off K of P@K and R@K (default: %(default)s)")
+    parser.add_argument("--recipe", choices=("paper", "all"), default="paper",
+                        help="paper: 30 images covering person/dog/cat/car/bicycle, <= 2 objects per image, "
+                             ">= 2 objects per category; all: every image, category and object. "
+                             "Flags below override it.")
+    parser.add_argument("--categories", help="comma-separated category names, or 'all'")
+    parser.add_argument("--limit-images", type=int, help="at most this many images (0 = no limit)")
+    parser.add_argument("--min-per-category", type=int, help="drop categories with fewer objects (default 2)")
+    parser.add_argument("--max-per-image", type=int, help="at most this many objects per image (0 = all)")
+    parser.add_argument("--min-area", type=float, default=0.0, help="skip objects smaller than this many pixels")
+    parser.add_argument("--seed", type=int, default=0, help="image selection seed (default: %(default)s)")
+    parser.add_argument("--oracle-masks", action="store_true", help="use ground-truth masks instead of SAM")
+    parser.add_argument("--batch-size", type=int, default=32, help="CLIP batch size (default: %(default)s)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_arguments(parser)
+
+
+
+# ----------------------------------------------------------------------------- evaluate refer
+
+
+def dataset_from_args(args) -> refer_data.ReferDataset:
+    """The dataset the flags name: --refs/--instances/--images, --jsonl or --synthetic-coco."""
+    chosen = [bool(args.refs), bool(args.jsonl), bool(args.synthetic_coco)]
+    if sum(chosen) != 1:
+        raise ValueError("give exactly one of --refs (with --instances and --images), --jsonl or --synthetic-coco")
+    if args.refs:
+        if not args.instances or not args.images:
+            raise ValueError("--refs needs --instances (COCO instances.json) and --images (COCO train2014 folder)")
+        dataset = refer_data.read_refcoco(args.refs, args.instances, args.images, split=args.split)
+    elif args.jsonl:
+        dataset = refer_data.read_jsonl(args.jsonl, images_dir=args.images, split=args.split)
+    else:
+        dataset = refer_data.synthetic_from_coco(args.synthetic_coco, max_same=args.max_same, min_gap=args.min_gap,
+                                      seed=args.seed, limit_images=args.limit_images or None)
+    if args.limit:
+        dataset.samples = dataset.samples[:args.limit]
+    return dataset
+
+
+def run_refer_evaluation(args) -> int:
+    """`python -m core evaluate refer`: table on stderr, report.json/.md in --out, summary JSON on stdout."""
+    dataset = dataset_from_args(args)
+    if args.write_jsonl:
+        print(f"wrote {refer_data.write_jsonl(dataset, args.write_jsonl)} ({len(dataset)} samples)", file=sys.stderr)
+    rows = refer_eval.ablation_rows(csv_list(args.candidates), csv_list(args.scorings))
+    settings = grounding_settings_from_args(args)
+    segmenter = embedder = models = None
+    untrained = None
+    if any(r.scoring != "oracle" for r in rows):
+        engine = engine_from_args(args)
+        embedder = engine.embedder
+        if any(r.candidates == "sam" for r in rows):
+            segmenter = engine.segmenter
+        models, untrained = engine.label, engine.untrained
+    report = refer_eval.evaluate(dataset, rows, settings, segmenter=segmenter, embedder=embedder,
+                      progress=not args.quiet, models=models, untrained=untrained)
+    written = refer_eval.write_report(report, args.out)
+    print(refer_eval.markdown_table(report), file=sys.stderr)
+    print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
+    print(json.dumps({"out": str(args.out), "dataset": report["dataset"], "split": report["split"],
+                      "n_samples": report["n_samples"], "n_with_direction": report["n_with_direction"],
+                      "models": models, "results": [{"row": r["row"], "oIoU": r["all"]["oIoU"],
+                                                     "mIoU": r["all"]["mIoU"],
+                                                     "oIoU_direction": r["with_direction"]["oIoU"],
+                                                     "mIoU_direction": r["with_direction"]["mIoU"]}
+                                                    for r in report["results"]]}))
+    return 0
+
+
+def add_refer_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `evaluate refer`."""
+    data = parser.add_argument_group("data (one of --refs, --jsonl, --synthetic-coco)")
+    data.add_argument("--refs", help="RefCOCO-family refs pickle, e.g. refcocog/refs(umd).p")
+    data.add_argument("--instances", help="with --refs: the instances.json beside it")
+    data.add_argument("--images", help="image folder (--refs: COCO train2014; --jsonl: base of relative paths)")
+    data.add_argument("--split", help="keep this split only (val, testA, test, ...)")
+    data.add_argument("--jsonl", help="JSON-lines samples (see `evaluate refer --help` description)")
+    data.add_argument("--synthetic-coco", help="generate sentences from a COCO folder (images/ + instances.json)")
+    data.add_argument("--max-same", type=int, default=3, help="synthetic: at most this many objects of the category")
+    data.add_argument("--min-gap", type=float, default=0.05, help="synthetic: least centre gap, fraction of the image")
+    data.add_argument("--seed", type=int, default=0, help="synthetic: template seed (default: %(default)s)")
+    data.add_argument("--limit-images", type=int, default=0, help="synthetic: first N images only (0 = all)")
+    data.add_argument("--limit", type=int, default=0, help="first N sentences only (0 = all)")
+    data.add_argument("--write-jsonl", help="also save the samples in the JSON-lines format here")
+    parser.add_argument("--candidates", default="gt,sam", help="candidate sources: gt,sam (default: %(default)s)")
+    parser.add_argument("--scorings", default="oracle,local,global,mixed",
+                        help="scorings: oracle,local,global,mixed (default: %(default)s)")
+    parser.add_argument("--out", default="runs/refer", help="output folder (default: %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_grounding_arguments(parser, ablation_flags=False)
+    add_model_arguments(parser)
+
+
+
+def register(subparsers) -> None:
+    """Add `evaluate retrieval` and `evaluate refer` to `python -m core`."""
+    evaluate = subparsers.add_parser("evaluate", help="evaluations (retrieval, referring expressions)")
+    sub = evaluate.add_subparsers(dest="evaluation", metavar="EVALUATION")
+    sub.required = True
+    parser = sub.add_parser("retrieval", help="object retrieval P@K / R@K / mAP per view x metric",
+                            description=retrieval.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_retrieval_arguments(parser)
+    parser.set_defaults(func=run_retrieval)
+    parser = sub.add_parser("refer", help="referring segmentation oIoU / mIoU per ablation row",
+                            description=refer_eval.__doc__ + "\n" + refer_data.__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_refer_arguments(parser)
+    parser.set_defaults(func=run_refer_evaluation)

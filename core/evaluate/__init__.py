@@ -1,0 +1,9 @@
+"""Evaluations of the engine against annotated data (`python -m core evaluate ...`).
+
+- :mod:`core.evaluate.metrics`: Precision@K, Recall@K, AP and friends (pure numpy).
+- :mod:`core.evaluate.retrieval`: the object-retrieval protocol on COCO-format data.
+- :mod:`core.evaluate.refer_data`: referring-expression data (RefCOCO files, JSON lines, synthetic).
+- :mod:`core.evaluate.refer`: oIoU / mIoU of the grounding pipeline per ablation row.
+
+The library never imports this package; the command line (core/cli/evaluate.py) does.
+"""
