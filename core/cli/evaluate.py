@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from core.cli.args import (
@@ -58,9 +59,10 @@ def run_retrieval(args) -> int:
     written = retrieval.write_outputs(report, args.out, plots=not args.no_plots)
     _log(retrieval.markdown_report(report))
     _log("wrote " + ", ".join(str(p) for p in written))
-    summary = {"out": str(args.out), "models": report["models"], "n_objects": report["selection"]["n_objects"],
-               "results": [{key: row[key] for key in ("view", "metric", "precision_at_k", "recall_at_k", "mAP")}
-                           for row in report["results"]]}
+    summary = {"out": str(args.out), "models": asdict(report.models), "n_objects": len(report.objects),
+               "results": [{"view": r.view, "metric": r.metric, "precision_at_k": r.overall.precision_at_k,
+                            "recall_at_k": r.overall.recall_at_k, "mAP": r.overall.mean_ap}
+                           for r in report.results]}
     print(json.dumps(summary))
     return 0
 

@@ -317,43 +317,107 @@ def perfect_scores(labels, k: int) -> dict:
             "mean_relevant_per_query": float(n_rel.mean())}
 
 
-# ----------------------------------------------------------------------------- reporting
+# ----------------------------------------------------------------------------- the report
+
+
+@dataclass
+class ModelsUsed:
+    """Which models produced a report: SAM name (None with oracle masks), fast path, CLIP label."""
+
+    sam: str | None
+    sam_fast_path: bool | None
+    clip: str
+    untrained: bool
+
+
+@dataclass
+class RetrievalReport:
+    """Everything one run of the protocol measured (report.json is its `to_json()`).
+
+    coco / images: the inputs; views, metrics, k, oracle_masks, selection: the settings;
+    objects: the evaluated objects; mean_mask_iou: SAM vs ground truth (None with oracle
+    masks); empty_masks: SAM masks replaced by the box; chance / perfect: reference scores
+    (see :func:`chance_scores`, :func:`perfect_scores`); results: one per view x metric.
+    """
+
+    coco: str
+    images: str
+    views: list[str]
+    metrics: list[str]
+    k: int
+    oracle_masks: bool
+    selection: SelectionSettings
+    models: ModelsUsed
+    objects: list[EvalObject]
+    mean_mask_iou: float | None
+    empty_masks: int
+    chance: dict
+    perfect: dict
+    results: list[ViewMetricResult]
+    seconds: dict[str, float]
+
+    @property
+    def n_images(self) -> int:
+        return len({o.image_id for o in self.objects})
+
+    @property
+    def per_category(self) -> dict[str, int]:
+        """Objects per category, most first (ties by name)."""
+        counts: dict[str, int] = {}
+        for obj in self.objects:
+            counts[obj.category] = counts.get(obj.category, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def result(self, view: str, metric: str) -> ViewMetricResult:
+        return next(r for r in self.results if r.view == view and r.metric == metric)
+
+    def to_json(self) -> dict:
+        return {
+            "settings": {"coco": self.coco, "images": self.images, "views": list(self.views),
+                         "metrics": list(self.metrics), "k": self.k, "oracle_masks": self.oracle_masks,
+                         "selection": asdict(self.selection)},
+            "models": asdict(self.models),
+            "selection": {"n_images": self.n_images, "n_objects": len(self.objects),
+                          "per_category": self.per_category,
+                          "objects": [{"file_name": o.file_name, "ann_id": o.ann_id, "category": o.category,
+                                       "box": [round(v, 2) for v in o.box]} for o in self.objects]},
+            "segmentation": {"mean_iou": self.mean_mask_iou, "empty_masks": self.empty_masks},
+            "chance": self.chance, "perfect": self.perfect, "paper": PAPER_RESULTS,
+            "results": [r.to_json() for r in self.results],
+            "seconds": self.seconds,
+        }
 
 
 def _fmt(x: float) -> str:
     return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
 
 
-def markdown_report(report: dict) -> str:
+def markdown_report(report: RetrievalReport) -> str:
     """The report as markdown: Table 1 (views), Table 2 (view x metric), per-category rows."""
-    k = report["settings"]["k"]
-    label = "UNTRAINED weights: numbers are at chance level by design" if report["models"]["untrained"] else ""
-    masks = "ground-truth (oracle) masks" if report["settings"]["oracle_masks"] else \
-        f"SAM {report['models']['sam']} masks from box prompts"
-    sel = report["selection"]
+    k = report.k
+    label = "UNTRAINED weights: numbers are at chance level by design" if report.models.untrained else ""
+    masks = "ground-truth (oracle) masks" if report.oracle_masks else f"SAM {report.models.sam} masks from box prompts"
     lines = [f"# Object retrieval ({masks})", ""]
     if label:
         lines += [f"**{label}.**", ""]
-    lines += [f"{sel['n_objects']} objects in {sel['n_images']} images; categories: "
-              + ", ".join(f"{c} ({n})" for c, n in sel["per_category"].items())
-              + f". CLIP {report['models']['clip']}. K = {k}.", ""]
-    if not report["settings"]["oracle_masks"]:
-        seg = report["segmentation"]
-        lines += [f"SAM mask vs ground truth: mean IoU {_fmt(seg['mean_iou'])}; empty masks replaced by the "
-                  f"box: {seg['empty_masks']}.", ""]
-    first = report["settings"]["metrics"][0]
+    lines += [f"{len(report.objects)} objects in {report.n_images} images; categories: "
+              + ", ".join(f"{c} ({n})" for c, n in report.per_category.items())
+              + f". CLIP {report.models.clip}. K = {k}.", ""]
+    if not report.oracle_masks:
+        lines += [f"SAM mask vs ground truth: mean IoU {_fmt(report.mean_mask_iou)}; empty masks replaced by the "
+                  f"box: {report.empty_masks}.", ""]
+    first = report.metrics[0]
     lines += [f"## Table 1: views ({first})", "", f"| View | P@{k} | R@{k} | mAP | paper P@5 / R@5 / mAP |",
               "|---|---|---|---|---|"]
-    for row in report["results"]:
-        if row["metric"] != first:
+    for row in report.results:
+        if row.metric != first:
             continue
-        paper = report["paper"].get(row["view"])
+        paper = PAPER_RESULTS.get(row.view)
         ref = " / ".join(f"{paper[m]:.3f}" for m in ("precision_at_k", "recall_at_k", "mAP")) if paper else ""
-        lines.append(f"| {row['view']} | {_fmt(row['precision_at_k'])} | {_fmt(row['recall_at_k'])} | "
-                     f"{_fmt(row['mAP'])} | {ref} |")
-    ch = report["chance"]
+        s = row.overall
+        lines.append(f"| {row.view} | {_fmt(s.precision_at_k)} | {_fmt(s.recall_at_k)} | {_fmt(s.mean_ap)} | {ref} |")
+    ch, best = report.chance, report.perfect
     lines.append(f"| (random ranking) | {_fmt(ch['precision_at_k'])} | {_fmt(ch['recall_at_k'])} | | |")
-    best = report["perfect"]
     lines.append(f"| (perfect ranking) | {_fmt(best['precision_at_k'])} | {_fmt(best['recall_at_k'])} | 1.000 | |")
     lines += ["", f"Each query has on average {best['mean_relevant_per_query']:.1f} other objects of its category, so "
               f"R@{k} cannot exceed {_fmt(best['recall_at_k'])} here. The paper's R@5 above its P@5 implies about "
@@ -361,40 +425,40 @@ def markdown_report(report: dict) -> str:
               "selections with similar counts."]
     lines += ["", "## Table 2: views x metrics", "", f"| View | Metric | P@{k} | R@{k} | mAP | queries |",
               "|---|---|---|---|---|---|"]
-    for row in report["results"]:
-        lines.append(f"| {row['view']} | {row['metric']} | {_fmt(row['precision_at_k'])} | "
-                     f"{_fmt(row['recall_at_k'])} | {_fmt(row['mAP'])} | {row['queries_with_relevant']} |")
+    for row in report.results:
+        s = row.overall
+        lines.append(f"| {row.view} | {row.metric} | {_fmt(s.precision_at_k)} | {_fmt(s.recall_at_k)} | "
+                     f"{_fmt(s.mean_ap)} | {s.defined_queries} |")
     lines += ["", f"## Per category ({first})", "", f"| Category | View | P@{k} | R@{k} | mAP | queries |",
               "|---|---|---|---|---|---|"]
-    for cat in sel["per_category"]:
-        for row in report["results"]:
-            if row["metric"] != first:
+    for cat in report.per_category:
+        for row in report.results:
+            if row.metric != first:
                 continue
-            s = row["per_category"][cat]
-            lines.append(f"| {cat} | {row['view']} | {_fmt(s['precision_at_k'])} | {_fmt(s['recall_at_k'])} | "
-                         f"{_fmt(s['mAP'])} | {s['queries_with_relevant']} |")
+            s = row.per_category[cat]
+            lines.append(f"| {cat} | {row.view} | {_fmt(s.precision_at_k)} | {_fmt(s.recall_at_k)} | "
+                         f"{_fmt(s.mean_ap)} | {s.defined_queries} |")
     lines += ["", f"Precision@K = relevant in top K / K; Recall@K = relevant in top K / all other objects "
-              "of the query's category; AP = (1/R) sum_i P@i * rel_i; means over queries (see core/metrics.py).",
-              ""]
+              "of the query's category; AP = (1/R) sum_i P@i * rel_i; means over queries (see "
+              "core/evaluate/metrics.py).", ""]
     return "\n".join(lines)
 
 
-def write_plots(report: dict, out: Path) -> list[str]:
+def write_plots(report: RetrievalReport, out: Path) -> list[str]:
     """bars.png (P@K, R@K, mAP per view, one panel per metric) and pr_curves.png; returns file names."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    k = report["settings"]["k"]
-    views, metrics = report["settings"]["views"], report["settings"]["metrics"]
-    rows = {(r["view"], r["metric"]): r for r in report["results"]}
-    tag = " [untrained]" if report["models"]["untrained"] else ""
+    k, views, metrics = report.k, report.views, report.metrics
+    rows = {(r.view, r.metric): r for r in report.results}
+    tag = " [untrained]" if report.models.untrained else ""
     fig, axes = plt.subplots(1, len(metrics), figsize=(max(5, 1.4 * len(views)) * len(metrics), 4), squeeze=False)
     x = np.arange(len(views))
     for ax, metric in zip(axes[0], metrics):
-        for j, (key, name) in enumerate((("precision_at_k", f"P@{k}"), ("recall_at_k", f"R@{k}"), ("mAP", "mAP"))):
-            vals = [rows[(v, metric)][key] for v in views]
+        for j, (key, name) in enumerate((("precision_at_k", f"P@{k}"), ("recall_at_k", f"R@{k}"), ("mean_ap", "mAP"))):
+            vals = [getattr(rows[(v, metric)].overall, key) for v in views]
             ax.bar(x + (j - 1) * 0.27, vals, width=0.27, label=name)
         ax.set_xticks(x, views, rotation=20)
         ax.set_ylim(0, 1)
@@ -407,8 +471,7 @@ def write_plots(report: dict, out: Path) -> list[str]:
     fig, ax = plt.subplots(figsize=(6, 5))
     styles = ["-", "--", ":", "-."]
     for (view, metric), row in rows.items():
-        curve = row["pr_curve"]
-        ax.plot(curve["recall"], curve["precision"], styles[metrics.index(metric) % 4],
+        ax.plot(row.pr_recall, row.pr_precision, styles[metrics.index(metric) % 4],
                 color=f"C{views.index(view) % 10}", label=f"{view} / {metric}")
     ax.set_xlabel("recall")
     ax.set_ylabel("interpolated precision")
@@ -426,8 +489,9 @@ def write_plots(report: dict, out: Path) -> list[str]:
 
 
 def run_evaluation(coco_path, images_dir, views, metrics, k: int, selection: SelectionSettings, *,
-                   oracle_masks: bool, engine=None, batch_size: int = 32, progress: bool = True) -> dict:
-    """The whole protocol; returns the report dict (what report.json holds).
+                   oracle_masks: bool, engine=None, batch_size: int = 32,
+                   progress: bool = True) -> RetrievalReport:
+    """The whole protocol; returns its :class:`RetrievalReport` (report.json is its to_json()).
 
     engine: a `core.engine.Engine` (default: `Engine()` with the configured models); its
     segmenter is used unless `oracle_masks`, its embedder always.
@@ -453,41 +517,26 @@ def run_evaluation(coco_path, images_dir, views, metrics, k: int, selection: Sel
     embedded = embed_objects(objects, images_dir, views, embedder, segmenter=segmenter,
                              batch_size=batch_size, progress=progress)
     labels = [o.category for o in objects]
-    results = []
-    for view in views:
-        for metric in metrics:
-            results.append(score_view_metric(embedded.embeddings[view], labels, view, metric, k,
-                                             embedder.model_info).to_json())
-    per_category: dict[str, int] = {}
-    for lab in labels:
-        per_category[lab] = per_category.get(lab, 0) + 1
-    return {
-        "settings": {"coco": str(coco_path), "images": str(images_dir), "views": list(views),
-                     "metrics": list(metrics), "k": k, "oracle_masks": oracle_masks,
-                     "selection": asdict(selection)},
-        "models": {"sam": None if oracle_masks else engine.settings.sam,
-                   "sam_fast_path": None if oracle_masks else engine.settings.fast,
-                   "clip": embedder.bundle.label, "untrained": engine.untrained},
-        "selection": {"n_images": len({o.image_id for o in objects}), "n_objects": len(objects),
-                      "per_category": dict(sorted(per_category.items(), key=lambda kv: (-kv[1], kv[0]))),
-                      "objects": [{"file_name": o.file_name, "ann_id": o.ann_id, "category": o.category,
-                                   "box": [round(v, 2) for v in o.box]} for o in objects]},
-        "segmentation": {"mean_iou": None if oracle_masks else float(embedded.mask_iou.mean()),
-                         "empty_masks": embedded.empty_masks},
-        "chance": chance_scores(labels, k),
-        "perfect": perfect_scores(labels, k),
-        "paper": PAPER_RESULTS,
-        "results": results,
-        "seconds": {**{key: round(v, 2) for key, v in embedded.seconds.items()},
-                    "total": round(time.perf_counter() - started, 2)},
-    }
+    results = [score_view_metric(embedded.embeddings[view], labels, view, metric, k, embedder.model_info)
+               for view in views for metric in metrics]
+    return RetrievalReport(
+        coco=str(coco_path), images=str(images_dir), views=list(views), metrics=list(metrics), k=k,
+        oracle_masks=oracle_masks, selection=selection,
+        models=ModelsUsed(sam=None if oracle_masks else engine.settings.sam,
+                          sam_fast_path=None if oracle_masks else engine.settings.fast,
+                          clip=embedder.bundle.label, untrained=engine.untrained),
+        objects=objects, mean_mask_iou=None if oracle_masks else float(embedded.mask_iou.mean()),
+        empty_masks=embedded.empty_masks, chance=chance_scores(labels, k), perfect=perfect_scores(labels, k),
+        results=results,
+        seconds={**{key: round(v, 2) for key, v in embedded.seconds.items()},
+                 "total": round(time.perf_counter() - started, 2)})
 
 
-def write_outputs(report: dict, out: str | Path, plots: bool = True) -> list[Path]:
+def write_outputs(report: RetrievalReport, out: str | Path, plots: bool = True) -> list[Path]:
     """report.json, report.md and (optionally) the plots in `out`; returns the paths written."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=1, allow_nan=True))
+    (out / "report.json").write_text(json.dumps(report.to_json(), indent=1, allow_nan=True))
     (out / "report.md").write_text(markdown_report(report))
     written = [out / "report.json", out / "report.md"]
     if plots:
