@@ -82,6 +82,13 @@ class _Ops:
         y = F.linear(x, weight, bias)
         return F.gelu(y) if gelu else y
 
+    def linear_add(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, other: torch.Tensor):
+        """other + x @ weight^T + bias as float32 (N, O); other: (N, O) float32. One call where fused."""
+        x = x.to(self.dtype)
+        if self.fused_linear and self.dtype == torch.float32:
+            return torch.ops.mkldnn._linear_pointwise.binary(x, other, weight, bias, "add")
+        return F.linear(x, weight, bias).float().add_(other)
+
     def conv(self, x: torch.Tensor, conv: "_Conv", padding: Tuple[int, int], gelu: bool = False):
         """conv(x) (+GELU) for a channels-last (B, C, H, W) input, explicit (row, col) padding."""
         x = x.to(self.dtype)
@@ -98,7 +105,7 @@ class _Conv:
     """A conv-BN folded into one convolution: weight (O, I/groups, k, k) channels-last, bias (O,)."""
 
     weight: torch.Tensor
-    bias: torch.Tensor
+    bias: Optional[torch.Tensor]
     stride: int
     groups: int
 
@@ -121,15 +128,19 @@ class _PwDwPw:
 
 @dataclass
 class _Block:
-    """One TinyViT block's prepared weights (see ``core.tinyvit.TinyViTBlock``)."""
+    """One TinyViT block's prepared weights (see ``core.tinyvit.TinyViTBlock``).
+
+    qkv_w/qkv_b carry the attention LayerNorm's affine part and the query scale:
+    ``qkv(LN(x)) = qkv_w @ normalise(x) + qkv_b`` with the queries already scaled,
+    and a zero (padding) token maps to qkv(LN(0)) = qkv(beta), as in the reference.
+    """
 
     window: int
     heads: int
-    scale: float
-    norm1: Tuple[torch.Tensor, torch.Tensor, float]
+    eps1: float
     qkv_w: torch.Tensor
     qkv_b: torch.Tensor
-    attn_bias: torch.Tensor  # (heads, L, L) float32
+    attn_bias: torch.Tensor  # (heads, L, L)
     proj_w: torch.Tensor
     proj_b: torch.Tensor
     local: _Conv
@@ -166,13 +177,24 @@ def _pw_dw_pw(unit, residual: bool, dtype) -> _PwDwPw:
     return _PwDwPw(_fold(unit.conv1, dtype), _fold(unit.conv2, dtype), _fold(unit.conv3, dtype), residual)
 
 
+def _folded_qkv(attn) -> Tuple[torch.Tensor, torch.Tensor]:
+    """qkv weight/bias with the preceding LayerNorm's gamma/beta and the query scale folded in (float32)."""
+    weight, bias = attn.qkv.weight.float(), attn.qkv.bias.float()
+    gamma, beta = attn.norm.weight.float(), attn.norm.bias.float()
+    folded_w, folded_b = weight * gamma, bias + weight @ beta
+    scale = torch.ones(attn.num_heads, 3, attn.head_dim, dtype=torch.float32, device=weight.device)
+    scale[:, 0] = attn.scale  # rows are grouped per head as [q, k, v]
+    scale = scale.reshape(-1)
+    return folded_w * scale[:, None], folded_b * scale
+
+
 def _block(blk, dtype) -> _Block:
     attn, mlp = blk.attn, blk.mlp
     cast = lambda t: t.detach().to(dtype).contiguous()  # noqa: E731
-    return _Block(blk.window_size, attn.num_heads, attn.scale, _norm(attn.norm), cast(attn.qkv.weight),
-                  cast(attn.qkv.bias), attn.bias().detach().float().contiguous(), cast(attn.proj.weight),
-                  cast(attn.proj.bias), _fold(blk.local_conv, dtype), _norm(mlp.norm), cast(mlp.fc1.weight),
-                  cast(mlp.fc1.bias), cast(mlp.fc2.weight), cast(mlp.fc2.bias))
+    qkv_w, qkv_b = _folded_qkv(attn)
+    return _Block(blk.window_size, attn.num_heads, attn.norm.eps, cast(qkv_w), cast(qkv_b), cast(attn.bias()),
+                  cast(attn.proj.weight), cast(attn.proj.bias), _fold(blk.local_conv, dtype), _norm(mlp.norm),
+                  cast(mlp.fc1.weight), cast(mlp.fc1.bias), cast(mlp.fc2.weight), cast(mlp.fc2.bias))
 
 
 def _plan_key(encoder, dtype) -> tuple:
@@ -217,24 +239,27 @@ def plan_of(encoder) -> _Plan:
 Rows = Callable[[int, int], torch.Tensor]  # (i0, i1) -> rows [i0, i1) of a (B, C, H, W) channels-last map
 
 
-def _band_size(width: int, stride: int = 1) -> int:
-    return max(1, BAND_TOKENS // max(1, width * stride))
+def _band_size(width: int) -> int:
+    """Rows per band for a map `width` tokens wide (BAND_TOKENS tokens per band)."""
+    return max(1, BAND_TOKENS // max(1, width))
 
 
 def conv3x3_rows(source: Rows, height: int, o0: int, o1: int, conv: _Conv, ops: _Ops, gelu: bool):
     """Output rows [o0, o1) of a 3x3 convolution (padding 1, conv.stride) over an input of `height` rows.
 
-    ``source(i0, i1)`` produces the input rows it needs (one halo row above and
-    below, fewer at the image edges, where zero rows stand in for the padding).
-    Returns (B, O, o1 - o0, W_out) channels-last.
+    ``source(i0, i1)`` produces the input rows the band needs: from one stride
+    above the first output's centre row (the halo) to one row below the last
+    one's, clipped to the image. The convolution runs with its usual zero
+    padding on that slab; outputs centred on the halo rows see a zero row
+    instead of their real neighbour and are dropped. Returns (B, O, o1 - o0, W_out)
+    channels-last.
     """
     s = conv.stride
-    want0, want1 = o0 * s - 1, (o1 - 1) * s + 2
-    i0, i1 = max(want0, 0), min(want1, height)
-    rows = source(i0, i1)
-    if want0 < i0 or want1 > i1:
-        rows = F.pad(rows, (0, 0, i0 - want0, want1 - i1))
-    return ops.conv(rows, conv, (0, 1), gelu)
+    i0 = (o0 - 1) * s if o0 > 0 else 0
+    i1 = min((o1 - 1) * s + 2, height)
+    out = ops.conv(source(i0, i1), conv, (1, 1), gelu)
+    first = (o0 * s - i0) // s
+    return out[:, :, first:first + o1 - o0]
 
 
 def _map_rows(x: torch.Tensor) -> Rows:
@@ -253,15 +278,17 @@ def _nchw(x: torch.Tensor) -> torch.Tensor:
 
 
 def stem(x: torch.Tensor, convs: Tuple[_Conv, _Conv], ops: _Ops) -> torch.Tensor:
-    """Patch embedding: (B, 3, S, S) -> (B, S/4, S/4, C) NHWC, two stride-2 convs with GELU between, banded."""
+    """Patch embedding: (1, 3, S, S) -> (1, S/4, S/4, C) NHWC, two stride-2 convs with GELU between, banded."""
     first, second = convs
     x = x.contiguous(memory_format=torch.channels_last)
     height = (x.shape[2] - 1) // first.stride + 1
     hidden: Rows = lambda i0, i1: conv3x3_rows(_map_rows(x), x.shape[2], i0, i1, first, ops, gelu=True)  # noqa: E731
     out_h = (height - 1) // second.stride + 1
     out_w = (x.shape[3] - 1) // (first.stride * second.stride) + 1
-    out = x.new_empty(x.shape[0], out_h, out_w, second.weight.shape[0])
     band = _band_size(out_w)
+    if band >= out_h:  # one band: the whole map
+        return _nhwc(ops.conv(hidden(0, height), second, (1, 1))).float()
+    out = x.new_empty(1, out_h, out_w, second.weight.shape[0])
     for o0 in range(0, out_h, band):
         o1 = min(o0 + band, out_h)
         out[:, o0:o1] = _nhwc(conv3x3_rows(hidden, height, o0, o1, second, ops, gelu=False))
@@ -269,106 +296,97 @@ def stem(x: torch.Tensor, convs: Tuple[_Conv, _Conv], ops: _Ops) -> torch.Tensor
 
 
 def pw_dw_pw(x: torch.Tensor, unit: _PwDwPw, ops: _Ops) -> torch.Tensor:
-    """An MBConv or a patch merging on (B, H, W, C) NHWC float32 -> (B, H', W', C') NHWC float32, banded."""
-    b, h, w, c = x.shape
+    """An MBConv or a patch merging on (1, H, W, C) NHWC float32 -> (1, H', W', C') NHWC float32, banded."""
+    _, h, w, c = x.shape
     expand = unit.expand.matrix
 
     def hidden(i0: int, i1: int) -> torch.Tensor:
         y = ops.linear(x[:, i0:i1].reshape(-1, c), expand, unit.expand.bias, gelu=True)
-        return _nchw(y.view(b, i1 - i0, w, -1))
+        return _nchw(y.view(1, i1 - i0, w, -1))
 
     s = unit.depthwise.stride
     out_h, out_w = (h - 1) // s + 1, (w - 1) // s + 1
-    out = x.new_empty(b, out_h, out_w, unit.project.weight.shape[0])
+    out = x.new_empty(1, out_h, out_w, unit.project.weight.shape[0])
     band = _band_size(out_w)
     for o0 in range(0, out_h, band):
         o1 = min(o0 + band, out_h)
         mid = _nhwc(conv3x3_rows(hidden, h, o0, o1, unit.depthwise, ops, gelu=True))
-        y = ops.linear(mid.reshape(-1, mid.shape[-1]), unit.project.matrix, unit.project.bias).float()
-        y = y.view(b, o1 - o0, out_w, -1)
+        mid = mid.reshape(-1, mid.shape[-1])
+        dest = out[:, o0:o1].view(-1, out.shape[-1])
         if unit.residual:
-            y = F.gelu(y.add_(x[:, o0:o1]))
-        out[:, o0:o1] = y
+            y = ops.linear_add(mid, unit.project.matrix, unit.project.bias, x[:, o0:o1].reshape(-1, c))
+            torch.ops.aten.gelu.out(y, out=dest)
+        else:
+            dest.copy_(ops.linear(mid, unit.project.matrix, unit.project.bias))
     return out
 
 
 # --------------------------------------------------------------------- attention blocks
-def _windows(t: torch.Tensor, window: int, fill: torch.Tensor) -> torch.Tensor:
-    """(B, h, w, C) -> (B * nh * nw, window^2, C): windows row-major, padded at bottom/right with `fill` (C,)."""
-    b, h, w, c = t.shape
-    ph, pw = -(-h // window) * window, -(-w // window) * window
-    if (ph, pw) != (h, w):
-        grid = t.new_empty(b, ph, pw, c)
-        grid[:, :h, :w] = t
-        grid[:, h:] = fill
-        grid[:, :h, w:] = fill
-        t = grid
-    t = t.view(b, ph // window, window, pw // window, window, c).transpose(2, 3)
-    return t.reshape(-1, window * window, c)
+def _windows(t: torch.Tensor, window: int) -> torch.Tensor:
+    """(1, h, w, C) -> (nh * nw, window^2, C): windows row-major, zero-padded at bottom/right."""
+    _, h, w, c = t.shape
+    pad_h, pad_w = (-h) % window, (-w) % window
+    if pad_h or pad_w:
+        t = F.pad(t, (0, 0, 0, pad_w, 0, pad_h))
+    nh, nw = (h + pad_h) // window, (w + pad_w) // window
+    return t.view(nh, window, nw, window, c).transpose(1, 2).reshape(nh * nw, window * window, c)
 
 
-def _unwindow(t: torch.Tensor, b: int, h: int, w: int, window: int) -> torch.Tensor:
-    """Inverse of ``_windows`` (padding dropped): (N, window^2, C) -> (B, h, w, C)."""
+def _unwindow(t: torch.Tensor, h: int, w: int, window: int) -> torch.Tensor:
+    """Inverse of ``_windows`` (padding dropped): (N, window^2, C) -> (1, h, w, C), a strided view."""
     nh, nw = -(-h // window), -(-w // window)
-    t = t.view(b, nh, nw, window, window, -1).transpose(2, 3).reshape(b, nh * window, nw * window, -1)
+    t = t.view(nh, nw, window, window, -1).transpose(1, 2).reshape(1, nh * window, nw * window, -1)
     return t[:, :h, :w]
 
 
 def window_attention_(x: torch.Tensor, blk: _Block, ops: _Ops) -> None:
-    """x += windowed attention(x) in place, band by band; x: (B, H, W, C) float32 contiguous.
+    """x += windowed attention(x) in place, band by band; x: (1, H, W, C) float32 contiguous.
 
-    Per band of window rows: LayerNorm of the real tokens, padding tokens set
-    to the norm's bias (LayerNorm of the zero padding), qkv for all window
-    tokens, softmax(q k^T * scale + bias) v per head, output projection added to x.
+    Per band of window rows: normalise the real tokens, zero-pad and cut
+    windows (a zero token becomes LayerNorm(0) = beta through the folded qkv,
+    as in the reference), softmax(q k^T + offset bias) v per head, output
+    projection, add back to x.
     """
-    b, h, w, c = x.shape
+    _, h, w, c = x.shape
     win, heads = blk.window, blk.heads
     d = c // heads
     length = win * win
-    weight, beta, eps = blk.norm1
-    fill = beta.to(ops.dtype)
     band = max(1, _band_size(w * win)) * win
     for y0 in range(0, h, band):
         y1 = min(y0 + band, h)
         rows = x[:, y0:y1]
-        normed = F.layer_norm(rows, (c,), weight, beta, eps).to(ops.dtype)
-        win_tokens = _windows(normed, win, fill)
-        n = win_tokens.shape[0]
-        qkv = ops.linear(win_tokens.reshape(-1, c), blk.qkv_w, blk.qkv_b).view(n, length, heads, 3, d)
-        q, k, v = qkv.permute(3, 0, 2, 1, 4).unbind(0)  # (n, heads, L, d) strided views
-        q = q.reshape(n * heads, length, d)
-        k = k.reshape(n * heads, length, d)
-        v = v.reshape(n * heads, length, d)
-        bias = blk.attn_bias.to(ops.dtype).expand(n, heads, length, length).reshape(n * heads, length, length)
-        scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=blk.scale).softmax(dim=-1)
-        context = torch.bmm(scores, v).view(n, heads, length, d).transpose(1, 2).reshape(n, length, c)
-        merged = _unwindow(context, b, y1 - y0, w, win).reshape(-1, c)
-        out = ops.linear(merged, blk.proj_w, blk.proj_b)
-        rows.add_(out.view(rows.shape))
+        windows = _windows(F.layer_norm(rows, (c,), eps=blk.eps1), win)
+        n = windows.shape[0]
+        qkv = ops.linear(windows.view(-1, c), blk.qkv_w, blk.qkv_b).view(n, length, heads, 3, d)
+        # one copy to (3, n * heads, L, d): q, k, v of every (window, head) contiguous for bmm
+        q, k, v = qkv.permute(3, 0, 2, 1, 4).reshape(3, n * heads, length, d).unbind(0)
+        scores = torch.bmm(q, k.transpose(1, 2)).view(n, heads, length, length).add_(blk.attn_bias)
+        scores = scores.softmax(dim=-1).view(n * heads, length, length)
+        context = torch.bmm(scores, v).view(n, heads, length, d).transpose(1, 2).reshape(n * length, c)
+        out = ops.linear(context, blk.proj_w, blk.proj_b)
+        rows.add_(_unwindow(out, y1 - y0, w, win))
 
 
 def conv_mlp(x: torch.Tensor, blk: _Block, ops: _Ops) -> torch.Tensor:
-    """The block's second half: t = depthwise conv(x); t + MLP(t). (B, H, W, C) float32 -> new tensor, banded."""
-    b, h, w, c = x.shape
+    """The block's second half: t = depthwise conv(x); t + MLP(t). (1, H, W, C) float32 -> new tensor, banded."""
+    _, h, w, c = x.shape
     out = x.new_empty(x.shape)
     source = _map_rows(_nchw(x))
     weight, beta, eps = blk.norm2
     band = _band_size(w)
     for o0 in range(0, h, band):
         o1 = min(o0 + band, h)
-        t = _nhwc(conv3x3_rows(source, h, o0, o1, blk.local, ops, gelu=False)).float()
-        tokens = out[:, o0:o1].view(-1, c)
-        tokens.copy_(t.reshape(-1, c))
-        hidden = ops.linear(F.layer_norm(tokens, (c,), weight, beta, eps), blk.fc1_w, blk.fc1_b, gelu=True)
-        tokens.add_(ops.linear(hidden, blk.fc2_w, blk.fc2_b))
+        t = _nhwc(conv3x3_rows(source, h, o0, o1, blk.local, ops, gelu=False)).reshape(-1, c).float()
+        hidden = ops.linear(F.layer_norm(t, (c,), weight, beta, eps), blk.fc1_w, blk.fc1_b, gelu=True)
+        out[:, o0:o1].view(-1, c).copy_(ops.linear_add(hidden, blk.fc2_w, blk.fc2_b, t))
     return out
 
 
 def neck(x: torch.Tensor, parts: tuple, ops: _Ops) -> torch.Tensor:
-    """SAM's neck on (B, h, w, C) NHWC tokens -> (B, 256, h, w) float32 channels-last."""
+    """SAM's neck on (1, h, w, C) NHWC tokens -> (1, 256, h, w) float32 channels-last."""
     proj, (w1, b1, eps1), conv, (w2, b2, eps2) = parts
-    b, h, w, c = x.shape
-    y = ops.linear(x.reshape(-1, c), proj, None).float().view(b, h, w, -1)
+    _, h, w, c = x.shape
+    y = ops.linear(x.reshape(-1, c), proj, None).float().view(1, h, w, -1)
     y = F.layer_norm(y, (y.shape[-1],), w1, b1, eps1)
     y = _nhwc(ops.conv(_nchw(y), conv, (1, 1))).float()
     y = F.layer_norm(y, (y.shape[-1],), w2, b2, eps2)
