@@ -127,9 +127,13 @@ def test_exact_path_reproduces_mobilesam(reference):
         assert np.abs(iou - ref[f"{name}__iou_predictions"]).max() <= 1e-4, name
 
 
-@pytest.mark.parametrize("precision", ["fp32", "auto"])
+@pytest.mark.parametrize("precision", ["fp32", "auto", pytest.param("bf16", marks=pytest.mark.slow)])
 def test_fast_path_reproduces_mobilesam(reference, precision):
-    """The accelerated model: cosine >= 0.999 per embedding token, same candidate ranking, close logits."""
+    """The accelerated model: cosine >= 0.999 per embedding token, same candidate ranking, close logits.
+
+    "bf16" is what CPUs with AVX512-BF16/AMX run ("auto" there); on CPUs without it bf16 is
+    emulated (slow), hence the slow mark.
+    """
     _, ref, prompts, image = reference
     sam = models.load_sam("vit_t", CHECKPOINT, fast=True, device="cpu", precision=precision)
     embedding, results = _predict_all(sam, image, prompts)
