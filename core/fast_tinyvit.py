@@ -75,6 +75,12 @@ class _Ops:
     dtype: torch.dtype
     fused_linear: bool
     fused_conv: bool
+    band_tokens: Optional[int] = None  # None: BAND_TOKENS (CPU); GPUs run whole maps (one band)
+
+    def band_rows(self, width: int) -> int:
+        """Rows per band for a map `width` tokens wide."""
+        tokens = BAND_TOKENS if self.band_tokens is None else self.band_tokens
+        return max(1, tokens // max(1, width))
 
     def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], gelu: bool = False):
         """x (N, I) @ weight (O, I)^T + bias, GELU applied when asked; in self.dtype."""
@@ -208,7 +214,8 @@ def _plan_key(encoder, dtype) -> tuple:
 def _build_plan(encoder, dtype: torch.dtype) -> _Plan:
     device = encoder.neck[0].weight.device
     on_cpu = device.type == "cpu"
-    ops = _Ops(dtype, on_cpu and fused_linear_supported(dtype), on_cpu and fused_conv_supported(dtype))
+    ops = _Ops(dtype, on_cpu and fused_linear_supported(dtype), on_cpu and fused_conv_supported(dtype),
+               None if on_cpu else 1 << 30)
     with torch.no_grad():
         seq = encoder.patch_embed.seq
         plan = _Plan(_plan_key(encoder, dtype), ops, (_fold(seq[0], dtype), _fold(seq[2], dtype)))
@@ -240,11 +247,6 @@ def plan_of(encoder) -> _Plan:
 
 # --------------------------------------------------------------------- banded convolutions
 Rows = Callable[[int, int], torch.Tensor]  # (i0, i1) -> rows [i0, i1) of a (B, C, H, W) channels-last map
-
-
-def _band_size(width: int) -> int:
-    """Rows per band for a map `width` tokens wide (BAND_TOKENS tokens per band)."""
-    return max(1, BAND_TOKENS // max(1, width))
 
 
 def conv3x3_rows(source: Rows, height: int, o0: int, o1: int, conv: _Conv, ops: _Ops, gelu: bool):
@@ -288,7 +290,7 @@ def stem(x: torch.Tensor, convs: Tuple[_Conv, _Conv], ops: _Ops) -> torch.Tensor
     hidden: Rows = lambda i0, i1: conv3x3_rows(_map_rows(x), x.shape[2], i0, i1, first, ops, gelu=True)  # noqa: E731
     out_h = (height - 1) // second.stride + 1
     out_w = (x.shape[3] - 1) // (first.stride * second.stride) + 1
-    band = _band_size(out_w)
+    band = ops.band_rows(out_w)
     if band >= out_h:  # one band: the whole map
         return _nhwc(ops.conv(hidden(0, height), second, (1, 1))).float()
     out = x.new_empty(1, out_h, out_w, second.weight.shape[0])
@@ -310,7 +312,7 @@ def pw_dw_pw(x: torch.Tensor, unit: _PwDwPw, ops: _Ops) -> torch.Tensor:
     s = unit.depthwise.stride
     out_h, out_w = (h - 1) // s + 1, (w - 1) // s + 1
     out = x.new_empty(1, out_h, out_w, unit.project.weight.shape[0])
-    band = _band_size(out_w)
+    band = ops.band_rows(out_w)
     for o0 in range(0, out_h, band):
         o1 = min(o0 + band, out_h)
         mid = _nhwc(conv3x3_rows(hidden, h, o0, o1, unit.depthwise, ops, gelu=True))
@@ -354,7 +356,7 @@ def window_attention_(x: torch.Tensor, blk: _Block, ops: _Ops) -> None:
     win, heads = blk.window, blk.heads
     d = c // heads
     length = win * win
-    band = max(1, _band_size(w * win)) * win
+    band = ops.band_rows(w * win) * win
     for y0 in range(0, h, band):
         y1 = min(y0 + band, h)
         rows = x[:, y0:y1]
@@ -376,7 +378,7 @@ def conv_mlp(x: torch.Tensor, blk: _Block, ops: _Ops) -> torch.Tensor:
     out = x.new_empty(x.shape)
     source = _map_rows(_nchw(x))
     weight, beta, eps = blk.norm2
-    band = _band_size(w)
+    band = ops.band_rows(w)
     for o0 in range(0, h, band):
         o1 = min(o0 + band, h)
         t = _nhwc(conv3x3_rows(source, h, o0, o1, blk.local, ops, gelu=False)).reshape(-1, c).float()

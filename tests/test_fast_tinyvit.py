@@ -130,3 +130,13 @@ def test_conv3x3_rows_equals_whole_convolution():
         bands = [fast_tinyvit.conv3x3_rows(source, 13, o0, min(o0 + 2, want.shape[2]), conv, ops, gelu=False)
                  for o0 in range(0, want.shape[2], 2)]
         assert torch.allclose(torch.cat(bands, dim=2), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("tokens", [64, 1 << 30])
+def test_band_size_does_not_change_the_result(pair, monkeypatch, tokens):
+    """Many small bands (partial last bands, halos everywhere) or one band per map: same output as exact."""
+    exact, fast = pair
+    monkeypatch.setattr(fast_tinyvit, "BAND_TOKENS", tokens)
+    x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(7))
+    with torch.inference_mode():
+        assert torch.allclose(fast(x), exact(x), atol=1e-4)
