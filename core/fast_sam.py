@@ -24,6 +24,11 @@ in place (no fork) so that
   masks only over the rows/columns that cover the image;
 * torch uses as many threads as this process may run on.
 
+For a SAM whose image encoder is TinyViT ("vit_t", ``core.tinyvit``) the
+encoder items above are replaced by ``core.fast_tinyvit`` (folded conv-BN,
+channels-last bands, fused GELUs); the prompt encoder / mask decoder items
+apply unchanged.
+
 ``accelerate_sam(sam)`` switches all of this on; ``accelerate_sam(sam,
 enable=False)`` restores the stock forwards and float32 parameters. The
 switch users see is ``core.models.load_sam(fast=False)``, a stock module.
