@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: Positive (dy, dx) offsets inside a window are numbered dy * window_w + dx.
+#: (height, width) of a token grid.
 HW = Tuple[int, int]
 
 
