@@ -24,6 +24,11 @@ in place (no fork) so that
   masks only over the rows/columns that cover the image;
 * torch uses as many threads as this process may run on.
 
+For a SAM whose image encoder is TinyViT ("vit_t", ``core.tinyvit``) the
+encoder items above are replaced by ``core.fast_tinyvit`` (folded conv-BN,
+channels-last bands, fused GELUs); the prompt encoder / mask decoder items
+apply unchanged.
+
 ``accelerate_sam(sam)`` switches all of this on; ``accelerate_sam(sam,
 enable=False)`` restores the stock forwards and float32 parameters. The
 switch users see is ``core.models.load_sam(fast=False)``, a stock module.
@@ -214,7 +219,7 @@ def _fused_upscaling_forward(self, x: torch.Tensor) -> torch.Tensor:
 
 def _fused_linear_modules(sam):
     """(MLP blocks, Linear layers) of the image encoder that accelerate_sam may route through oneDNN."""
-    blocks = list(sam.image_encoder.blocks)
+    blocks = list(getattr(sam.image_encoder, "blocks", ()))  # TinyViT encoders have none at the top
     return [b.mlp for b in blocks], [lin for b in blocks for lin in (b.attn.qkv, b.attn.proj)]
 
 
@@ -778,7 +783,7 @@ def _restore(sam) -> None:
     attn, norms = _decoder_modules(sam)
     mlps, linears = _fused_linear_modules(sam)
     for module in (sam.image_encoder, sam.mask_decoder, *_image_encoder_attention_modules(sam), *attn, *norms,
-                   *sam.image_encoder.blocks, *mlps, *linears):
+                   *getattr(sam.image_encoder, "blocks", ()), *mlps, *linears):
         module.__dict__.pop("forward", None)
         module.__dict__.pop("predict_masks", None)
         module.__dict__.pop(_FAST_ATTR, None)
@@ -789,8 +794,18 @@ def _restore(sam) -> None:
     for name in ("get_dense_pe", _PE_ATTR):
         sam.prompt_encoder.__dict__.pop(name, None)
     sam.__dict__.pop("postprocess_masks", None)
+    if _is_tinyvit(sam):
+        from core.fast_tinyvit import restore_encoder
+
+        restore_encoder(sam.image_encoder)
     sam.image_encoder.float()
     sam.mask_decoder.float()
+
+
+def _is_tinyvit(sam) -> bool:
+    from core.tinyvit import is_tinyvit
+
+    return is_tinyvit(sam)
 
 
 def accelerate_sam(sam, device=None, *, enable: bool = True, dtype: Optional[torch.dtype] = None,
@@ -828,6 +843,18 @@ def accelerate_sam(sam, device=None, *, enable: bool = True, dtype: Optional[tor
     if dev.type == "cpu":
         set_threads()
     sam.eval()
+    if _is_tinyvit(sam):
+        from core.fast_tinyvit import accelerate_encoder
+
+        accelerate_encoder(sam.image_encoder, dtype)
+    else:
+        _accelerate_vit_encoder(sam, dev, dtype, fp32_residual)
+    _accelerate_decoder(sam, dev, decoder_dtype)
+    return sam
+
+
+def _accelerate_vit_encoder(sam, dev: torch.device, dtype: torch.dtype, fp32_residual: bool) -> None:
+    """accelerate_sam's part for segment_anything's ImageEncoderViT (see the module docstring)."""
     for module in _image_encoder_attention_modules(sam):
         module.forward = types.MethodType(_encoder_attention_forward, module)
     encoder = sam.image_encoder
@@ -847,6 +874,10 @@ def accelerate_sam(sam, device=None, *, enable: bool = True, dtype: Optional[tor
         for module in linears:
             module.forward = types.MethodType(_fused_linear_forward, module)
     sam.image_encoder.forward = types.MethodType(_encoder_forward, sam.image_encoder)
+
+
+def _accelerate_decoder(sam, dev: torch.device, decoder_dtype: torch.dtype) -> None:
+    """accelerate_sam's part for the prompt encoder, mask decoder and postprocessing (any encoder)."""
     sam.mask_decoder.predict_masks = types.MethodType(_decoder_predict_masks, sam.mask_decoder)
     setattr(sam.mask_decoder, _SIDE_ATTR, _ImageSideCache())
     sam.prompt_encoder.get_dense_pe = types.MethodType(_memoized_dense_pe, sam.prompt_encoder)
@@ -863,4 +894,3 @@ def accelerate_sam(sam, device=None, *, enable: bool = True, dtype: Optional[tor
         sam.mask_decoder.to(decoder_dtype)
         setattr(sam.mask_decoder, _FAST_ATTR, decoder_dtype)
         sam.mask_decoder.forward = types.MethodType(_decoder_forward, sam.mask_decoder)
-    return sam

@@ -36,12 +36,18 @@ class WeightsNotFound(RuntimeError):
 
 @dataclass(frozen=True)
 class SamWeights:
-    """An official SAM checkpoint: file name, source URL, md5 and approximate size."""
+    """An official SAM checkpoint: file name, source URL, checksum(s) and approximate size.
+
+    md5: the published md5 (Meta's SAM files carry its first digits in their names).
+    git_blob_sha1: for files published inside a git repository, the blob id git lists
+    for the file (sha1 of b"blob <size>\0" + content), checked the same way.
+    """
 
     filename: str
     url: str
-    md5: str
+    md5: str | None
     size_mb: int
+    git_blob_sha1: str | None = None
 
 
 SAM_WEIGHTS: dict[str, SamWeights] = {
@@ -54,7 +60,15 @@ SAM_WEIGHTS: dict[str, SamWeights] = {
     "vit_h": SamWeights("sam_vit_h_4b8939.pth",
                         "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
                         "4b8939a88964f0f4ff5f5b2642c598a6", 2560),
+    # MobileSAM (TinyViT encoder, core.tinyvit). No md5/sha256 is published; the file sits in
+    # the MobileSAM repository, whose tree at this commit lists it as git blob 7ef2d09...
+    "vit_t": SamWeights("mobile_sam.pt",
+                        "https://raw.githubusercontent.com/ChaoningZhang/MobileSAM/"
+                        "34bbbfdface3c18e5221aa7de6032d7220c6c6a1/weights/mobile_sam.pt",
+                        None, 41, git_blob_sha1="7ef2d090979fd9853adf17b7a99c8b94a1c5a6a7"),
 }
+#: SAM names whose image encoder is TinyViT (core.tinyvit) rather than segment_anything's ViT.
+TINYVIT_SAM = ("vit_t",)
 #: Small SAM configuration with no published weights: for tests and quick demos only.
 UNTRAINED_ONLY_SAM = ("vit_tiny",)
 
@@ -84,8 +98,17 @@ def _md5_of(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def download_file(url: str, dest: Path, md5: str | None = None) -> Path:
-    """Download `url` to `dest` with a progress bar on stderr; verify `md5`; atomic rename.
+def git_blob_sha1(path: Path, chunk: int = 1 << 20) -> str:
+    """The id git gives the file's content as a blob: sha1 of b"blob <size>\0" + content."""
+    digest = hashlib.sha1(b"blob %d\0" % Path(path).stat().st_size)
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_file(url: str, dest: Path, md5: str | None = None, *, git_sha1: str | None = None) -> Path:
+    """Download `url` to `dest` with a progress bar on stderr; verify `md5` / `git_sha1`; atomic rename.
 
     Raises OSError on network failure and ValueError on a checksum mismatch; a partial
     download never takes the final name.
@@ -100,7 +123,7 @@ def download_file(url: str, dest: Path, md5: str | None = None) -> Path:
             while block := resp.read(1 << 20):
                 out.write(block)
                 bar.update(len(block))
-    if md5 and _md5_of(part) != md5:
+    if (md5 and _md5_of(part) != md5) or (git_sha1 and git_blob_sha1(part) != git_sha1):
         part.unlink(missing_ok=True)
         raise ValueError(f"checksum mismatch for {dest.name} downloaded from {url}")
     os.replace(part, dest)
@@ -132,7 +155,7 @@ def resolve_sam_checkpoint(name: str, checkpoint: str | os.PathLike | None = Non
         download = not config.OFFLINE
     if download:
         try:
-            return download_file(info.url, cached, info.md5)
+            return download_file(info.url, cached, info.md5, git_sha1=info.git_blob_sha1)
         except (OSError, ValueError) as exc:
             reason = f"download failed ({exc})"
     else:
@@ -154,6 +177,24 @@ def _build_sam_tiny():
                       encoder_global_attn_indexes=[1], checkpoint=None)
 
 
+def load_sam_state(sam, path: Path) -> None:
+    """Load a SAM state dict file into `sam`: tensors only (weights_only=True), every key matched.
+
+    Raises ValueError naming missing/unexpected keys when the file is another model's.
+    """
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a SAM state dict (got {type(state).__name__})")
+    expected = set(sam.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ValueError(f"{path} does not fit this SAM: {len(missing)} missing keys (e.g. {missing[:3]}), "
+                         f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+    sam.load_state_dict(state, strict=True)
+
+
 def _build_sam(name: str, checkpoint: Path | None):
     import torch
     from segment_anything import sam_model_registry
@@ -163,15 +204,24 @@ def _build_sam(name: str, checkpoint: Path | None):
         return _build_sam_tiny()
     if checkpoint is None:
         torch.manual_seed(UNTRAINED_SEED)
+    if name in TINYVIT_SAM:
+        from core.tinyvit import build_sam_vit_t
+
+        sam = build_sam_vit_t()
+        if checkpoint is not None:
+            load_sam_state(sam, checkpoint)
+        return sam
     return sam_model_registry[name](checkpoint=None if checkpoint is None else str(checkpoint))
 
 
 def load_sam(name: str = "vit_b", checkpoint: str | os.PathLike | None = None, *,
              untrained: bool = False, fast: bool = True, device: str | None = None,
              precision: str | None = None):
-    """Build SAM `name` ("vit_b" | "vit_l" | "vit_h" | "vit_tiny"), cached per process.
+    """Build SAM `name` ("vit_b" | "vit_l" | "vit_h" | "vit_t" | "vit_tiny"), cached per process.
 
-    `untrained=True` uses seeded random weights (required for "vit_tiny"). `fast=True`
+    "vit_t" is MobileSAM (TinyViT image encoder from `core.tinyvit`, SAM's prompt encoder
+    and mask decoder; checkpoint mobile_sam.pt). `untrained=True` uses seeded random
+    weights (required for "vit_tiny"; for "vit_t" they equal MobileSAM's own random init). `fast=True`
     applies `core.fast_sam.accelerate_sam` (same results, faster on CPU/GPU); `fast=False`
     keeps the stock module. `precision` ("auto" | "fp32" | "bf16" | "fp16", default
     `config.SAM_PRECISION`) picks the fast path's image-encoder precision.

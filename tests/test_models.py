@@ -122,3 +122,35 @@ def test_clip_weights_found_in_cache_without_network(empty_cache, monkeypatch):
     loaded = models.load_clip("ViT-B-32", "openai", device="cpu")
     assert not loaded.untrained
     assert torch.equal(loaded.model.visual.proj, source.model.visual.proj)
+
+
+def test_git_blob_sha1_is_gits_object_id(tmp_path):
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert models.git_blob_sha1(empty) == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"  # `git hash-object` of ""
+    hello = tmp_path / "hello"
+    hello.write_bytes(b"hello\n")
+    assert models.git_blob_sha1(hello) == "ce013625030ba8dba906f756967f9e9ca394464a"
+
+
+def test_vit_t_is_registered_with_mobile_sams_file(empty_cache, monkeypatch):
+    assert "vit_t" in models.sam_model_names()
+    info = models.SAM_WEIGHTS["vit_t"]
+    assert info.filename == "mobile_sam.pt" and info.md5 is None and len(info.git_blob_sha1) == 40
+    monkeypatch.setattr(config, "OFFLINE", True)
+    with pytest.raises(WeightsNotFound, match=r"mobile_sam\.pt \(~41 MB\)"):
+        models.resolve_sam_checkpoint("vit_t")
+
+
+def test_download_verifies_git_blob_checksum(empty_cache, tmp_path, monkeypatch):
+    source = tmp_path / "mobile_sam.pt"
+    source.write_bytes(b"pretend mobile sam" * 100)
+    info = models.SAM_WEIGHTS["vit_t"]
+    monkeypatch.setitem(models.SAM_WEIGHTS, "vit_t", SamWeights(info.filename, source.as_uri(), None, 1,
+                                                                 git_blob_sha1="0" * 40))
+    with pytest.raises(WeightsNotFound, match="checksum mismatch"):
+        models.resolve_sam_checkpoint("vit_t", download=True)
+    assert not list((empty_cache / "sam").glob("*"))
+    monkeypatch.setitem(models.SAM_WEIGHTS, "vit_t", SamWeights(info.filename, source.as_uri(), None, 1,
+                                                                 git_blob_sha1=models.git_blob_sha1(source)))
+    assert models.resolve_sam_checkpoint("vit_t", download=True).read_bytes() == source.read_bytes()
