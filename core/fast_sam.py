@@ -48,8 +48,10 @@ import torch
 import torch.nn.functional as F
 
 from core import config
+from core.fast_common import _FAST_ATTR, _version, fused_linear_supported
+from core.fast_tinyvit import accelerate_encoder, restore_encoder
+from core.tinyvit import is_tinyvit
 
-_FAST_ATTR = "_samclip_fast_dtype"
 _STREAM_ATTR = "_samclip_stream_dtype"
 _PE_ATTR = "_samclip_dense_pe"
 _SIDE_ATTR = "_samclip_image_side"
@@ -136,29 +138,6 @@ def set_threads(n: Optional[int] = None) -> int:
 
 
 # ------------------------------------------------------------ fused linear layers
-@functools.lru_cache(maxsize=8)
-def fused_linear_supported(dtype: torch.dtype) -> bool:
-    """True when oneDNN's fused linear op (``torch.ops.mkldnn._linear_pointwise``) runs here.
-
-    Checked once per dtype on a small CPU problem against ``F.linear`` and exact
-    (erf) ``F.gelu``; any error or mismatch means the plain ops are used.
-    """
-    op = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
-    if op is None or not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        gen = torch.Generator().manual_seed(0)
-        x, w, b = (torch.randn(*shape, generator=gen).to(dtype) for shape in ((2, 5, 64), (96, 64), (96,)))
-        ref = F.linear(x.float(), w.float(), b.float())
-        plain = op(x, w, b, "none", [], "").float()
-        gelu = op(x, w, b, "gelu", [], "none").float()
-        tol = 0.02 * float(ref.abs().max())
-        return (plain.shape == ref.shape and float((plain - ref).abs().max()) <= tol
-                and float((gelu - F.gelu(ref)).abs().max()) <= tol)
-    except Exception:  # pragma: no cover - depends on the torch build
-        return False
-
-
 def _fused_linear_forward(self, x: torch.Tensor) -> torch.Tensor:
     """nn.Linear forward through oneDNN's linear op (bias added in the GEMM, no separate copy)."""
     return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
@@ -543,14 +522,6 @@ def _image_side(layer, keys: torch.Tensor, keys_pe: torch.Tensor) -> _ImageSide:
                       i2t._separate_heads(i2t.q_proj(keys_pe), i2t.num_heads)[0].contiguous())
 
 
-def _version(t: torch.Tensor) -> Optional[int]:
-    """t's in-place modification counter, or None for inference tensors (which have none)."""
-    try:
-        return t._version
-    except RuntimeError:
-        return None
-
-
 class _ImageSideCache:
     """A few recent images' first-layer projections, keyed by the embedding and PE tensors.
 
@@ -794,18 +765,10 @@ def _restore(sam) -> None:
     for name in ("get_dense_pe", _PE_ATTR):
         sam.prompt_encoder.__dict__.pop(name, None)
     sam.__dict__.pop("postprocess_masks", None)
-    if _is_tinyvit(sam):
-        from core.fast_tinyvit import restore_encoder
-
+    if is_tinyvit(sam):
         restore_encoder(sam.image_encoder)
     sam.image_encoder.float()
     sam.mask_decoder.float()
-
-
-def _is_tinyvit(sam) -> bool:
-    from core.tinyvit import is_tinyvit
-
-    return is_tinyvit(sam)
 
 
 def accelerate_sam(sam, device=None, *, enable: bool = True, dtype: Optional[torch.dtype] = None,
@@ -843,9 +806,7 @@ def accelerate_sam(sam, device=None, *, enable: bool = True, dtype: Optional[tor
     if dev.type == "cpu":
         set_threads()
     sam.eval()
-    if _is_tinyvit(sam):
-        from core.fast_tinyvit import accelerate_encoder
-
+    if is_tinyvit(sam):
         accelerate_encoder(sam.image_encoder, dtype)
     else:
         _accelerate_vit_encoder(sam, dev, dtype, fp32_residual)

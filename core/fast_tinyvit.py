@@ -37,7 +37,7 @@ from typing import Callable, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from core.fast_sam import _FAST_ATTR, _version, fused_linear_supported
+from core.fast_common import _FAST_ATTR, _version, fused_linear_supported
 
 _PLAN_ATTR = "_samclip_tinyvit_plan"
 #: Target tokens per band (rows x width) for the banded stages. 8192 keeps a band's widest

@@ -82,7 +82,7 @@ def test_imports_run_one_way(path):
 
 #: Project modules that are torch code through and through: only the model loader imports
 #: them, inside its loader, so that importing the engine (and starting the app) stays light.
-HEAVY_PROJECT_MODULES = ("core.fast_sam", "core.tinyvit")
+HEAVY_PROJECT_MODULES = ("core.fast_sam", "core.tinyvit", "core.fast_tinyvit", "core.fast_common")
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))

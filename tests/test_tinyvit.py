@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from core import models
+from core.automask import AutoMasks, AutoMaskSettings
+from core.segment import Segmenter
 from core.tinyvit import TinyViTConfig, TinyViTImageEncoder, build_sam_vit_t, is_tinyvit, window_offset_index
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared/data/mobilesam_reference"
@@ -150,14 +152,11 @@ def test_fast_path_reproduces_mobilesam(reference, precision):
 # ----------------------------------------------------------------- the rest of the project, unchanged
 def test_segmenter_clicks_and_everything_run_with_vit_t(coco_image):
     """core.segment and core.automask work on vit_t as on the ViT models (fast path on)."""
-    from core.automask import AutoMasks
-    from core.segment import Segmenter
-
     image, _, _ = coco_image
     seg = Segmenter(models.load_sam("vit_t", untrained=True, device="cpu"))
     emb = seg.set_image(image)
     assert emb.features.shape == (1, 256, 64, 64)
     pred = seg.predict(emb, points=[[image.shape[1] / 2, image.shape[0] / 2]], labels=[1])
     assert pred.masks.shape == (3, *image.shape[:2]) and pred.masks.dtype == bool
-    masks = seg.everything(emb, points_per_side=4, pred_iou_thresh=0, stability_score_thresh=0)
+    masks = seg.everything(emb, AutoMaskSettings(points_per_side=4, pred_iou_thresh=0, stability_score_thresh=0))
     assert isinstance(masks, AutoMasks) and masks.masks.shape[1:] == image.shape[:2]
