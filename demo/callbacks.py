@@ -27,7 +27,6 @@ from PIL import Image
 from core.build import FoundObject, records_for
 from core.example_gallery import combine, gallery_from_arrays
 from core.masks import mask_to_rle, rle_to_mask
-from core.segment import image_key
 from core.views import VIEWS, mask_to_box, render_view
 from demo import maskdata, rendering
 from demo.context import AppContext
@@ -42,6 +41,14 @@ PICK_RADIUS_DISPLAY = 8.0
 
 def _no_progress(fraction: float, note: str) -> None:
     pass
+
+
+def image_key(image: np.ndarray) -> str:
+    """The content hash SAM's embedding cache uses (core.segment.image_key; imported when
+    first needed, as core.segment loads torch)."""
+    from core.segment import image_key as key
+
+    return key(image)
 
 
 def _ms(start: float) -> str:
@@ -670,6 +677,7 @@ class Callbacks:
 def iter_load(cb: Callbacks, session: Session, path, name: str) -> Iterator[SegmentOut]:
     """The two steps of loading an image, as a generator (the UI shows the first at once)."""
     first = cb.begin_load(session, path, name)
+    key = session.image_key
     yield first
-    if session.embedding is None:
-        yield cb.finish_load(session, session.image_key)
+    if first.canvas is None or json.loads(first.canvas).get("phase") == "encoding":
+        yield cb.finish_load(session, key)
