@@ -228,6 +228,8 @@ class Callbacks:
     def begin_load(self, session: Session, path, name: str) -> SegmentOut:
         """Read and check the file, make it the session's image (prompts, masks and the
         selection start over) and show it; SAM's embedding follows in `finish_load`."""
+        if self.ctx.loaded.is_set():
+            self.ctx.require_models()          # missing weights: say so before showing anything
         session.load_ticket += 1
         ticket = session.load_ticket
         opened = maskdata.open_upload(path, name, self.ctx.settings.work_max_side)

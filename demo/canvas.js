@@ -154,6 +154,9 @@ function draw() {
   g.clearRect(0, 0, st.dw, st.dh);
   g.drawImage(st.img, 0, 0, st.dw, st.dh);
   g.drawImage(layer, 0, 0);
+  stats.renders++;
+  view.dataset.renders = String(stats.renders);
+  if (st.tool === 'pick') return;                 // 'Everything' shows masks, not prompts
   const r = Math.max(5, Math.round(Math.max(st.dw, st.dh) / 110)), lw = Math.max(2, r / 3);
   const sx = st.dw / st.w, sy = st.dh / st.h;
   g.lineWidth = lw;
@@ -171,8 +174,6 @@ function draw() {
     if (label) { g.moveTo(x * sx, y * sy - r * 0.55); g.lineTo(x * sx, y * sy + r * 0.55); }
     g.lineWidth = lw; g.stroke();
   }
-  stats.renders++;
-  view.dataset.renders = String(stats.renders);
 }
 function showBusy(text, estimateMs) {
   busy.style.display = 'flex'; busyText.textContent = text;
