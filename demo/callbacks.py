@@ -259,9 +259,10 @@ class Callbacks:
         self._embedding(session)
         self.check_key(session, key)   # another image may have been chosen while encoding
         h, w = session.image.shape[:2]
+        took = (time.perf_counter() - start) * 1000
         return self.segment_out(session, f"Loaded {session.image_name} ({w}x{h}); SAM embedding "
-                                         f"ready in {_ms(start)}. Click on an object.",
-                                self.canvas_message(session))
+                                         f"ready in {took:.0f} ms. Click on an object.",
+                                self.canvas_message(session, encode_ms=round(took, 1)))
 
     def load_all(self, session: Session, path, name: str) -> SegmentOut:
         """`begin_load` + `finish_load` in one call (tests, scripts)."""

@@ -243,6 +243,7 @@ function apply(m) {
     showBusy('encoding with SAM...', m.estimate_ms);
   } else if (m.phase === 'ready' && st.phase !== 'ready') {
     st.phase = 'ready'; hideBusy();
+    if (m.encode_ms) stats.encodeMs = m.encode_ms;
     if (st.pendingRefresh) { st.pendingRefresh = false; refresh(); }
   }
   if (m.auto) {
