@@ -87,5 +87,7 @@ def build_picture_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Block
         upload.upload(heavy(on_upload), [session, upload], outputs)
         canvas.select(heavy(on_click), [session, corner, mode], outputs)
         everything_btn.click(heavy(on_everything), [session], outputs + [mode])
+        timer = gr.Timer(1.0, active=True)
+        timer.tick(lambda: ctx.banner(), None, banner)
         demo.load(lambda: ctx.banner(), None, banner)
     return demo
