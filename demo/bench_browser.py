@@ -342,6 +342,9 @@ def main(argv=None) -> int:
                     print(f"measuring the {name} path on {app.url} ...", file=sys.stderr)
                     results[name] = fn(browser, app.url, args.clicks, tmp)
                 except Exception as exc:  # keep the other path's numbers
+                    import traceback
+
+                    traceback.print_exc()
                     print(f"the {name} path failed: {exc}", file=sys.stderr)
                     results[name] = {}
                 finally:

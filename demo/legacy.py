@@ -78,6 +78,7 @@ def build_picture_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Block
 
         def on_everything(sess: Session):
             out = cb.everything(sess)
+            sess.clear_prompts()             # the old canvas showed the automatic masks instead
             return sess, None, cb.render_picture(sess), out.info, out.status, MODES[2]
 
         def heavy(fn):
