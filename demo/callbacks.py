@@ -1,53 +1,81 @@
 """UI callbacks: unpack widget values, call the core engine, format the results.
 
-Each public method of `Callbacks` takes the session's `Session` plus widget values and
-returns plain values for the output widgets (numpy images, lists of (image, caption) for
-galleries, Markdown strings, file paths). They raise `UserError` (or a core ValueError)
-for anything the person can fix; `demo.layout` turns every exception into a readable
-message. No gradio import here, so the callbacks are testable without a browser.
+No gradio import here, so the callbacks are testable without a browser. Each method takes
+the session's `Session` plus plain values and returns plain values: `SegmentOut` for the
+Segment area (session, canvas message, info Markdown, status line, export files), lists of
+(image, caption) for galleries, Markdown strings. They raise `UserError` (or a core
+ValueError) for anything the person can fix; `demo.layout` turns every exception into a
+readable message.
 
-Coordinates: click positions arrive in pixels of the displayed canvas, which shows the
-image scaled by `canvas_scale` (<= 1); they are mapped back to image pixels here.
+The canvas lives in the browser (`demo/canvas.py`): it gets the picture once, as a URL, and
+afterwards only JSON "canvas messages" (`canvas_message`) with compact mask data
+(`maskdata.encode_mask` at display size: run lengths or packed bits). Every request from it carries the image's key
+(`Session.image_key`); a request about an image that is no longer the session's is
+dropped (`Stale`). Coordinates from the canvas are pixels of the working image.
 """
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
+from PIL import Image
 
-from core.automask import AutoMaskSettings
 from core import refer
+from core.automask import AutoMaskSettings
 from core.build import FoundObject, list_images, records_for
 from core.example_gallery import combine, gallery_from_arrays
 from core.images import load_image
-from core.masks import mask_to_png, mask_to_rle, rle_to_mask
+from core.masks import box_to_mask, rle_to_mask
+from core.segment import image_key
 from core.views import VIEWS, mask_to_box, render_view
-from demo import rendering
+from demo import maskdata, rendering
 from demo.context import AppContext
-from demo.state import CLICK_MODES, Prompt, Session, UserError
+from demo.state import Prompt, Selection, Session, UserError
 
 Progress = Callable[[float, str], None]
-#: Widget values of the Segment area, in this order: session, canvas, candidates gallery,
-#: selection info, mask PNG path, mask RLE JSON path, status.
-SEGMENT_OUTPUTS = ("session", "canvas", "candidates", "info", "png", "rle", "status")
 #: Tiles of result galleries are at most this big.
 TILE_SIDE = 192
+#: A click in 'Everything' mode this close (display pixels) to a mask picks it.
+PICK_RADIUS_DISPLAY = 8.0
 
 
 def _no_progress(fraction: float, note: str) -> None:
     pass
 
 
-def canvas_scale(image: np.ndarray, max_side: int) -> float:
-    """Factor (<= 1) the canvas shows `image` at so its longer side fits `max_side`."""
-    return min(1.0, max_side / max(image.shape[:2]))
-
-
 def _ms(start: float) -> str:
     return f"{(time.perf_counter() - start) * 1000:.0f} ms"
+
+
+class Stale(Exception):
+    """A request about an image that is no longer the session's current one: dropped."""
+
+
+@dataclass
+class Exports:
+    """Files the download buttons offer (None: not available, `why` says why)."""
+
+    cutout: str | None = None      # RGBA PNG of the selected object, cropped to its box
+    mask_png: str | None = None    # the selected mask, 8-bit PNG at the original size
+    mask_rle: str | None = None    # the selected mask as one COCO annotation (RLE) JSON
+    coco: str | None = None        # all objects of the image as one COCO JSON document
+    why: str = "Select an object first."
+
+
+@dataclass
+class SegmentOut:
+    """What a Segment-area callback gives the UI. canvas: a canvas message (JSON) or None
+    when the canvas needs nothing new."""
+
+    session: Session
+    canvas: str | None
+    info: str
+    status: str
+    exports: Exports = field(default_factory=Exports)
 
 
 class Callbacks:
@@ -67,225 +95,328 @@ class Callbacks:
     def _embedding(self, session: Session):
         image = session.require_image()
         if session.embedding is None:
-            session.embedding = self.engine.segmenter.set_image(image)
+            start = time.perf_counter()
+            cached = self.engine.segmenter.cached(session.image_key)
+            session.embedding = cached or self.engine.segmenter.set_image(image)
+            if cached is None:
+                self.ctx.record_encode(time.perf_counter() - start)
         return session.embedding
 
-    def render_canvas(self, session: Session) -> np.ndarray | None:
-        """The image with the automatic masks, the selected mask and the prompts drawn,
-        scaled by `canvas_scale`. None when there is no image."""
-        if session.image is None:
-            return None
-        image = session.image
-        if session.auto is not None and len(session.auto.masks) and session.selection != "prompt":
-            highlight = session.auto_pick if session.selection == "auto" else None
-            picture = rendering.overlay_masks(image, session.auto.masks, highlight=highlight)
-        else:
-            picture = image
-        mask = session.selected_mask()
-        if mask is not None and session.selection != "auto":
-            picture = rendering.overlay_mask(picture, mask)
-        points, labels = session.points()
-        picture = rendering.draw_prompts(picture, points.tolist(), labels.tolist(), session.box(),
-                                         session.pending_corner())
-        scale = canvas_scale(image, self.ctx.settings.display_max_side)
-        if scale < 1.0:
-            picture = rendering.thumbnail(picture, self.ctx.settings.display_max_side)
-        return picture
+    @staticmethod
+    def check_key(session: Session, key) -> None:
+        """Raise `Stale` unless `key` names the session's current image."""
+        if not key or key != session.image_key:
+            raise Stale(f"dropped: a result for another image ({str(key)[:8]})")
 
-    def candidate_tiles(self, session: Session) -> list[tuple[np.ndarray, str]]:
-        """(thumbnail, caption) for each candidate mask of the current prompts."""
-        if session.candidates is None or session.image is None:
-            return []
-        tiles = []
-        for i, (mask, score) in enumerate(zip(session.candidates.masks, session.candidates.scores)):
-            picked = " (selected)" if i == session.chosen and session.selection == "prompt" else ""
-            tile = rendering.thumbnail(rendering.overlay_mask(session.image, mask), TILE_SIDE)
-            tiles.append((tile, f"#{i + 1} score {float(score):.3f}{picked}"))
-        return tiles
+    def display_size(self, session: Session) -> tuple[int, int]:
+        return maskdata.display_size(session.image.shape[:2], self.ctx.settings.display_max_side)
+
+    def display_scale(self, session: Session) -> float:
+        return self.display_size(session)[1] / session.image.shape[1]
+
+    def mask_payload(self, mask: np.ndarray, display: tuple[int, int], **extra) -> dict:
+        return {**maskdata.encode_mask(maskdata.to_display(mask, display)), **extra}
+
+    def canvas_message(self, session: Session, phase: str = "ready", **extra) -> str:
+        """The canvas message for the session's image: its URL and sizes, the phase
+        ("encoding" with an estimate, or "ready"), plus `extra` fields (auto, selection)."""
+        h, w = session.image.shape[:2]
+        message = {"seq": time.monotonic_ns(), "key": session.image_key, "name": session.image_name,
+                   "src": self.ctx.display_url(session.image_key, session.image,
+                                               self.ctx.settings.display_max_side),
+                   "size": [h, w], "display": list(self.display_size(session)),
+                   "original": list(session.original_size), "phase": phase,
+                   "estimate_ms": round(self.ctx.encode_estimate() * 1000), **extra}
+        return json.dumps(message, separators=(",", ":"))
 
     def selection_info(self, session: Session) -> str:
-        """Markdown describing the selected object (box, area, score, prompts)."""
+        """Markdown describing the image and the selected object (box, area, score, prompts)."""
         if session.image is None:
             return "No image yet: upload one or pick an example."
-        mask = session.selected_mask()
+        h, w = session.image.shape[:2]
+        oh, ow = session.original_size
+        shown = f"{ow}x{oh}" + (f", worked on at {w}x{h}" if (oh, ow) != (h, w) else "")
         points, labels = session.points()
         prompts = (f"{int((labels == 1).sum())} positive, {int((labels == 0).sum())} negative point(s)"
                    + (", 1 box" if session.box() is not None else ""))
-        if session.pending_corner() is not None:
-            prompts += ", box waiting for its second corner"
-        head = f"**{session.image_name}** ({session.image.shape[1]}x{session.image.shape[0]}) · prompts: {prompts}"
-        if mask is None or not mask.any():
+        head = f"**{session.image_name}** ({shown}) · prompts: {prompts}"
+        if session.embedding is None:
+            head += " · encoding..."
+        sel = session.selection
+        if sel is None or not sel.mask.any():
             return head + "\n\nNo object selected."
-        x1, y1, x2, y2 = (int(v) for v in mask_to_box(mask))
-        area = int(mask.sum())
-        detail = f"selected object: box ({x1}, {y1}, {x2}, {y2}), {area} px ({area / mask.size:.1%} of the image)"
-        if session.selection == "prompt":
-            detail += (f", candidate #{session.chosen + 1} of {len(session.candidates.masks)}, "
-                       f"score {float(session.candidates.scores[session.chosen]):.3f}")
-        elif session.selection == "auto":
-            detail += (f", automatic mask #{session.auto_pick + 1} of {len(session.auto.masks)}, "
-                       f"score {float(session.auto.scores[session.auto_pick]):.3f}")
-        elif session.selection == "refer":
-            detail += ", chosen by the referring expression"
+        fy, fx = oh / h, ow / w
+        x1, y1, x2, y2 = (float(v) for v in mask_to_box(sel.mask))
+        area = float(sel.mask.sum()) * fx * fy
+        detail = (f"selected object: box ({x1 * fx:.0f}, {y1 * fy:.0f}, {x2 * fx:.0f}, {y2 * fy:.0f}), "
+                  f"{area:.0f} px ({sel.mask.mean():.1%} of the image), {sel.describe()}")
         return head + "\n\n" + detail
 
-    def write_downloads(self, session: Session) -> tuple[str | None, str | None]:
-        """Write the selected mask as PNG and as COCO RLE JSON into the session's folder;
-        returns their paths, or (None, None) when nothing is selected."""
-        mask = session.selected_mask()
-        if session.image is None or mask is None or not mask.any():
-            return None, None
+    def write_exports(self, session: Session) -> Exports:
+        """Write the selected object (cut-out, mask PNG, mask RLE) and all objects (COCO)
+        into the session's folder, at the original size; file names from the image's name."""
+        if session.image is None:
+            return Exports(why="Upload an image or pick an example first.")
         folder = Path(session.downloads_dir())
         stem = Path(session.image_name).stem or "image"
-        png = folder / f"{stem}_mask.png"
-        png.write_bytes(mask_to_png(mask))
-        x1, y1, x2, y2 = (float(v) for v in mask_to_box(mask))
-        ann = {"image": session.image_name, "segmentation": mask_to_rle(mask),
-               "bbox": [x1, y1, x2 - x1, y2 - y1], "area": int(mask.sum()),
-               "note": "COCO compressed RLE; bbox is COCO [x, y, width, height] in pixels"}
-        rle = folder / f"{stem}_mask.rle.json"
-        rle.write_text(json.dumps(ann))
-        return str(png), str(rle)
+        size = session.original_size
+        out = Exports(why="")
+        objects, extras = [], []
+        if session.auto is not None:
+            objects += [maskdata.to_size(m, size) for m in session.auto.masks]
+            extras += [{"score": float(s), "source": "automatic"} for s in session.auto.scores]
+        sel = session.selection
+        if sel is not None and sel.mask.any():
+            full = maskdata.to_size(sel.mask, size)
+            if sel.source != "auto":
+                objects.append(full)
+                extras.append({"score": float(sel.score), "source": sel.source, "selected": True})
+            else:
+                extras[sel.index]["selected"] = True
+            original = self.original_pixels(session)
+            cut = folder / f"{stem}_cutout.png"
+            cut.write_bytes(maskdata.cutout_png(original, full))
+            png = folder / f"{stem}_mask.png"
+            png.write_bytes(maskdata.mask_png(full))
+            rle = folder / f"{stem}_mask.rle.json"
+            ann = maskdata.coco_annotation(full, 1, score=float(sel.score), source=sel.source)
+            rle.write_text(json.dumps({"image": session.image_name, "height": size[0], "width": size[1],
+                                       **ann, "note": "COCO compressed RLE; bbox is COCO [x, y, "
+                                                      "width, height] in pixels of the original"}))
+            out.cutout, out.mask_png, out.mask_rle = str(cut), str(png), str(rle)
+        else:
+            out.why = "Select an object first (click it, or pick one after 'Everything')."
+        if objects:
+            coco = folder / f"{stem}_objects.coco.json"
+            note = ("automatic masks ('Everything') and the selected object" if session.auto is not None
+                    else "the selected object only: press 'Everything' to include all objects")
+            coco.write_text(json.dumps(maskdata.coco_document(session.image_name, size, objects,
+                                                              extras, note)))
+            out.coco = str(coco)
+        return out
 
-    def segment_outputs(self, session: Session, status: str) -> tuple:
-        """Values for SEGMENT_OUTPUTS."""
-        png, rle = self.write_downloads(session)
-        return (session, self.render_canvas(session), self.candidate_tiles(session),
-                self.selection_info(session), png, rle, status)
+    def original_pixels(self, session: Session) -> np.ndarray:
+        """The image at its original size (re-read from its file when it was downscaled)."""
+        if tuple(session.image.shape[:2]) == tuple(session.original_size):
+            return session.image
+        if session.source and Path(session.source).is_file():
+            try:
+                full = load_image(session.source, max_pixels=maskdata.MAX_UPLOAD_PIXELS)
+                if full.shape[:2] == tuple(session.original_size):
+                    return full
+            except ValueError:
+                pass
+        oh, ow = session.original_size
+        return np.asarray(Image.fromarray(session.image).resize((ow, oh), Image.Resampling.BILINEAR))
 
-    def _predict(self, session: Session) -> str:
-        """Run SAM on the session's prompts; returns a status line."""
-        if not session.has_prompts():
-            session.candidates, session.chosen = None, 0
-            if session.selection == "prompt":
-                session.selection = "none"
-            return "No prompts left."
+    def segment_out(self, session: Session, status: str, canvas: str | None = None) -> SegmentOut:
+        return SegmentOut(session, canvas, self.selection_info(session), status,
+                          self.write_exports(session))
+
+    # ================================================================ loading images
+    def example_paths(self) -> list[Path]:
+        return list_images(self.ctx.settings.examples_dir)
+
+    def begin_load(self, session: Session, path, name: str) -> SegmentOut:
+        """Read and check the file, make it the session's image (prompts, masks and the
+        selection start over) and show it; SAM's embedding follows in `finish_load`."""
+        if self.ctx.loaded.is_set():
+            self.ctx.require_models()          # missing weights: say so before showing anything
+        session.load_ticket += 1
+        ticket = session.load_ticket
+        opened = maskdata.open_upload(path, name, self.ctx.settings.work_max_side)
+        if ticket != session.load_ticket:
+            raise Stale("dropped: another image was chosen meanwhile")
+        key = image_key(opened.image)
+        session.reset_image(opened.image, key, name, opened.original_size, str(path))
+        if self.ctx.loaded.is_set() and not self.ctx.load_error:
+            session.embedding = self.engine.segmenter.cached(key)
+        h, w = opened.image.shape[:2]
+        note = (f" (downscaled from {opened.original_size[1]}x{opened.original_size[0]}; exports "
+                f"stay at the original size)" if opened.downscaled else "")
+        if session.embedding is not None:
+            return self.segment_out(session, f"Loaded {name} ({w}x{h}){note}; its SAM embedding was "
+                                             "cached. Click on an object.", self.canvas_message(session))
+        estimate = self.ctx.encode_estimate()
+        return self.segment_out(
+            session, f"Loaded {name} ({w}x{h}){note}; encoding it with SAM (about {estimate:.1f} s)...",
+            self.canvas_message(session, phase="encoding"))
+
+    def finish_load(self, session: Session, key: str) -> SegmentOut:
+        """Compute SAM's embedding of the image `key` (once per image, cached)."""
+        self.check_key(session, key)
+        if session.embedding is not None:
+            raise Stale("already encoded")
+        start = time.perf_counter()
+        self._embedding(session)
+        self.check_key(session, key)   # another image may have been chosen while encoding
+        h, w = session.image.shape[:2]
+        took = (time.perf_counter() - start) * 1000
+        return self.segment_out(session, f"Loaded {session.image_name} ({w}x{h}); SAM embedding "
+                                         f"ready in {took:.0f} ms. Click on an object.",
+                                self.canvas_message(session, encode_ms=round(took, 1)))
+
+    def load_all(self, session: Session, path, name: str) -> SegmentOut:
+        """`begin_load` + `finish_load` in one call (tests, scripts)."""
+        first = self.begin_load(session, path, name)
+        if session.embedding is not None:
+            return first
+        return self.finish_load(session, session.image_key)
+
+    def example(self, index: int) -> tuple[Path, str]:
+        paths = self.example_paths()
+        if not isinstance(index, int) or not 0 <= index < len(paths):
+            raise UserError(f"No example number {index!r}.")
+        return paths[index], paths[index].name
+
+    def load_example(self, session: Session, index: int) -> SegmentOut:
+        path, name = self.example(index)
+        return self.load_all(session, path, name)
+
+    def upload_path(self, path, allowed_dirs: list[str]) -> str:
+        """`path` from the canvas's upload, checked to lie in one of `allowed_dirs`
+        (Gradio's upload folder): the browser must not name arbitrary server files."""
+        if not path or not isinstance(path, str):
+            raise UserError("The upload did not arrive; please try again.")
+        resolved = Path(path).resolve()
+        for folder in allowed_dirs:
+            if folder and resolved.is_relative_to(Path(folder).resolve()):
+                return str(resolved)
+        raise UserError("That file is not an upload of this session.")
+
+    # ================================================================ prompts (canvas)
+    @staticmethod
+    def parse_prompts(payload: dict, size: tuple[int, int]) -> list[Prompt]:
+        """Prompts from the canvas: {"points": [[x, y, label], ...], "box": [x1, y1, x2, y2] | null},
+        working-image pixels; clipped to the image."""
+        h, w = size
+        prompts = []
+        for item in payload.get("points") or []:
+            if len(item) != 3:
+                raise UserError("A point needs x, y and a label.")
+            x, y, label = float(item[0]), float(item[1]), int(item[2])
+            if not (np.isfinite(x) and np.isfinite(y)) or label not in (0, 1):
+                raise UserError("A point needs finite x, y and a label 0 or 1.")
+            prompts.append(Prompt("point", min(max(x, 0.0), w - 1.0), min(max(y, 0.0), h - 1.0),
+                                  label=label))
+        box = payload.get("box")
+        if box:
+            x1, y1, x2, y2 = (float(v) for v in box)
+            x1, x2 = sorted((min(max(x1, 0.0), w), min(max(x2, 0.0), w)))
+            y1, y2 = sorted((min(max(y1, 0.0), h), min(max(y2, 0.0), h)))
+            if x2 - x1 < 2 or y2 - y1 < 2:
+                raise UserError("That box is too small: drag across the object.")
+            prompts.append(Prompt("box", x1, y1, x2, y2))
+        return prompts
+
+    def preview(self, payload: dict) -> dict:
+        """The canvas's fast path (a server function, no session): masks for prompts on the
+        image `payload["key"]`, whose SAM embedding must be in the shared cache.
+
+        payload: {"key", "points": [[x, y, label]...], "box": [x1, y1, x2, y2] | null,
+        "best_only": bool}. Returns {"key", "ok", "masks": [{"runs", "score"}], "ms"} at
+        display size, or {"key", "ok": False, "reason"}."""
+        start = time.perf_counter()
+        key = payload.get("key") if isinstance(payload, dict) else None
+        if not self.ctx.loaded.is_set() or self.ctx.load_error:
+            return {"key": key, "ok": False, "reason": "models not ready"}
+        emb = self.ctx.engine.segmenter.cached(key) if key else None
+        if emb is None:
+            return {"key": key, "ok": False, "reason": "not encoded"}
+        try:
+            prompts = self.parse_prompts(payload, emb.original_size)
+        except (UserError, TypeError, ValueError) as exc:
+            return {"key": key, "ok": False, "reason": str(exc)}
+        if not prompts:
+            return {"key": key, "ok": True, "masks": [], "ms": 0}
+        tmp = Session(prompts=prompts)
+        points, labels = tmp.points()
+        pred = self.ctx.engine.segmenter.predict(emb, points if len(points) else None,
+                                                 labels if len(labels) else None, tmp.box())
+        display = maskdata.display_size(emb.original_size, self.ctx.settings.display_max_side)
+        count = 1 if payload.get("best_only") else len(pred.masks)
+        masks = [self.mask_payload(pred.masks[i], display, score=round(float(pred.scores[i]), 4))
+                 for i in range(count)]
+        return {"key": key, "ok": True, "masks": masks,
+                "ms": round((time.perf_counter() - start) * 1000, 1)}
+
+    def commit_prompts(self, session: Session, payload: dict) -> SegmentOut:
+        """The canvas's prompts (and the candidate the person chose) become the session's:
+        run SAM at full resolution, select the chosen candidate, write the exports."""
+        self.check_key(session, payload.get("key"))
+        version = payload.get("version")
+        version = version if isinstance(version, int) else session.prompt_version
+        if version < session.prompt_version:
+            raise Stale("dropped: newer prompts were committed already")
+        prompts = self.parse_prompts(payload, session.image.shape[:2])
+        session.prompt_version = version
+        session.prompts = prompts
+        if not prompts:
+            session.clear_prompts()
+            return self.segment_out(session, "No prompts: click an object (right-click: "
+                                             "background, drag: a box).")
         emb = self._embedding(session)
+        self.check_key(session, payload.get("key"))
+        if version < session.prompt_version:
+            raise Stale("dropped: newer prompts were committed meanwhile")
         points, labels = session.points()
         start = time.perf_counter()
         pred = self.engine.segmenter.predict(emb, points if len(points) else None,
                                              labels if len(labels) else None, session.box())
-        session.candidates, session.chosen, session.selection = pred, 0, "prompt"
-        best = float(pred.scores[0])
-        return f"Mask updated in {_ms(start)}: {len(pred.masks)} candidate(s), best score {best:.3f}."
+        chosen = payload.get("chosen", 0)
+        chosen = chosen if isinstance(chosen, int) and 0 <= chosen < len(pred.masks) else 0
+        if version < session.prompt_version or prompts is not session.prompts:
+            raise Stale("dropped: newer prompts were committed meanwhile")
+        session.candidates = pred
+        session.selection = Selection("prompt", pred.masks[chosen], chosen,
+                                      float(pred.scores[chosen]), len(pred.masks))
+        canvas = None
+        if payload.get("echo"):   # the canvas's fast path could not answer: send the mask
+            canvas = self.canvas_message(session, selection=self.mask_payload(
+                pred.masks[chosen], self.display_size(session), source="prompt"))
+        return self.segment_out(session, f"Mask updated in {_ms(start)}: {len(pred.masks)} "
+                                         f"candidate(s); #{chosen + 1} selected, score "
+                                         f"{float(pred.scores[chosen]):.3f}.", canvas)
 
-    # ================================================================ Segment
-    def load_image(self, session: Session, src, name: str,
-                   progress: Progress = _no_progress) -> tuple:
-        """Start over on a new image (path, bytes or array): embed it once with SAM."""
-        if src is None:
-            raise UserError("No image given: upload a file or pick an example.")
-        image = load_image(src)
-        progress(0.1, "computing SAM's image embedding (once per image)")
-        start = time.perf_counter()
-        emb = self.engine.segmenter.set_image(image)
-        session.reset_image(image, name, emb)
-        return self.segment_outputs(
-            session, f"Loaded {name} ({image.shape[1]}x{image.shape[0]}); SAM embedding ready in "
-                     f"{_ms(start)}. Click on an object.")
-
-    def example_paths(self) -> list[Path]:
-        return list_images(self.ctx.settings.examples_dir)
-
-    def load_example(self, session: Session, index: int, progress: Progress = _no_progress) -> tuple:
-        paths = self.example_paths()
-        if not isinstance(index, int) or not 0 <= index < len(paths):
-            raise UserError(f"No example number {index!r}.")
-        return self.load_image(session, paths[index], paths[index].name, progress)
-
-    def load_upload(self, session: Session, path, progress: Progress = _no_progress) -> tuple:
-        if not path:
-            raise UserError("The upload is empty.")
-        return self.load_image(session, path, "upload" + Path(str(path)).suffix.lower(), progress)
-
-    def click(self, session: Session, mode_label: str, xy) -> tuple:
-        """A click at canvas pixel `xy` = [x, y] in the mode the radio shows."""
-        image = session.require_image()
-        if xy is None or len(xy) != 2:
-            raise UserError("Click inside the image.")
-        mode = CLICK_MODES.get(mode_label)
-        if mode is None:
-            raise UserError(f"Unknown click mode {mode_label!r}; choose one of {', '.join(CLICK_MODES)}.")
-        scale = canvas_scale(image, self.ctx.settings.display_max_side)
-        x = min(max(float(xy[0]) / scale, 0.0), image.shape[1] - 1.0)
-        y = min(max(float(xy[1]) / scale, 0.0), image.shape[0] - 1.0)
-        if mode == "pick":
-            return self.segment_outputs(session, self._pick_auto(session, x, y))
-        if mode == "box":
-            corner = session.pending_corner()
-            if corner is None:
-                session.prompts = session.prompts + [Prompt("corner", x, y)]
-                return self.segment_outputs(session, f"Box: first corner at ({x:.0f}, {y:.0f}); "
-                                                     "click the opposite corner.")
-            x1, x2 = sorted((corner[0], x))
-            y1, y2 = sorted((corner[1], y))
-            if x2 - x1 < 2 or y2 - y1 < 2:
-                raise UserError("That box is too small: click the opposite corner of the object.")
-            kept = [p for p in session.prompts if p.kind != "corner"]
-            session.prompts = kept + [Prompt("box", x1, y1, x2 + 1, y2 + 1)]
-        else:
-            label = 1 if mode == "positive" else 0
-            session.prompts = session.prompts + [Prompt("point", x, y, label=label)]
-        try:
-            status = self._predict(session)
-        except Exception:
-            session.prompts = session.prompts[:-1]   # keep the session as it was
-            raise
-        return self.segment_outputs(session, status)
-
-    def _pick_auto(self, session: Session, x: float, y: float) -> str:
-        if session.auto is None or not len(session.auto.masks):
-            raise UserError("No automatic masks yet: press 'Everything' first.")
-        covering = np.flatnonzero(session.auto.masks[:, int(y), int(x)])
-        if covering.size == 0:
-            raise UserError("No automatic mask covers that point; click on a coloured region.")
-        areas = session.auto.masks[covering].reshape(len(covering), -1).sum(axis=1)
-        session.auto_pick = int(covering[np.argmin(areas)])
-        session.selection = "auto"
-        return f"Picked automatic mask #{session.auto_pick + 1} (the smallest one under the click)."
-
-    def undo(self, session: Session) -> tuple:
-        session.require_image()
-        if not session.prompts:
-            raise UserError("Nothing to undo.")
-        session.prompts = session.prompts[:-1]
-        status = self._predict(session) if session.has_prompts() else "Undone; no prompts left."
-        if not session.has_prompts():
-            session.candidates, session.chosen = None, 0
-            if session.selection == "prompt":
-                session.selection = "none"
-        return self.segment_outputs(session, status)
-
-    def clear(self, session: Session) -> tuple:
-        session.require_image()
-        session.clear_prompts()
-        session.auto, session.auto_pick, session.refer_mask = None, None, None
-        session.selection = "none"
-        return self.segment_outputs(session, "Cleared all points, boxes and masks.")
-
-    def choose_candidate(self, session: Session, index: int) -> tuple:
-        if session.candidates is None:
-            raise UserError("There are no candidate masks yet: click on the image first.")
-        if not isinstance(index, int) or not 0 <= index < len(session.candidates.masks):
-            raise UserError(f"No candidate number {index!r}.")
-        session.chosen, session.selection = index, "prompt"
-        return self.segment_outputs(session, f"Selected candidate #{index + 1} "
-                                             f"(score {float(session.candidates.scores[index]):.3f}).")
-
-    def everything(self, session: Session, progress: Progress = _no_progress) -> tuple:
-        """SAM's automatic masks of the whole image as a coloured overlay."""
+    # ================================================================ everything
+    def everything(self, session: Session, key: str | None = None,
+                   progress: Progress = _no_progress) -> SegmentOut:
+        """SAM's automatic masks of the whole image, sent to the canvas to draw in colour."""
+        if key is not None:
+            self.check_key(session, key)
         emb = self._embedding(session)
         progress(0.1, "automatic masks")
         start = time.perf_counter()
         auto = self.engine.segmenter.everything(emb, self.automask_settings())
-        session.auto, session.auto_pick = auto, None
-        if session.selection == "auto":
-            session.selection = "none"
+        if key is not None:
+            self.check_key(session, key)
+        session.auto = auto
+        if session.selection is not None and session.selection.source == "auto":
+            session.selection = None
         if not len(auto.masks):
-            return self.segment_outputs(session, f"No automatic masks found ({_ms(start)}).")
-        session.clear_prompts()
-        return self.segment_outputs(session, f"{len(auto.masks)} automatic masks in {_ms(start)}: "
-                                             "click one to select it.")
+            return self.segment_out(session, f"No automatic masks found ({_ms(start)}).")
+        display = self.display_size(session)
+        masks = [self.mask_payload(m, display, score=round(float(s), 4))
+                 for m, s in zip(auto.masks, auto.scores)]
+        return self.segment_out(session, f"{len(auto.masks)} automatic masks in {_ms(start)}: "
+                                         "hover to see one, click to select it.",
+                                self.canvas_message(session, auto=masks))
+
+    def pick(self, session: Session, payload: dict) -> SegmentOut:
+        """A click at working-image (x, y) in 'Everything' mode: select the smallest automatic
+        mask containing it, or the nearest one within a few pixels."""
+        self.check_key(session, payload.get("key"))
+        if session.auto is None or not len(session.auto.masks):
+            raise UserError("No automatic masks yet: press 'Everything' first.")
+        x, y = float(payload.get("x", -1)), float(payload.get("y", -1))
+        radius = PICK_RADIUS_DISPLAY / self.display_scale(session)
+        index = maskdata.pick_mask(session.auto.masks, x, y, radius)
+        if index is None:
+            return self.segment_out(session, "No automatic mask there: click on a coloured region.")
+        session.selection = Selection("auto", session.auto.masks[index], index,
+                                      float(session.auto.scores[index]), len(session.auto.masks))
+        return self.segment_out(session, f"Picked automatic mask #{index + 1} (the smallest one "
+                                         "under the click, or the nearest).")
 
     # ================================================================ Compare views
     def galleries(self, progress: Progress = _no_progress) -> dict:
@@ -382,28 +513,36 @@ class Callbacks:
         hits = gallery.search(query, k)[0]
         took = _ms(start)
         session.hits = hits
+        session.last_query = (query_source, text or "")
         tiles = [(self.hit_tile(session, h), self.hit_caption(h, metric)) for h in hits]
         order = "higher is closer" if metric == "cosine" else "lower is closer"
         return (session, tiles,
                 f"{len(hits)} results for {what} among {len(gallery)} objects "
                 f"(view {view}, {metric}: {order}; search {took}). Select a tile to see its source.")
 
-    def show_hit(self, session: Session, index: int) -> tuple:
-        """(source image with the object outlined, Markdown) for result `index`."""
+    def show_hit(self, session: Session, index: int) -> tuple[str, str]:
+        """(canvas message: the hit's source image with its object, Markdown) for result `index`."""
         if not isinstance(index, int) or not 0 <= index < len(session.hits):
             raise UserError("Run a search and select one of its results.")
         hit = session.hits[index]
         rec = hit.record
         image = self.record_image(session, rec.source)
         if rec.mask_rle:
-            picture = rendering.outline_mask(image, rle_to_mask(rec.mask_rle))
+            mask = rle_to_mask(rec.mask_rle)
         else:
-            picture = rendering.draw_prompts(image, box=rec.box)
+            mask = box_to_mask(rec.box, image.shape[:2])
+        key = image_key(image)
+        display = maskdata.display_size(image.shape[:2], self.ctx.settings.display_max_side)
+        message = {"seq": time.monotonic_ns(), "key": key, "name": Path(rec.source).name,
+                   "src": self.ctx.display_url(key, image, self.ctx.settings.display_max_side),
+                   "size": list(image.shape[:2]), "display": list(display),
+                   "original": list(image.shape[:2]), "phase": "ready",
+                   "selection": self.mask_payload(mask, display, source="search")}
         x1, y1, x2, y2 = (int(v) for v in rec.box)
         md = (f"**#{hit.rank + 1}** score {hit.score:.4f} · source `{Path(rec.source).name}` · "
               f"box ({x1}, {y1}, {x2}, {y2}) · view {rec.view}"
               + (f" · category **{rec.category}**" if rec.category else ""))
-        return picture, md
+        return json.dumps(message, separators=(",", ":")), md
 
     def _add_objects(self, session: Session, masks: list[np.ndarray],
                      progress: Progress) -> tuple:
@@ -460,8 +599,9 @@ class Callbacks:
 
     def refer(self, session: Session, text: str, progress: Progress = _no_progress) -> tuple:
         """Ground a referring expression in the session's image; the chosen object becomes
-        the selection. Returns (session, candidate tiles, result image, status)."""
+        the selection and is drawn on the canvas. Returns (SegmentOut, candidate tiles)."""
         image = session.require_image()
+        key = session.image_key
         if not text or not text.strip():
             raise UserError("Type a referring expression, e.g. 'the cat on the left'.")
         settings = refer.GroundingSettings(automask=self.automask_settings())
@@ -472,6 +612,7 @@ class Callbacks:
         grounding = refer.ground(self.engine.segmenter, self.engine.embedder, image, text,
                                  settings=settings, candidate_masks=given)
         took = _ms(start)
+        self.check_key(session, key)
         tiles = []
         for i in range(min(8, len(grounding))):
             caption = (f"#{i + 1} score {float(grounding.scores[i]):.3f} "
@@ -481,15 +622,18 @@ class Callbacks:
                 caption += " CHOSEN"
             tiles.append((rendering.thumbnail(rendering.overlay_mask(image, grounding.masks[i]),
                                               TILE_SIDE), caption))
-        session.refer_mask = np.asarray(grounding.mask, dtype=bool)
-        session.selection = "refer"
-        picture = rendering.outline_mask(image, session.refer_mask)
+        mask = np.asarray(grounding.mask, dtype=bool)
+        session.prompts, session.candidates = [], None
+        session.selection = Selection("refer", mask, int(grounding.chosen),
+                                      float(grounding.scores[grounding.chosen]), len(grounding))
         how = (f"the direction '{grounding.expression.direction}' chose candidate "
                f"#{grounding.chosen + 1} among the top {settings.top_k}"
                if grounding.direction_applied else "the best score chose")
-        return (session, tiles, picture,
-                f"Grounded '{text.strip()}' in {took} among {len(grounding)} candidates: {how}. "
-                "It is highlighted and is now the selected object (Compare and Search use it).")
+        status = (f"Grounded '{text.strip()}' in {took} among {len(grounding)} candidates: {how}. "
+                  "It is drawn on the canvas and is now the selected object (Compare and Search use it).")
+        canvas = self.canvas_message(session, selection=self.mask_payload(
+            mask, self.display_size(session), source="refer"))
+        return self.segment_out(session, status, canvas), tiles
 
     @staticmethod
     def expression_markdown(expression) -> str:
@@ -500,3 +644,29 @@ class Callbacks:
         if getattr(expression, "corrections", ()):
             parts.append("**typos fixed:** " + ", ".join(f"{a} → {b}" for a, b in expression.corrections))
         return " · ".join(parts)
+
+    # ================================================================ the old whole-picture path
+    def render_picture(self, session: Session) -> np.ndarray | None:
+        """The whole canvas as one picture (the old path, kept for `demo.bench_browser`'s
+        comparison): automatic masks, the selected mask and the prompts drawn on the image."""
+        if session.image is None:
+            return None
+        picture = session.image
+        sel = session.selection
+        if session.auto is not None and len(session.auto.masks) and (sel is None or sel.source == "auto"):
+            picture = rendering.overlay_masks(picture, session.auto.masks,
+                                              highlight=sel.index if sel is not None else None)
+        elif sel is not None:
+            picture = rendering.overlay_mask(picture, sel.mask)
+        points, labels = session.points()
+        picture = rendering.draw_prompts(picture, points.tolist(), labels.tolist(), session.box())
+        return rendering.thumbnail(picture, self.ctx.settings.display_max_side)
+
+
+def iter_load(cb: Callbacks, session: Session, path, name: str) -> Iterator[SegmentOut]:
+    """The two steps of loading an image, as a generator (the UI shows the first at once)."""
+    first = cb.begin_load(session, path, name)
+    key = session.image_key
+    yield first
+    if first.canvas is None or json.loads(first.canvas).get("phase") == "encoding":
+        yield cb.finish_load(session, key)

@@ -6,7 +6,9 @@ switch the UI offers when no weights are available. Never holds per-user state.
 from __future__ import annotations
 
 import sys
+import tempfile
 import threading
+import time
 import traceback
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from core.images import load_image
 from core.views import VIEW_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
+TITLE = "Find and select objects: SAM + CLIP"
 EXAMPLES_DIR = REPO / "examples"
 
 
@@ -45,6 +48,7 @@ class AppSettings:
     automask: AutoMaskSettings | None = None       # everything + gallery (None: per model)
     cache_dir: Path = config.CACHE_DIR / "galleries"
     display_max_side: int = 1024                  # the canvas shows images at most this big
+    work_max_side: int = 2048                     # bigger uploads are downscaled to this for SAM
     neighbours: int = 4                           # nearest objects shown per view in Compare
 
 
@@ -55,6 +59,10 @@ class AppContext:
         self.settings = settings or AppSettings()
         self._lock = threading.Lock()
         self._images: OrderedDict[str, np.ndarray] = OrderedDict()
+        # Pictures the canvases load (one JPEG per image content hash; not user state: any
+        # session showing the same pixels gets the same file). Served by Gradio as static files.
+        self.display_dir = Path(tempfile.mkdtemp(prefix="samclip_display_"))
+        self._encode_seconds: float | None = None     # SAM encoder time measured on this machine
         self._set_engine(Engine(engine_settings))
 
     def _set_engine(self, engine: Engine) -> None:
@@ -87,11 +95,55 @@ class AppContext:
             self.loaded.set()
         return ok
 
+    # ---- encoder timing ------------------------------------------------------------
+    def record_encode(self, seconds: float) -> None:
+        """Remember how long SAM's image encoder took (moving average)."""
+        with self._lock:
+            old = self._encode_seconds
+            self._encode_seconds = seconds if old is None else 0.7 * old + 0.3 * seconds
+
+    def encode_estimate(self) -> float:
+        """Seconds SAM's image encoder is expected to take on this machine (measured)."""
+        return self._encode_seconds if self._encode_seconds is not None else 10.0
+
+    def measure_encoder(self) -> float:
+        """Time one encoder pass on a small picture (SAM resizes every image to the same input
+        size, so this is the time any image takes)."""
+        probe = np.full((48, 64, 3), 127, np.uint8)
+        probe[::7] = 30
+        start = time.perf_counter()
+        self.engine.segmenter.set_image(probe)
+        seconds = time.perf_counter() - start
+        self.record_encode(seconds)
+        return seconds
+
+    def display_url(self, key: str, image: np.ndarray, max_side: int) -> str:
+        """A URL (relative to the page) of `image` as the canvas shows it: a JPEG at most
+        `max_side` big, written once per content hash `key`."""
+        from PIL import Image
+
+        path = self.display_dir / f"{key}.jpg"
+        if not path.exists():
+            pil = Image.fromarray(image)
+            if max(pil.size) > max_side:
+                scale = max_side / max(pil.size)
+                pil = pil.resize((max(1, round(pil.size[0] * scale)), max(1, round(pil.size[1] * scale))),
+                                 Image.Resampling.LANCZOS)
+            tmp = path.with_suffix(".tmp")
+            pil.save(tmp, format="JPEG", quality=92)
+            tmp.replace(path)
+        return f"gradio_api/file={path}"
+
     def start(self, build_gallery: bool = True) -> threading.Thread:
-        """Load models (and then build the example gallery) in a background thread, so the
-        page is up at once and says what is happening."""
+        """Load models (time the encoder, then build the example gallery) in a background
+        thread, so the page is up at once and says what is happening."""
         def work():
-            if self.load_models() and build_gallery:
+            if self.load_models():
+                try:
+                    self.measure_encoder()
+                except Exception:
+                    traceback.print_exc()
+            if not self.load_error and build_gallery:
                 try:
                     self.galleries()
                 except Exception:

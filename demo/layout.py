@@ -1,65 +1,55 @@
 """The Gradio Blocks UI: widgets, their wiring to `demo.callbacks`, error handling.
 
 Everything a person does lives in a per-session `gr.State(Session())`; the models are
-shared through the one `AppContext`. Every callback is wrapped by `guard`: an exception
-becomes a warning toast plus a line in the status bar, the outputs stay as they were,
-and the session stays usable.
+shared through the one `AppContext`. The Segment area is one browser canvas
+(`demo.canvas`), the status and info lines right under it (so on a phone they come right
+after it), examples and downloads beside it. Every callback is wrapped by `guard`: an
+exception becomes a warning toast plus a line in the status bar (and a notice on the
+canvas), the outputs stay as they were, and the session stays usable; a result for an
+image that is no longer current (`Stale`) is dropped silently.
 """
 from __future__ import annotations
 
-import functools
 import json
+import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Callable
 
 import gradio as gr
 
 from core.views import VIEWS
-from demo.callbacks import Callbacks
-from demo.context import AppContext, ModelsUnavailable
-from demo.state import CLICK_MODES, Session, UserError
+from demo.callbacks import Callbacks, SegmentOut, iter_load
+from demo.canvas import mask_canvas
+from demo.context import TITLE, AppContext
+from demo.errors import error_message, guard
+from demo.legacy import build_picture_demo
+from demo.state import Session
 
-TITLE = "Find and select objects: SAM + CLIP"
 INTRO = (f"# {TITLE}\n"
-         "Click an object to segment it with **SAM**, compare its **mask** and **crop** views "
-         "(and more) with their nearest neighbours under **CLIP**, search a gallery of objects, "
-         "or refer to an object in words (\"the cat on the left\").")
+         "<span class='intro-more'>Click an object to segment it with **SAM**, compare its **mask** and "
+         "**crop** views (and more) with their nearest neighbours under **CLIP**, search a gallery of "
+         "objects, or refer to an object in words (\"the cat on the left\").</span>")
 CSS = """
-#status { min-height: 2.2em; }
+#status { min-height: 1.6em; }
+#status p, #info p { margin: 2px 0; }
 .cols3 .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
 .cols4 .grid-container { grid-template-columns: repeat(4, minmax(0, 1fr)) !important; }
 #banner { border-left: 4px solid #e8a33d; padding-left: .6em; }
+/* gallery captions wrap instead of being cut */
+.caption-label { white-space: normal !important; overflow: visible !important; text-overflow: clip !important;
+  line-height: 1.2; font-size: 12px; }
+#downloads button { font-size: 13px; }
+@media (max-width: 700px) {
+  .intro-more { display: none; }
+  #header h1 { font-size: 1.25em; margin: 0; }
+  #banner { font-size: 12px; }
+}
 """
 EXAMPLE_QUERIES_FILE = "queries.json"
-
-
-def error_message(exc: BaseException) -> str:
-    """A person-readable sentence for an exception (never a stack trace)."""
-    if isinstance(exc, (UserError, ModelsUnavailable)):
-        return str(exc)
-    if isinstance(exc, (ValueError, FileNotFoundError)) and str(exc):
-        return str(exc)[:600]
-    if type(exc).__name__ == "WeightsNotFound":
-        return str(exc)
-    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-    return (f"Something went wrong ({type(exc).__name__}{': ' + text if text else ''}). "
-            "The details are in the server log; the session is still usable.")
-
-
-def guard(fn: Callable, status: gr.components.Component) -> Callable:
-    """Wrap a callback so any exception becomes a warning toast and a status line."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:  # every failure is shown, none escapes as a stack trace
-            if not isinstance(exc, (UserError, ModelsUnavailable)):
-                traceback.print_exc(file=sys.stderr)
-            message = error_message(exc)
-            gr.Warning(message)
-            return {status: f"⚠️ {message}"}
-    return wrapper
+DOWNLOADS = (("dl-cutout", "Cut-out PNG", "cutout"), ("dl-png", "Mask PNG", "mask_png"),
+             ("dl-rle", "Mask COCO RLE", "mask_rle"), ("dl-coco", "All objects COCO JSON", "coco"))
 
 
 def _example_queries(ctx: AppContext) -> dict:
@@ -70,56 +60,71 @@ def _example_queries(ctx: AppContext) -> dict:
         return {"search": [], "refer": []}
 
 
+def _event_data(evt) -> dict:
+    data = getattr(evt, "_data", None)
+    return data if isinstance(data, dict) else {}
+
+
 def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
     """The whole app as a `gr.Blocks` (not launched).
 
-    `gpu` decorates the callbacks that run models (e.g. `spaces.GPU` on a ZeroGPU Space)."""
+    `gpu` decorates the callbacks that run models (e.g. `spaces.GPU` on a ZeroGPU Space).
+    With $SAMCLIP_CANVAS=picture the old whole-picture canvas is built instead (kept for
+    `demo.bench_browser`'s comparison)."""
+    if os.environ.get("SAMCLIP_CANVAS", "").strip().lower() == "picture":
+        return build_picture_demo(ctx, gpu)
     cb = Callbacks(ctx)
-
-    def heavy(fn: Callable) -> Callable:
-        return guard(gpu(fn) if gpu else fn, status)
-
+    gr.set_static_paths([str(ctx.display_dir)])
     examples = cb.example_paths()
     queries = _example_queries(ctx)
     gallery_views = list(ctx.settings.gallery_views)
 
+    def preview(args):
+        """The canvas's fast path: masks for prompts (no session state, shared caches only)."""
+        payload = args[0] if isinstance(args, list) and args else args
+        try:
+            return cb.preview(payload if isinstance(payload, dict) else {})
+        except Exception as exc:  # the canvas shows the reason; never a stack trace
+            traceback.print_exc(file=sys.stderr)
+            return {"key": None, "ok": False, "reason": error_message(exc)}
+
     with gr.Blocks(title=TITLE) as demo:
         session = gr.State(Session())
-        gr.Markdown(INTRO)
+        gr.Markdown(INTRO, elem_id="header")
         with gr.Row():
             banner = gr.Markdown(ctx.banner(), elem_id="banner")
             untrained_btn = gr.Button("Use untrained models", variant="secondary", scale=0,
                                       visible=False, elem_id="use-untrained")
-        status = gr.Markdown("", elem_id="status")
         timer = gr.Timer(1.5, active=True)
 
         # ------------------------------------------------------------ Segment
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=1, min_width=280):
-                upload = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                                  label="Upload an image", height=180, elem_id="upload")
-                example_gallery = gr.Gallery(
-                    value=[(str(p), p.stem) for p in examples], label="...or pick an example",
-                    columns=4, height=130, allow_preview=False, object_fit="cover",
-                    elem_id="examples")
-                mode = gr.Radio(list(CLICK_MODES), value=next(iter(CLICK_MODES)),
-                                label="Click mode", elem_id="mode")
-                with gr.Row():
-                    undo_btn = gr.Button("Undo last", size="sm", elem_id="undo")
-                    clear_btn = gr.Button("Clear all", size="sm", elem_id="clear")
-                    everything_btn = gr.Button("Everything", size="sm", elem_id="everything")
-                candidates = gr.Gallery(label="Candidate masks (select one)", columns=3, height=150,
-                                        allow_preview=False, object_fit="contain",
-                                        elem_id="candidates", elem_classes=["cols3"])
-                with gr.Row():
-                    png_btn = gr.DownloadButton("Mask PNG", value=None, size="sm", elem_id="dl-png")
-                    rle_btn = gr.DownloadButton("Mask RLE JSON", value=None, size="sm", elem_id="dl-rle")
-            with gr.Column(scale=2):
-                canvas = gr.Image(label="Image: click to segment", interactive=False, format="png",
-                                  buttons=["fullscreen"], elem_id="canvas")
+        with gr.Row(equal_height=False, elem_id="segment-row"):
+            with gr.Column(scale=3, min_width=300, elem_id="canvas-col"):
+                canvas = mask_canvas(preview, name="canvas", elem_id="canvas")
+                status = gr.Markdown("", elem_id="status")
                 info = gr.Markdown("No image yet: upload one or pick an example.", elem_id="info")
+            with gr.Column(scale=1, min_width=260):
+                example_gallery = gr.Gallery(
+                    value=[(str(p), p.stem) for p in examples], label="Pick an example",
+                    columns=2, height=250, allow_preview=False, object_fit="cover",
+                    elem_id="examples")
+                with gr.Column(elem_id="downloads"):
+                    buttons = [gr.DownloadButton(label, value=None, size="sm", elem_id=eid,
+                                                 interactive=False) for eid, label, _ in DOWNLOADS]
+                    export_note = gr.Markdown("Downloads: select an object first.", elem_id="export-note")
 
-        seg_outputs = [session, canvas, candidates, info, png_btn, rle_btn, status]
+        seg_outputs = [session, canvas, info, status, *buttons, export_note]
+
+        def segment_values(out: SegmentOut) -> tuple:
+            ex = out.exports
+            files = [getattr(ex, attr) for _, _, attr in DOWNLOADS]
+            dls = [gr.DownloadButton(value=f, interactive=f is not None) for f in files]
+            names = [Path(f).name for f in files if f]
+            note = ("Downloads (original size): " + ", ".join(names)) if names else ""
+            if ex.why:
+                note = (note + " · " if note else "Downloads: ") + ex.why
+            return (out.session, out.canvas if out.canvas is not None else gr.skip(), out.info,
+                    out.status, *dls, note)
 
         # ------------------------------------------------------------ Tabs
         with gr.Tabs():
@@ -139,7 +144,7 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
                                     label=f"{name}: {VIEWS[name].description}", interactive=False,
                                     height=180, buttons=[], elem_id=f"view-{name}"))
                                 view_neighbours.append(gr.Gallery(
-                                    label=f"nearest objects ({name})", columns=4, height=110,
+                                    label=f"nearest objects ({name})", columns=4, height=130,
                                     allow_preview=False, elem_id=f"nn-{name}",
                                     elem_classes=["cols4"]))
 
@@ -154,9 +159,10 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
                             gr.Examples([[q] for q in queries["search"]], inputs=[query_text],
                                         label="Example texts")
                         search_view = gr.Radio(gallery_views, value="crop" if "crop" in gallery_views
-                                               else gallery_views[0], label="View", elem_id="search-view")
-                        metric = gr.Radio(["cosine", "l2"], value="cosine", label="Metric",
-                                          elem_id="metric")
+                                               else gallery_views[0], label="View (changing it searches again)",
+                                               elem_id="search-view")
+                        metric = gr.Radio(["cosine", "l2"], value="cosine",
+                                          label="Metric (changing it searches again)", elem_id="metric")
                         top_k = gr.Slider(1, 30, value=8, step=1, label="Results", elem_id="top-k")
                         include_mine = gr.Checkbox(True, label="Include my gallery additions",
                                                    elem_id="include-mine")
@@ -168,12 +174,11 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
                             add_all_btn = gr.Button("Add all objects of my image", size="sm",
                                                     elem_id="add-all")
                     with gr.Column(scale=2):
-                        results = gr.Gallery(label="Results", columns=4, height=420,
-                                             allow_preview=False, elem_id="results",
+                        results = gr.Gallery(label="Results (select one to see its source)", columns=4,
+                                             height=420, allow_preview=False, elem_id="results",
                                              elem_classes=["cols4"])
-                        hit_image = gr.Image(label="Source of the selected result", interactive=False,
-                                             height=320, buttons=[], elem_id="hit-image")
                         hit_info = gr.Markdown("", elem_id="hit-info")
+                        hit_canvas = mask_canvas(None, readonly=True, name="hit", elem_id="hit-canvas")
 
             with gr.Tab("Refer", id="refer"):
                 with gr.Row():
@@ -185,36 +190,46 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
                             gr.Examples([[q["text"]] for q in queries["refer"]], inputs=[refer_text],
                                         label="Example expressions (pick the matching example image)")
                         parsed = gr.Markdown("", elem_id="refer-parsed")
-                        refer_candidates = gr.Gallery(label="Top candidates", columns=4, height=200,
+                    with gr.Column(scale=2):
+                        gr.Markdown("The chosen object is drawn on the canvas above and becomes the "
+                                    "selected object.")
+                        refer_candidates = gr.Gallery(label="Top candidates", columns=4, height=220,
                                                       allow_preview=False, elem_id="refer-candidates",
                                                       elem_classes=["cols4"])
-                    with gr.Column(scale=2):
-                        refer_image = gr.Image(label="Chosen object", interactive=False, buttons=[],
-                                               elem_id="refer-image")
 
         # ------------------------------------------------------------ wiring
-        def on_example(sess: Session, evt: gr.SelectData, progress=gr.Progress()):
-            return cb.load_example(sess, evt.index, _progress(progress))
+        def load_steps(sess: Session, path, name: str):
+            for out in iter_load(cb, sess, path, name):
+                yield segment_values(out)
 
-        def on_upload(sess: Session, path, progress=gr.Progress()):
-            return cb.load_upload(sess, path, _progress(progress))
+        def on_example(sess: Session, evt: gr.SelectData):
+            path, name = cb.example(evt.index)
+            yield from load_steps(sess, path, name)
 
-        def on_click(sess: Session, mode_label: str, evt: gr.SelectData):
-            return cb.click(sess, mode_label, evt.index)
+        def on_upload(sess: Session, evt: gr.EventData):
+            data = _event_data(evt)
+            path = cb.upload_path(data.get("path"), [gr.utils.get_upload_folder()])
+            yield from load_steps(sess, path, str(data.get("name") or Path(path).name))
 
-        def on_candidate(sess: Session, evt: gr.SelectData):
-            return cb.choose_candidate(sess, evt.index)
+        def on_prompts(sess: Session, evt: gr.EventData):
+            return segment_values(cb.commit_prompts(sess, _event_data(evt)))
 
-        def on_everything(sess: Session, progress=gr.Progress()):
-            out = cb.everything(sess, _progress(progress))
-            pick = list(CLICK_MODES)[3]
-            return (*out, pick if sess.auto is not None and len(sess.auto.masks) else gr.skip())
+        def on_pick(sess: Session, evt: gr.EventData):
+            return segment_values(cb.pick(sess, _event_data(evt)))
+
+        def on_everything(sess: Session, evt: gr.EventData):
+            return segment_values(cb.everything(sess, _event_data(evt).get("key")))
 
         def on_compare(sess: Session, progress=gr.Progress()):
             sess, views, tiles, message = cb.compare(sess, _progress(progress))
             return (sess, *views, *tiles, message)
 
         def on_search(sess, source, text, view, metric_name, k, mine, progress=gr.Progress()):
+            return cb.search(sess, source, text, view, metric_name, k, mine, _progress(progress))
+
+        def on_research(sess, source, text, view, metric_name, k, mine, progress=gr.Progress()):
+            if sess.last_query is None:
+                return gr.skip(), gr.skip(), gr.skip()
             return cb.search(sess, source, text, view, metric_name, k, mine, _progress(progress))
 
         def on_hit(sess: Session, evt: gr.SelectData):
@@ -231,9 +246,9 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
 
         def on_refer(sess: Session, text: str, progress=gr.Progress()):
             if not text or not text.strip():
-                return tuple(gr.skip() for _ in range(6))   # on_parse already said why
-            sess, tiles, picture, message = cb.refer(sess, text, _progress(progress))
-            return (sess, tiles, picture, cb.render_canvas(sess), cb.selection_info(sess), message)
+                return {status: gr.skip()}   # on_parse already said why
+            out, tiles = cb.refer(sess, text, _progress(progress))
+            return (*segment_values(out), tiles)
 
         def on_tick():
             done = ctx.loaded.is_set() and (ctx.load_error or ctx.gallery_set.ready
@@ -246,29 +261,30 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
             return (ctx.banner(), gr.Button(visible=False), gr.Timer(active=True),
                     "Switching to untrained models (random weights) for everybody on this server...")
 
-        example_gallery.select(heavy(on_example), [session], seg_outputs)
-        upload.upload(heavy(on_upload), [session, upload], seg_outputs)
-        canvas.select(heavy(on_click), [session, mode], seg_outputs)
-        candidates.select(guard(on_candidate, status), [session], seg_outputs)
-        undo_btn.click(heavy(cb.undo), [session], seg_outputs)
-        clear_btn.click(guard(cb.clear, status), [session], seg_outputs)
-        everything_btn.click(heavy(on_everything), [session], seg_outputs + [mode])
+        def heavy(fn: Callable, with_canvas: bool = False) -> Callable:
+            return guard(gpu(fn) if gpu else fn, status, canvas if with_canvas else None)
+
+        quiet = {"show_progress": "hidden"}
+        example_gallery.select(heavy(on_example, True), [session], seg_outputs, **quiet)
+        canvas.upload(heavy(on_upload, True), [session], seg_outputs, **quiet)
+        canvas.prompts(heavy(on_prompts, True), [session], seg_outputs, **quiet)
+        canvas.pick(guard(on_pick, status, canvas), [session], seg_outputs, **quiet)
+        canvas.everything(heavy(on_everything, True), [session], seg_outputs, **quiet)
         compare_btn.click(heavy(on_compare), [session],
                           [session, *view_images, *view_neighbours, status])
-        search_btn.click(heavy(on_search),
-                         [session, query_source, query_text, search_view, metric, top_k, include_mine],
-                         [session, results, status])
+        search_inputs = [session, query_source, query_text, search_view, metric, top_k, include_mine]
+        search_btn.click(heavy(on_search), search_inputs, [session, results, status])
         query_text.submit(lambda: "text", None, query_source).then(
-            heavy(on_search),
-            [session, query_source, query_text, search_view, metric, top_k, include_mine],
-            [session, results, status])
-        results.select(guard(on_hit, status), [session], [hit_image, hit_info])
+            heavy(on_search), search_inputs, [session, results, status])
+        for control in (search_view, metric):
+            control.change(heavy(on_research), search_inputs, [session, results, status])
+        results.select(guard(on_hit, status), [session], [hit_canvas, hit_info], **quiet)
         add_sel_btn.click(heavy(on_add_selected), [session], [session, my_info, status])
         add_all_btn.click(heavy(on_add_all), [session], [session, my_info, status])
-        refer_outputs = [session, refer_candidates, refer_image, canvas, info, status]
+        refer_outputs = seg_outputs + [refer_candidates]
         for trigger in (refer_btn.click, refer_text.submit):
             trigger(guard(on_parse, status), [refer_text], [parsed, status]).then(
-                heavy(on_refer), [session, refer_text], refer_outputs)
+                heavy(on_refer, True), [session, refer_text], refer_outputs)
         timer.tick(on_tick, None, [banner, untrained_btn, gallery_info, timer])
         untrained_btn.click(on_untrained, None, [banner, untrained_btn, timer, status])
         demo.load(on_tick, None, [banner, untrained_btn, gallery_info, timer])

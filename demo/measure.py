@@ -18,7 +18,7 @@ from pathlib import Path
 from core.engine import EngineSettings
 from demo.callbacks import Callbacks
 from demo.context import AppContext, AppSettings
-from demo.state import CLICK_MODES, Session
+from demo.state import Session
 
 
 def _timed(fn, *args):
@@ -37,14 +37,16 @@ def measure(sam: str, clicks: int, views: tuple[str, ...], example: int = 0) -> 
     cb = Callbacks(ctx)
     session = Session()
     _, result["load_example_ms (SAM image embedding)"] = _timed(cb.load_example, session, example)
-    positive = list(CLICK_MODES)[0]
     h, w = session.image.shape[:2]
-    times = []
+    times, previews = [], []
     for i in range(clicks):
-        cb.clear(session)
-        _, ms = _timed(cb.click, session, positive, [w * (0.3 + 0.4 * i / max(clicks, 1)), h * 0.5])
+        point = [[w * (0.3 + 0.4 * i / max(clicks, 1)), h * 0.5, 1]]
+        _, ms = _timed(cb.preview, {"key": session.image_key, "points": point})
+        previews.append(ms)
+        _, ms = _timed(cb.commit_prompts, session, {"key": session.image_key, "points": point})
         times.append(ms)
-    result["click_ms_median (predict + overlay + downloads)"] = statistics.median(times)
+    result["preview_ms_median (canvas fast path: predict + mask data)"] = statistics.median(previews)
+    result["commit_ms_median (predict + info + exports)"] = statistics.median(times)
     _, result["compare_views_ms"] = _timed(cb.compare, session)
     _, result["search_selected_object_ms"] = _timed(cb.search, session, "selected object", "",
                                                      views[0], "cosine", 8, True)

@@ -2,8 +2,12 @@
 
 Nothing here is shared between sessions: models live in the one Engine the app creates
 at start-up; each tab gets its own `Session` (a deep copy of a fresh one). Records hold
-numpy arrays and core records only. Coordinates: points (x, y) and boxes XYXY in pixels
-of the session's image; masks (H, W) bool.
+numpy arrays and core records only.
+
+Coordinates: points (x, y) and boxes XYXY in pixels of the session's *working image*
+(`Session.image`, the upload downscaled when it was very large); masks (H, W) bool of the
+working image. `Session.original_size` is the size of the file as uploaded: exports are
+scaled back to it.
 """
 from __future__ import annotations
 
@@ -13,15 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-ClickMode = Literal["positive", "negative", "box", "pick"]
-
-#: The labels of the click-mode radio, in order, and the mode each one means.
-CLICK_MODES: dict[str, ClickMode] = {
-    "+ positive point": "positive",
-    "- negative point": "negative",
-    "box (2 clicks: corners)": "box",
-    "pick an automatic mask": "pick",
-}
+SelectionSource = Literal["prompt", "auto", "refer"]
 
 
 class UserError(ValueError):
@@ -32,13 +28,13 @@ class UserError(ValueError):
 
 @dataclass(frozen=True)
 class Prompt:
-    """One click the person made.
+    """One prompt the person made, in working-image pixels.
 
-    kind: "point" (x1, y1 = the point, label 1 positive / 0 negative), "corner" (the first
-    corner of a box being drawn, at x1, y1) or "box" (x1, y1, x2, y2 XYXY, x2/y2 exclusive).
+    kind: "point" (x1, y1 = the point, label 1 positive / 0 negative) or "box"
+    (x1, y1, x2, y2 XYXY, x2/y2 exclusive).
     """
 
-    kind: Literal["point", "corner", "box"]
+    kind: Literal["point", "box"]
     x1: float
     y1: float
     x2: float = 0.0
@@ -46,25 +42,52 @@ class Prompt:
     label: int = 1
 
 
+@dataclass(frozen=True)
+class Selection:
+    """The one object the person has selected, wherever it came from.
+
+    source: "prompt" (candidate `index` of the prompts' prediction), "auto" (automatic
+    mask `index` of 'Everything') or "refer" (chosen by a referring expression);
+    mask: (H, W) bool of the working image; score: SAM's predicted IoU (or the grounding
+    score); of: how many candidates / automatic masks there were to choose from.
+    """
+
+    source: SelectionSource
+    mask: np.ndarray
+    index: int = 0
+    score: float = float("nan")
+    of: int = 1
+
+    def describe(self) -> str:
+        if self.source == "prompt":
+            return f"candidate #{self.index + 1} of {self.of}, score {self.score:.3f}"
+        if self.source == "auto":
+            return f"automatic mask #{self.index + 1} of {self.of}, score {self.score:.3f}"
+        return f"chosen by the referring expression (score {self.score:.3f})"
+
+
 @dataclass
 class Session:
-    """What one browser session has: its image, prompts, masks, gallery additions."""
+    """What one browser session has: its image, prompts, masks, selection, gallery additions."""
 
-    image: np.ndarray | None = None           # (H, W, 3) uint8 RGB
-    image_name: str = ""                      # a label: example file name or "upload"
-    embedding: Any = None                     # core.segment.ImageEmbedding of `image`
+    image: np.ndarray | None = None           # (H, W, 3) uint8 RGB working image
+    image_key: str = ""                       # content hash of `image` (core.segment.image_key)
+    image_name: str = ""                      # the file name as uploaded / the example's name
+    original_size: tuple[int, int] = (0, 0)   # (H, W) of the file; > image size when downscaled
+    source: str = ""                          # the file the image came from (for full-size exports)
+    load_ticket: int = 0                      # increases with every image load that starts
+    embedding: Any = None                     # core.segment.ImageEmbedding of `image` (None: encoding)
     prompts: list[Prompt] = field(default_factory=list)
+    prompt_version: int = 0                   # the canvas's counter of the prompts last committed
     candidates: Any = None                    # core.segment.MaskPrediction for `prompts`
-    chosen: int = 0                           # index into candidates.masks
-    auto: Any = None                          # core.segment AutoMasks of `image`
-    auto_pick: int | None = None              # index into auto.masks, when picked
-    selection: Literal["none", "prompt", "auto", "refer"] = "none"
-    refer_mask: np.ndarray | None = None      # (H, W) bool chosen by the Refer tab
+    auto: Any = None                          # core.automask.AutoMasks of `image`
+    selection: Selection | None = None        # the selected object
     # The person's own gallery additions: records + one (N, D) float32 block per view.
     user_records: list[Any] = field(default_factory=list)
     user_embeddings: dict[str, np.ndarray] = field(default_factory=dict)
     user_images: dict[str, np.ndarray] = field(default_factory=dict)  # source -> image
     hits: list[Any] = field(default_factory=list)   # last search results (core Hit)
+    last_query: tuple[str, str] | None = None       # (source, text) of the last search
     files_dir: str = ""                       # this session's folder for downloads
 
     # ---- prompts -------------------------------------------------------------------
@@ -76,40 +99,25 @@ class Session:
                 np.asarray(labels, dtype=np.int64))
 
     def box(self) -> np.ndarray | None:
-        """The last completed box, (4,) float32 XYXY, or None."""
+        """The last box, (4,) float32 XYXY, or None."""
         for p in reversed(self.prompts):
             if p.kind == "box":
                 return np.asarray([p.x1, p.y1, p.x2, p.y2], dtype=np.float32)
         return None
 
-    def pending_corner(self) -> tuple[float, float] | None:
-        """The first corner of a box still waiting for its second click, or None."""
-        for p in self.prompts:
-            if p.kind == "corner":
-                return (p.x1, p.y1)
-        return None
-
     def has_prompts(self) -> bool:
-        return any(p.kind in ("point", "box") for p in self.prompts)
+        return bool(self.prompts)
 
     def clear_prompts(self) -> None:
         self.prompts = []
         self.candidates = None
-        self.chosen = 0
-        if self.selection == "prompt":
-            self.selection = "none"
+        if self.selection is not None and self.selection.source == "prompt":
+            self.selection = None
 
     # ---- selection -----------------------------------------------------------------
     def selected_mask(self) -> np.ndarray | None:
         """The object the person has selected, (H, W) bool, or None."""
-        if self.selection == "prompt" and self.candidates is not None:
-            if 0 <= self.chosen < len(self.candidates.masks):
-                return self.candidates.masks[self.chosen]
-        if self.selection == "auto" and self.auto is not None and self.auto_pick is not None:
-            return self.auto.masks[self.auto_pick]
-        if self.selection == "refer" and self.refer_mask is not None:
-            return self.refer_mask
-        return None
+        return None if self.selection is None else self.selection.mask
 
     def require_image(self) -> np.ndarray:
         if self.image is None:
@@ -132,15 +140,16 @@ class Session:
             self.files_dir = tempfile.mkdtemp(prefix="samclip_session_")
         return self.files_dir
 
-    def reset_image(self, image: np.ndarray, name: str, embedding: Any) -> None:
-        """Start over on a new image: drops prompts, masks and the refer result."""
+    def reset_image(self, image: np.ndarray, key: str, name: str,
+                    original_size: tuple[int, int], source: str = "") -> None:
+        """Start over on a new image: drops prompts, masks, the selection and the embedding."""
         self.image = image
+        self.image_key = key
         self.image_name = name
-        self.embedding = embedding
+        self.original_size = tuple(original_size)
+        self.source = source
+        self.embedding = None
         self.prompts = []
         self.candidates = None
-        self.chosen = 0
         self.auto = None
-        self.auto_pick = None
-        self.selection = "none"
-        self.refer_mask = None
+        self.selection = None

@@ -44,11 +44,16 @@ def test_build_demo_has_the_widgets_the_tests_and_people_use(tmp_path):
     demo = build_demo(ctx)
     assert isinstance(demo, gr.Blocks)
     ids = {getattr(block, "elem_id", None) for block in demo.blocks.values()}
-    for wanted in ("canvas", "examples", "mode", "undo", "clear", "everything", "candidates",
-                   "dl-png", "dl-rle", "compare-btn", "view-mask", "view-crop", "nn-crop",
-                   "search-btn", "results", "metric", "search-view", "add-selected",
-                   "refer-text", "refer-btn", "refer-parsed", "status", "banner", "use-untrained"):
+    for wanted in ("canvas", "examples", "dl-cutout", "dl-png", "dl-rle", "dl-coco", "export-note",
+                   "compare-btn", "view-mask", "view-crop", "nn-crop", "search-btn", "results",
+                   "metric", "search-view", "add-selected", "refer-text", "refer-btn", "refer-parsed",
+                   "refer-candidates", "hit-canvas", "status", "info", "banner", "use-untrained"):
         assert wanted in ids, wanted
+    canvas = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "canvas")
+    assert isinstance(canvas, gr.HTML) and [f.__name__ for f in canvas.server_fns] == ["preview"]
+    # the canvas's events are wired: each trigger of the page has a listener
+    names = {t[1] for dep in demo.fns.values() for t in dep.targets if t[0] == canvas._id}
+    assert {"prompts", "pick", "everything", "upload"} <= names, names
     states = [b for b in demo.blocks.values() if isinstance(b, gr.State)]
     assert len(states) == 1                          # all per-user state in one Session
 
@@ -56,7 +61,7 @@ def test_build_demo_has_the_widgets_the_tests_and_people_use(tmp_path):
 def test_guard_turns_exceptions_into_a_status_message(capsys):
     import gradio as gr
 
-    from demo.layout import error_message, guard
+    from demo.errors import error_message, guard
 
     with gr.Blocks():
         status = gr.Markdown()
@@ -117,3 +122,24 @@ def test_rendering_overlays_and_prompts():
     with pytest.raises(ValueError, match="uint8 RGB"):
         rendering.overlay_mask(image.astype(np.float32), mask)
     assert len({tuple(c) for c in rendering.palette(12)}) == 12
+
+
+def test_canvas_javascript_triggers_the_events_layout_wires():
+    from demo import canvas
+
+    for event in canvas.EVENTS:
+        assert f"trigger('{event}'" in canvas.JS, event
+    assert "server.preview(" in canvas.JS and "watch('value'" in canvas.JS
+
+
+def test_old_whole_picture_canvas_is_reachable_for_the_benchmark(tmp_path, monkeypatch):
+    import gradio as gr
+
+    from demo.layout import build_demo
+
+    monkeypatch.setenv("SAMCLIP_CANVAS", "picture")
+    ctx = AppContext(EngineSettings(sam="vit_tiny", untrained=True, device="cpu"),
+                     AppSettings(cache_dir=tmp_path, gallery_views=("mask", "crop")))
+    demo = build_demo(ctx)
+    canvas = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "canvas")
+    assert isinstance(canvas, gr.Image)
