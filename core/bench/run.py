@@ -79,7 +79,7 @@ class BenchSettings:
     distribution: str = "clustered"
     n_clusters: int = 1000
     spread: float = 1.0
-    sam: str = "vit_b"
+    sam: tuple[str, ...] = ("vit_t", "vit_b")
     clip: str = "ViT-B-32"
     trained: bool = False
     device: str | None = None
@@ -294,14 +294,15 @@ def object_crops(image: np.ndarray, n: int, seed: int = 0) -> list[np.ndarray]:
 
 def bench_cache_hit(settings: BenchSettings) -> dict:
     """`Segmenter.set_image` on a new image (miss, one call) and on the same image again (hit)."""
-    seg = Segmenter(load_sam(settings.sam, untrained=not settings.trained, device=settings.device), cache_size=4)
+    seg = Segmenter(load_sam(settings.sam[0], untrained=not settings.trained, device=settings.device),
+                    cache_size=4)
     image = bench_image(settings.seed)
     t0 = time.perf_counter()
     seg.set_image(image)
     miss = time.perf_counter() - t0
     hit = median_seconds(lambda: seg.set_image(image), repeats=max(5, 5 * settings.repeats), warmup=0)
     copy_hit = median_seconds(lambda: seg.set_image(image.copy()), repeats=max(5, 5 * settings.repeats), warmup=0)
-    return {"sam": settings.sam, "image_hw": list(image.shape[:2]), "first_set_image_s": miss,
+    return {"sam": settings.sam[0], "image_hw": list(image.shape[:2]), "first_set_image_s": miss,
             "cache_hit_ms": 1e3 * hit, "cache_hit_new_array_ms": 1e3 * copy_hit}
 
 
@@ -331,12 +332,13 @@ import numpy as np
 from core.bench.run import bench_image, object_crops, process_memory_mb
 from core.engine import Engine, EngineSettings
 cfg = json.loads(sys.argv[1])
-engine = Engine(EngineSettings(sam=cfg["sam"], clip=cfg["clip"], untrained=cfg["untrained"],
-                               device=cfg["device"])).load()
+engines = [Engine(EngineSettings(sam=name, clip=cfg["clip"], untrained=cfg["untrained"],
+                                device=cfg["device"])).load() for name in cfg["sam"]]
 loaded = process_memory_mb()
 image = bench_image()
-emb = engine.segmenter.set_image(image)
-engine.segmenter.predict(emb, points=np.array([[320.0, 240.0]]), labels=np.array([1]))
+for engine in engines:
+    emb = engine.segmenter.set_image(image)
+    engine.segmenter.predict(emb, points=np.array([[320.0, 240.0]]), labels=np.array([1]))
 engine.embedder.embed_images(object_crops(image, 32), batch_size=32)
 engine.embedder.embed_texts(["a dog"])
 print(json.dumps({"after_load": loaded, "after_use": process_memory_mb()}))
@@ -369,17 +371,18 @@ def bench_memory(settings: BenchSettings, timeout: float = 300) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"memory probe failed: {proc.stderr.strip().splitlines()[-1:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {"sam": settings.sam, "clip": settings.clip, "after_load_mb": out["after_load"]["rss"],
+    return {"sam": "+".join(settings.sam), "clip": settings.clip, "after_load_mb": out["after_load"]["rss"],
             "after_use_mb": out["after_use"]["rss"], "peak_mb": out["after_use"]["peak"],
             "peak_gb": out["after_use"]["peak"] / 1024}
 
 
-def bench_sam(settings: BenchSettings) -> SamBenchResult:
+def bench_sam(settings: BenchSettings) -> list[SamBenchResult]:
     """The SAM measurements of `core.bench.sam` (encoder fp32 vs fast, clicks, everything mode,
-    equivalence) on the models and device the settings name."""
-    setup = SamSetup(model=settings.sam, device=settings.device, untrained=not settings.trained)
-    return sam_bench.bench_sam(setup, repeats=settings.repeats, quick=settings.quick,
-                               include_stock=settings.stock_everything, log=_log)
+    equivalence) for every model in settings.sam, side by side, on the device the settings name."""
+    return [sam_bench.bench_sam(SamSetup(model=name, device=settings.device, untrained=not settings.trained),
+                                repeats=settings.repeats, quick=settings.quick,
+                                include_stock=settings.stock_everything, log=_log)
+            for name in settings.sam]
 
 
 # ----------------------------------------------------------------------------- report
@@ -395,7 +398,7 @@ class BenchResults:
 
     settings: BenchSettings
     machine: dict
-    sam: SamBenchResult | None = None
+    sam: list[SamBenchResult] | None = None
     cache: dict | None = None
     clip: dict | None = None
     faiss: list[dict] | None = None
@@ -423,14 +426,14 @@ class BenchResults:
                                            TARGETS["approx_single_query_ms"]))
                 rows.append(TargetCheck.of(f"approx recall@10 at {row['n']:,}", approx["recall_at_10"],
                                            TARGETS["approx_recall_at_10"], True))
-        if self.sam is not None:
-            rows += self.sam.checks()
+        for result in self.sam or []:
+            rows += result.checks()
         return rows
 
     def to_json(self) -> dict:
         """Everything, JSON-friendly (what --out holds)."""
         out = {"settings": asdict(self.settings), "targets": TARGETS, "machine": self.machine,
-               "sam": None if self.sam is None else self.sam.to_json(), "cache": self.cache, "clip": self.clip,
+               "sam": None if self.sam is None else [r.to_json() for r in self.sam], "cache": self.cache, "clip": self.clip,
                "faiss": self.faiss, "memory": self.memory, "errors": self.errors,
                "part_seconds": self.part_seconds, "total_seconds": self.total_seconds,
                "bench_process_peak_rss_mb": self.bench_process_peak_rss_mb}
@@ -488,10 +491,9 @@ def format_table(results: BenchResults) -> str:
     s, m = results.settings, results.machine
     lines = [f"benchmark ({'quick' if s.quick else 'full'}; {m['cpu_text']}; "
              f"loadavg at start {m['loadavg_start'][0]:.2f}; {'trained' if s.trained else 'untrained'} weights)"]
-    if results.sam is not None:
-        lines.append(f"SAM {results.sam.model} ({results.sam.fast_precision or '?'} fast path, "
-                     f"device {results.sam.device}):")
-        lines += [f"  {item}" for item in results.sam.table_lines()]
+    for sam in results.sam or []:
+        lines.append(f"SAM {sam.model} ({sam.fast_precision or '?'} fast path, device {sam.device}):")
+        lines += [f"  {item}" for item in sam.table_lines()]
     cache = results.cache
     if cache:
         lines.append(f"set_image ({cache['sam']}): first {cache['first_set_image_s']:.2f} s, "

@@ -22,7 +22,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, sam: bool = True, cl
     group.add_argument("--untrained", action="store_true",
                        help="random weights (no download); outputs are meaningless and say so")
     if sam:
-        group.add_argument("--sam", default=config.SAM_MODEL, help="vit_b | vit_l | vit_h (default %(default)s)")
+        group.add_argument("--sam", default=config.SAM_MODEL, help="vit_t (MobileSAM, fast on CPUs) | vit_b | vit_l | vit_h (default %(default)s)")
         group.add_argument("--sam-checkpoint", default=None, help="path to the SAM .pth file")
         group.add_argument("--no-fast", action="store_true", help="stock SAM (turn the fast path off)")
         group.add_argument("--sam-precision", default=config.SAM_PRECISION, choices=config.SAM_PRECISIONS,

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from core.bench import run
+from core.cli.args import csv_list
 from core.bench.run import RECALL_K, BenchResults, BenchSettings, format_table, run_bench
 
 
@@ -18,7 +19,7 @@ def _log(msg: str) -> None:
 
 def bench_settings_from_args(args) -> BenchSettings:
     """BenchSettings from the command-line flags."""
-    overrides = {"sam": args.sam, "clip": args.clip, "trained": args.trained, "device": args.device,
+    overrides = {"sam": tuple(csv_list(args.sam)), "clip": args.clip, "trained": args.trained, "device": args.device,
                  "distribution": args.distribution, "stock_everything": args.stock_everything}
     if args.approx_from is not None:
         overrides["approx_min_size"] = args.approx_from
@@ -68,7 +69,8 @@ def register(subparsers) -> None:
     parser.add_argument("--parts", help=f"comma-separated subset of {','.join(BenchSettings.parts)}")
     parser.add_argument("--distribution", choices=("clustered", "uniform"), default="clustered",
                         help="synthetic vectors (default: %(default)s)")
-    parser.add_argument("--sam", default="vit_b", help="SAM model (default: %(default)s)")
+    parser.add_argument("--sam", default="vit_t,vit_b",
+                        help="SAM models, comma-separated, measured side by side (default: %(default)s)")
     parser.add_argument("--clip", default="ViT-B-32", help="CLIP model (default: %(default)s)")
     parser.add_argument("--trained", action="store_true", help="load real weights (timings do not need them)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")

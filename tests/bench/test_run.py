@@ -122,7 +122,7 @@ def test_cpu_info_reads_model_and_flags():
 
 
 def test_cache_hit_and_clip_throughput_with_small_models(embedder):
-    settings = B.BenchSettings(sam="vit_tiny", device="cpu", repeats=1, clip_crops=4)
+    settings = B.BenchSettings(sam=("vit_tiny",), device="cpu", repeats=1, clip_crops=4)
     cache = B.bench_cache_hit(settings)
     assert 0 < cache["cache_hit_ms"] < 1e3 * cache["first_set_image_s"]
     clip = B.bench_clip(settings)
@@ -133,7 +133,7 @@ def test_cache_hit_and_clip_throughput_with_small_models(embedder):
 
 @pytest.mark.slow
 def test_memory_probe_in_a_fresh_process():
-    mem = B.bench_memory(B.BenchSettings(sam="vit_tiny", device="cpu"))
+    mem = B.bench_memory(B.BenchSettings(sam=("vit_tiny",), device="cpu"))
     # torch alone is a few hundred MB; untrained ViT-B-32 adds ~600 MB
     assert 300 < mem["after_load_mb"] <= mem["peak_mb"] < 8000
     own = B.process_memory_mb()
@@ -171,22 +171,26 @@ def test_sam_part_passes_model_device_and_weights_and_checks_its_targets(monkeyp
                               encoder_cosine_min=0.9995, mask_iou_min=0.98)
 
     monkeypatch.setattr(B.sam_bench, "bench_sam", fake_bench_sam)
-    sam = B.bench_sam(B.BenchSettings.for_quick(sam="vit_l"))
+    [sam] = B.bench_sam(B.BenchSettings.for_quick(sam=("vit_l",)))
     assert calls == {"setup": SamSetup("vit_l", None, True), "repeats": 2, "quick": True, "include_stock": False}
     # --trained --device cuda reaches the SAM part (it used to load untrained weights on the CPU)
-    B.bench_sam(B.BenchSettings(sam="vit_b", stock_everything=True, trained=True, device="cuda"))
+    B.bench_sam(B.BenchSettings(sam=("vit_b",), stock_everything=True, trained=True, device="cuda"))
     assert calls["setup"] == SamSetup("vit_b", "cuda", False)
     assert calls["include_stock"] is True and calls["quick"] is False
     met = {c.check: c.met for c in sam.checks()}
-    assert met == {"SAM encoder, fast path (s)": True, "SAM encoder fast / fp32 (ratio)": True,
-                   "click-to-mask, cached embedding (ms)": False,
-                   "everything mode, CPU defaults, with encoder (s)": True,
-                   "encoder cosine vs fp32, worst token": True, "mask IoU vs fp32, worst mask": False}
+    assert met == {"vit_l: SAM encoder, fast path (s)": True, "vit_l: SAM encoder fast / fp32 (ratio)": True,
+                   "vit_l: click-to-mask, cached embedding (ms)": False,
+                   "vit_l: everything mode, CPU defaults, with encoder (s)": True,
+                   "vit_l: encoder cosine vs fp32, worst token": True, "vit_l: mask IoU vs fp32, worst mask": False}
+    # the encoder ratio target follows the CPU: 0.18 with AMX, 0.45 without; vit_t has its own
+    ratio = {t[0]: t[2] for t in S.targets_for("vit_b", amx=True)}["encoder_ratio"]
+    assert ratio == 0.18 and {t[0]: t[2] for t in S.targets_for("vit_b", amx=False)}["encoder_ratio"] == 0.45
+    assert {t[0]: t[2] for t in S.targets_for("vit_t")}["encoder_fast_s"] == 0.5
     results = B.BenchResults(settings=B.BenchSettings.for_quick(),
-                             machine={"cpu_text": "x", "loadavg_start": [1.0]}, sam=sam, total_seconds=1.0)
+                             machine={"cpu_text": "x", "loadavg_start": [1.0]}, sam=[sam], total_seconds=1.0)
     assert len(results.checks()) == 6
     table = B.format_table(results)
-    assert "encoder fp32 (stock) 8.00 s" in table and "[MISSED] click-to-mask" in table
+    assert "encoder fp32 (stock) 8.00 s" in table and "[MISSED] vit_l: click-to-mask" in table
 
 
 def test_sam_result_refuses_a_number_it_does_not_know(monkeypatch):

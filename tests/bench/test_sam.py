@@ -20,3 +20,11 @@ def test_bench_sam_reports_fast_vs_stock_for_a_small_model(coco_dir):
     assert enc["encoder_fast_fp32_s"] > 0 and enc["encoder_window_attention_fp32_s"] > 0
     assert eq["mask_iou_window_fp32_min"] >= 0.9
     assert eq["reference_logit_std"] > 0
+
+
+@pytest.mark.slow
+def test_bench_encoder_runs_on_vit_t_without_the_windowed_variant():
+    """TinyViT has no windowed ViT blocks: that ablation is skipped, the rest is measured."""
+    enc = bench_sam.bench_encoder(SamSetup("vit_t", "cpu", True), repeats=1, quick=True)
+    assert enc["encoder_fast_s"] > 0 and enc["encoder_stock_fp32_s"] > 0
+    assert enc["encoder_window_attention_fp32_s"] is None
