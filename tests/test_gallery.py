@@ -67,7 +67,7 @@ def test_save_load_round_trip(tmp_path):
     gallery.add(_vectors(5, seed=3), _records(5, "mask"))
     gallery.save(tmp_path / "g")  # overwrite: old version files are removed
     assert len(Gallery.load(tmp_path / "g")) == 25
-    assert len(list((tmp_path / "g").glob("index-*.faiss"))) == 1
+    assert len(list((tmp_path / "g").glob("v-*/index.faiss"))) == 1  # the old version is removed
 
 
 def test_interrupted_save_keeps_previous_gallery(tmp_path, monkeypatch):
@@ -98,5 +98,6 @@ def test_mismatch_is_refused(tmp_path):
         Gallery.load(tmp_path / "g", expect_metric="l2")
     with pytest.raises(FileNotFoundError):
         Gallery.load(tmp_path / "nothing")
-    manifest = json.loads((tmp_path / "g" / "manifest.json").read_text())
+    version = json.loads((tmp_path / "g" / "CURRENT").read_text())["version"]
+    manifest = json.loads((tmp_path / "g" / version / "manifest.json").read_text())
     assert manifest["count"] == 2 and manifest["model"] == MODEL
