@@ -276,7 +276,10 @@ def cleanup(directory: Path, *, keep: Iterable[str] = ()) -> list[str]:
     if not directory.is_dir():
         return []
     removed = []
-    current = read_pointer(directory) if (directory / POINTER).is_file() else None
+    try:
+        current = read_pointer(directory) if (directory / POINTER).is_file() else None
+    except GalleryCorrupt:  # a damaged pointer: keep every version until a save replaces it
+        current = None
     for path in directory.iterdir():
         if path.name.endswith(".partial") or (path.name.startswith(".") and path.name.endswith(".tmp")):
             _remove(path)

@@ -176,7 +176,8 @@ def run_index(args) -> int:
                             num_cpus=args.ray_cpus)
     report = ingest(args.out, tasks, engine, settings, source=source, append=args.append, overwrite=args.overwrite,
                     discard_pending=args.discard_pending, progress=_progress_printer(), runner=runner)
-    print_json({**report.to_json(), "objects": report.objects_total})
+    print_json({**report.to_json(), "objects": report.objects_total, "view": settings.view,
+                "metric": settings.metric, "dim": engine.embedder.dim})
     if report.images_new == 0 and report.images_unreadable == 0:
         print(f"nothing new: all {report.images_skipped} image(s) were already in {args.out} "
               f"({report.objects_total} objects)", file=sys.stderr)
