@@ -5,13 +5,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast bench clean browser-deps
+.PHONY: run test test-fast bench clean browser-deps ray
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
 	touch $(STAMP)
+
+# Optional extra: Ray Data for `python -m core index --ray` (tests skip the Ray test without it).
+ray: $(STAMP)
+	$(BIN)/python -m pip install --quiet -r requirements-ray.txt
 
 run: $(STAMP)
 	$(BIN)/python app.py $(ARGS)

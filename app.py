@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 
+from core.browse import GALLERY_ENV, gallery_path_from_env, open_gallery
 from core.cli.args import add_model_arguments, engine_settings_from_args
 from core.views import VIEW_NAMES
 from demo.context import AppContext, AppSettings
@@ -34,7 +35,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     app.add_argument("--no-prebuild", action="store_true",
                      help="build the example gallery on the first search, not at start")
     app.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    # -- a large gallery built with `python -m core index` (opened memory-mapped; see core/browse.py)
+    app.add_argument("--gallery", default=gallery_path_from_env(), metavar="PATH",
+                     help=f"a gallery folder made by `python -m core index` (default ${GALLERY_ENV})")
     args = parser.parse_args(argv)
+    if args.gallery:
+        try:
+            open_gallery(args.gallery)  # checked now: a bad path fails at start, not at the first search
+        except (OSError, ValueError) as exc:
+            parser.error(f"--gallery: {exc}")
     views = tuple(v.strip() for v in args.gallery_views.split(",") if v.strip())
     unknown = [v for v in views if v not in VIEW_NAMES]
     if unknown or not views:

@@ -63,7 +63,8 @@ def build_gallery_set(folder: str | Path, segmenter, embedder, views: Sequence[s
 
 def load_gallery_set(directory: str | Path, views: Sequence[str],
                      expect_model: dict | None = None) -> dict[str, Gallery] | None:
-    """The cached set in `directory`, or None when any view is missing or mismatched."""
+    """The cached set in `directory`, or None when any view is missing, mismatched or
+    damaged (any file: the caller then rebuilds and saves over it)."""
     directory = Path(directory)
     out = {}
     for view in views:
@@ -188,6 +189,8 @@ class SharedGallerySet:
         key = gallery_set_key(self.folder, model_info, self.views, self.max_objects, self.automask)
         directory = self.cache_dir / f"examples-{key}"
         cached = load_gallery_set(directory, self.views, expect_model=embedder.model_info)
+        if cached is None and directory.exists():
+            report(0.0, f"the cached example gallery in {directory} is damaged or incomplete: rebuilding it")
         if cached is not None:
             self.loaded_from_cache = True
             report(1.0, f"loaded {len(next(iter(cached.values())))} objects from {directory}")

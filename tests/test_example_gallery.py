@@ -55,3 +55,42 @@ def test_cache_key_follows_images_models_and_settings(tmp_path):
     shutil.copy(REPO / "examples" / "rocket.jpg", folder)
     assert key != gallery_set_key(folder, info, ["crop"], 20)
     assert load_gallery_set(tmp_path / "nothing", ["crop"]) is None
+
+
+def test_a_damaged_cache_rebuilds_itself(tmp_path, monkeypatch):
+    import types
+
+    import core.example_gallery as eg
+    from core.example_gallery import SharedGallerySet
+
+    folder = tmp_path / "ex"
+    folder.mkdir()
+    shutil.copy(REPO / "examples" / "coffee.jpg", folder)
+    builds = []
+
+    def fake_build(folder, segmenter, embedder, views, **kwargs):
+        builds.append(1)
+        return {v: gallery_from_arrays(unit_rows(4, seed=len(builds)), records(4, "coffee.jpg", v), v,
+                                       model_info=embedder.model_info) for v in views}
+
+    monkeypatch.setattr(eg, "build_gallery_set", fake_build)
+    embedder = types.SimpleNamespace(model_info={"clip": "fake", "untrained": True})
+    get = lambda s: s.get(lambda: None, lambda: embedder, "vit_tiny")  # noqa: E731
+    assert len(get(SharedGallerySet(folder, tmp_path / "cache", ["crop", "mask"]))["crop"]) == 4
+    assert len(builds) == 1
+    loaded = SharedGallerySet(folder, tmp_path / "cache", ["crop", "mask"])
+    get(loaded)
+    assert loaded.loaded_from_cache and len(builds) == 1
+    cached = next((tmp_path / "cache").glob("examples-*"))
+    for damage in ("index", "pointer"):
+        if damage == "index":
+            version = next((cached / "crop").glob("v-*"))
+            (version / "index.faiss").write_bytes(b"garbage")
+        else:
+            (cached / "mask" / "CURRENT").write_text("{broken")
+        fresh = SharedGallerySet(folder, tmp_path / "cache", ["crop", "mask"])
+        assert len(get(fresh)["mask"]) == 4 and not fresh.loaded_from_cache
+        again = SharedGallerySet(folder, tmp_path / "cache", ["crop", "mask"])
+        get(again)
+        assert again.loaded_from_cache  # the rebuilt cache is whole again
+    assert len(builds) == 3

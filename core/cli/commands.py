@@ -3,16 +3,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 from core import config
 from core.automask import AutoMaskSettings
-from core.build import build_gallery_from_coco, build_gallery_from_images
-from core.cli.args import add_model_arguments, engine_from_args, print_json
+from core.browse import check_model, search_page
+from core.cli.args import add_model_arguments, engine_from_args, engine_settings_from_args, print_json
+from core.distributed import ray_available, ray_runner
 from core.gallery import METRICS, Gallery
+from core.index import INDEX_KINDS, IndexSettings
+from core.ingest import IngestSettings, coco_tasks, folder_tasks, ingest
 from core.images import load_image
 from core.masks import mask_to_png, mask_to_rle
 from core.models import fetch_weights
@@ -86,39 +91,100 @@ def run_segment(args) -> int:
 # ----------------------------------------------------------------------------- index
 
 
-def _tqdm_progress(desc: str):
-    from tqdm import tqdm
+def _positive(name: str, value, minimum: int = 1) -> None:
+    if value is not None and value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, not {value}")
 
-    bar = tqdm(desc=desc, file=sys.stderr, unit="image")
 
-    def progress(done: int, total: int, note: str) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-        bar.set_postfix_str(note, refresh=False)
+def check_output_folder(path: Path) -> None:
+    """ValueError unless `path` is (or can become) a writable folder; checked before any work."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} is a file, not a folder")
+    parent = path if path.exists() else next((p for p in path.parents if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {path}: cannot write in {parent}")
 
-    return progress
+
+def index_settings_from_args(args) -> IngestSettings:
+    """IngestSettings of the `index` flags (ValueError for a bad value)."""
+    if args.untrained:  # random weights predict low scores: keep every candidate
+        automask = AutoMaskSettings(points_per_side=args.points_per_side, pred_iou_thresh=0.0,
+                                    stability_score_thresh=0.0)
+    else:
+        automask = AutoMaskSettings(points_per_side=args.points_per_side)
+    index = IndexSettings(kind=args.index, memory_budget_mb=args.memory_budget_mb,
+                          recall_target=args.recall_target, opq=args.opq)
+    return IngestSettings(view=args.view, metric=args.metric, max_objects=args.max_objects, automask=automask,
+                          oracle_masks=args.oracle_masks, checkpoint_images=args.checkpoint_every,
+                          clip_batch=args.clip_batch, workers=args.workers, index=index)
+
+
+def validate_index_args(args):
+    """Every argument, path and setting of `index`, checked before models or images load.
+    Returns (tasks, source, settings)."""
+    _positive("--limit", args.limit)
+    _positive("--max-objects", args.max_objects)
+    _positive("--points-per-side", args.points_per_side)
+    _positive("--checkpoint-every", args.checkpoint_every)
+    _positive("--clip-batch", args.clip_batch)
+    _positive("--workers", args.workers, 0)
+    _positive("--ray-workers", args.ray_workers)
+    if not args.coco and (args.oracle_masks or args.categories):
+        raise ValueError("--oracle-masks and --categories need --coco")
+    if args.append and args.overwrite:
+        raise ValueError("give --append or --overwrite, not both")
+    images = Path(args.images)
+    if not images.is_dir():
+        raise FileNotFoundError(f"--images {images}: no such folder")
+    out = Path(args.out)
+    check_output_folder(out)
+    settings = index_settings_from_args(args)
+    if args.coco:
+        if not Path(args.coco).is_file():
+            raise FileNotFoundError(f"--coco {args.coco}: no such file")
+        tasks, source = coco_tasks(args.coco, images, limit=args.limit, categories=args.categories), "coco"
+    else:
+        tasks, source = folder_tasks(images, recursive=args.recursive, limit=args.limit), "folder"
+    if args.ray is not None and (reason := ray_available()):
+        raise RuntimeError(f"--ray: {reason}")
+    if (out / "CURRENT").is_file() or (out / "manifest.json").is_file():
+        Gallery.load(out, expect_view=settings.view if args.append else None,
+                     expect_metric=settings.metric if args.append else None, verify=False)
+        if not (args.append or args.overwrite or (out / "ingest" / "settings.json").is_file()):
+            raise ValueError(f"{out} already holds a gallery: pass --append to add to it or --overwrite to replace it")
+    return tasks, source, settings
+
+
+def _progress_printer():
+    last = [0.0]
+
+    def show(p) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 1.0 or p.note or p.done == p.total:
+            last[0] = now
+            print(f"indexing: {p.line()}", file=sys.stderr, flush=True)
+
+    return show
 
 
 def run_index(args) -> int:
+    tasks, source, settings = validate_index_args(args)
     engine = engine_from_args(args)
-    progress = _tqdm_progress("indexing")
-    if args.coco:
-        gallery = build_gallery_from_coco(args.coco, args.images, engine.segmenter, engine.embedder,
-                                          view=args.view, metric=args.metric, limit=args.limit,
-                                          categories=args.categories, oracle_masks=args.oracle_masks,
-                                          progress=progress)
+    runner = None
+    if args.ray is not None:
+        runner = ray_runner(engine_settings_from_args(args), address=args.ray, workers=args.ray_workers,
+                            num_cpus=args.ray_cpus)
+    report = ingest(args.out, tasks, engine, settings, source=source, append=args.append, overwrite=args.overwrite,
+                    discard_pending=args.discard_pending, progress=_progress_printer(), runner=runner)
+    print_json({**report.to_json(), "objects": report.objects_total, "view": settings.view,
+                "metric": settings.metric, "dim": engine.embedder.dim})
+    if report.images_new == 0 and report.images_unreadable == 0:
+        print(f"nothing new: all {report.images_skipped} image(s) were already in {args.out} "
+              f"({report.objects_total} objects)", file=sys.stderr)
     else:
-        automask = AutoMaskSettings(points_per_side=args.points_per_side)
-        if args.untrained:  # random weights predict low scores: keep every candidate
-            automask = AutoMaskSettings(points_per_side=args.points_per_side, pred_iou_thresh=0.0,
-                                        stability_score_thresh=0.0)
-        gallery = build_gallery_from_images(args.images, engine.segmenter, engine.embedder, view=args.view,
-                                            metric=args.metric, max_objects=args.max_objects,
-                                            progress=progress, automask=automask)
-    gallery.save(args.out)
-    summary = {"gallery": str(args.out), "objects": len(gallery), **gallery.meta()}
-    print_json(summary)
-    print(f"indexed {len(gallery)} objects into {args.out}", file=sys.stderr)
+        print(f"indexed {report.objects_added} objects from {report.images_new} new image(s) into {args.out} "
+              f"({report.objects_total} in all, index {report.index['factory']}); "
+              f"{report.images_per_s:.2f} images/s, {report.objects_per_s:.1f} objects/s", file=sys.stderr)
     return 0
 
 
@@ -128,20 +194,25 @@ def run_index(args) -> int:
 def run_search(args) -> int:
     if (args.text is None) == (args.image is None):
         raise ValueError("give exactly one query: --text TEXT or --image IMAGE with --box/--point")
+    _positive("-k", args.k)
+    _positive("--offset", args.offset, 0)
+    if args.text is not None and not args.text.strip():
+        raise ValueError("the text query is empty")
+    if args.image is not None and not Path(args.image).is_file():
+        raise FileNotFoundError(f"--image {args.image}: no such image file")
+    gallery = Gallery.load(args.gallery)  # before the models: a bad gallery fails fast
     engine = engine_from_args(args)
     embedder = engine.embedder
-    gallery = Gallery.load(args.gallery, expect_model=embedder.model_info)
+    check_model(gallery, embedder.model_info, args.gallery)
     if args.text is not None:
-        if not args.text.strip():
-            raise ValueError("the text query is empty")
         query = embedder.embed_texts([args.text])
     else:
         query = _embed_image_query(args, engine, gallery.view)
-    hits = gallery.search(query, k=args.k)[0]
-    for hit in hits:
+    page = search_page(gallery, query[0], offset=args.offset, limit=args.k)
+    for hit in page.hits:
         print(json.dumps({**hit.to_json(), "metric": gallery.metric, "untrained": engine.untrained}))
-    print(f"{len(hits)} hit(s) from {len(gallery)} objects ({gallery.metric}, view {gallery.view})",
-          file=sys.stderr)
+    print(f"{len(page.hits)} hit(s) from {len(gallery)} objects ({gallery.metric}, view {gallery.view}, "
+          f"index {gallery.spec.factory})", file=sys.stderr)
     return 0
 
 
@@ -176,17 +247,39 @@ def register(sub) -> None:
     add_model_arguments(p)
     p.set_defaults(func=run_segment)
 
-    p = sub.add_parser("index", help="build an object gallery from images or a COCO file")
+    p = sub.add_parser("index", help="build or extend an object gallery from images or a COCO file",
+                       description="Incremental and resumable: images already in the gallery (by content) "
+                                   "are skipped; work is committed in checkpoints, and the same command "
+                                   "after an interruption goes on where it stopped.")
     p.add_argument("--images", required=True, help="folder of images")
+    p.add_argument("--recursive", action="store_true", help="also images in sub-folders")
     p.add_argument("--coco", help="COCO instances JSON: annotation boxes prompt SAM")
     p.add_argument("--oracle-masks", action="store_true", help="with --coco: ground-truth masks instead of SAM")
     p.add_argument("--categories", nargs="+", help="with --coco: only these category names")
-    p.add_argument("--limit", type=int, help="with --coco: at most this many images")
+    p.add_argument("--limit", type=int, help="at most this many images (>= 1)")
     p.add_argument("--view", default="crop", choices=VIEW_NAMES)
     p.add_argument("--metric", default="cosine", choices=METRICS)
     p.add_argument("--max-objects", type=int, default=20, help="automatic masks kept per image")
     p.add_argument("--points-per-side", type=int, default=16, help="automatic mask grid")
     p.add_argument("--out", required=True, help="gallery folder")
+    g = p.add_argument_group("adding, resuming, parallelism")
+    g.add_argument("--append", action="store_true", help="add to the gallery in --out (known images are skipped)")
+    g.add_argument("--overwrite", action="store_true", help="replace the gallery in --out")
+    g.add_argument("--discard-pending", action="store_true", help="drop unfinished work of an interrupted run")
+    g.add_argument("--checkpoint-every", type=int, default=32, help="commit after this many images (default 32)")
+    g.add_argument("--clip-batch", type=int, default=32, help="object images per CLIP batch, across images")
+    g.add_argument("--workers", type=int, default=0,
+                   help="processes reading and decoding images (0 = in this process)")
+    g.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run on Ray Data: a cluster ADDRESS ('auto' = the running one) or a local Ray "
+                        "(needs pip install 'ray[data]')")
+    g.add_argument("--ray-workers", type=int, default=1, help="SAM and CLIP actors on Ray (default 1 each)")
+    g.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
+    g = p.add_argument_group("index (chosen by size: exact, HNSW, IVF, IVF-PQ + re-ranking)")
+    g.add_argument("--index", default="auto", choices=INDEX_KINDS, help="index type (default: by size)")
+    g.add_argument("--memory-budget-mb", type=float, default=1024.0, help="index memory budget (default 1024)")
+    g.add_argument("--recall-target", type=float, default=0.95, help="recall@10 the search parameters are tuned to")
+    g.add_argument("--opq", action="store_true", help="OPQ rotation for the compressed index")
     add_model_arguments(p)
     p.set_defaults(func=run_index)
 
@@ -195,7 +288,8 @@ def register(sub) -> None:
     p.add_argument("--text", help="text query, e.g. 'a dog'")
     p.add_argument("--image", help="image query; with --box/--point the object, else the whole image")
     add_prompt_arguments(p)
-    p.add_argument("-k", type=int, default=5, help="number of hits")
+    p.add_argument("-k", type=int, default=5, help="number of hits (a page)")
+    p.add_argument("--offset", type=int, default=0, help="skip this many hits (paging)")
     add_model_arguments(p)
     p.set_defaults(func=run_search)
 
