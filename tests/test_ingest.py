@@ -3,9 +3,7 @@ gallery; known images are skipped; nothing indexed is an error. Ground-truth COC
 and a deterministic fake embedder (tests/fakes.py) keep these fast."""
 from __future__ import annotations
 
-import json
 import random
-import shutil
 import signal
 import subprocess
 import sys

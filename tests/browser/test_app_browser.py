@@ -340,7 +340,7 @@ def test_compare_search_and_refer_use_the_canvas_selection(page, screenshots):
     assert "Something went wrong" not in status, status
     if "Grounded" in status:
         assert page.locator("#refer-candidates button.thumbnail-item").count() >= 1
-        s = wait_state(page, "s.selArea > 0 && s.points.length === 0")
+        wait_state(page, "s.selArea > 0 && s.points.length === 0")
         assert "referring expression" in text_of(page, "#info")
     page.screenshot(path=str(screenshots / "09_refer.png"), full_page=True)
 
