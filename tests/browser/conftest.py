@@ -91,7 +91,7 @@ def run_app(tmp_path_factory, options: list[str], wait_for_gallery: bool = False
                 pytest.fail(f"the app did not answer on {url} within {START_TIMEOUT_S} s:\n"
                             f"{log_path.read_text()[-3000:]}")
             time.sleep(0.5)
-        while wait_for_gallery and not list(cache.glob("galleries/examples-*/*/manifest.json")):
+        while wait_for_gallery and not list(cache.glob("galleries/examples-*/*/CURRENT")):
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"the example gallery was not built within {START_TIMEOUT_S} s:\n"
                             f"{log_path.read_text()[-3000:]}")
