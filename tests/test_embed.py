@@ -140,3 +140,18 @@ def test_raw_features_are_the_unnormalised_outputs(embedder):
     raw = embedder.embed_texts(["a dog", "a cat"], normalize=False)
     np.testing.assert_allclose(l2_normalise(raw), embedder.embed_texts(["a dog", "a cat"]), atol=1e-6)
     assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
+
+
+def test_token_masking_works_on_another_vit():
+    """Any open_clip ViT: ViT-S-16 has a 14 x 14 token grid; -3 masks its last three blocks."""
+    from core.embed import Embedder
+    from core.models import load_clip
+
+    other = Embedder(load_clip("ViT-S-16", untrained=True, device="cpu"))
+    assert other.token_grid == (14, 14)
+    image = np.random.default_rng(1).integers(0, 255, (90, 150, 3), dtype=np.uint8)
+    plain = other.embed_squashed([image])
+    np.testing.assert_allclose(other.token_masked_features(image, np.ones((1, 14, 14)), -3), plain, atol=1e-4)
+    half = np.zeros((1, 14, 14), np.float32)
+    half[:, :, :7] = 1
+    assert not np.allclose(other.token_masked_features(image, half, -3), plain, atol=1e-3)
