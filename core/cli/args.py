@@ -12,7 +12,8 @@ import sys
 from core import config
 from core.automask import AutoMaskSettings
 from core.engine import Engine, EngineSettings
-from core.refer import GLOBAL_EMPHASES, SCORINGS, GroundingSettings
+from core.embed import GRID_RESIZES
+from core.refer import GLOBAL_EMPHASES, LOCAL_FILLS, METHODS, SCORINGS, GroundingSettings
 from core.views import VIEW_NAMES
 
 
@@ -63,19 +64,42 @@ def csv_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def add_grounding_arguments(parser: argparse.ArgumentParser, *, ablation_flags: bool = True) -> None:
-    """The grounding flags shared by `refer` and `evaluate refer`."""
-    g = parser.add_argument_group("grounding")
+def add_grounding_arguments(parser: argparse.ArgumentParser, *, ablation_flags: bool = True,
+                            points_per_side: int = 16) -> None:
+    """The grounding flags shared by `refer` and `evaluate refer` (defaults: GroundingSettings')."""
+    d = GroundingSettings()
+    g = parser.add_argument_group("grounding (Global-Local CLIP as published unless --method score_mix)")
+    g.add_argument("--method", choices=METHODS, default=d.method,
+                   help="global_local: features mixed, token masking (published); score_mix: the earlier "
+                        "variant that mixes cosine scores of dimmed/blurred views (default: %(default)s)")
     if ablation_flags:
-        g.add_argument("--scoring", choices=SCORINGS, default="mixed", help="default: %(default)s")
+        g.add_argument("--scoring", choices=SCORINGS, default=d.scoring, help="default: %(default)s")
         g.add_argument("--no-orientation", action="store_true", help="ignore direction words")
-    g.add_argument("--global-weight", type=float, default=0.5,
-                   help="weight of the global score in mixed scoring (default: %(default)s)")
-    g.add_argument("--local-view", choices=VIEW_NAMES, default="crop", help="default: %(default)s")
-    g.add_argument("--global-emphasis", choices=GLOBAL_EMPHASES, default="dim", help="default: %(default)s")
-    g.add_argument("--top-k", type=int, default=3, help="candidates the direction chooses among (0 = all)")
-    g.add_argument("--max-candidates", type=int, default=64, help="SAM candidates kept (0 = all)")
-    g.add_argument("--points-per-side", type=int, default=16, help="SAM automatic mask grid")
+    g.add_argument("--visual-weight", type=float, default=None,
+                   help=f"global_local: v in v*global + (1-v)*local (default {d.visual_weight}; "
+                        "`evaluate refer` picks 0.95 for RefCOCO/RefCOCO+ data)")
+    g.add_argument("--text-weight", type=float, default=d.text_weight,
+                   help="global_local: r in r*sentence + (1-r)*noun phrase (default: %(default)s)")
+    g.add_argument("--masking-block", type=int, default=d.masking_block,
+                   help="global_local: first ViT block with masked patch tokens; negative counts from "
+                        "the end (default: %(default)s)")
+    g.add_argument("--local-fill", choices=LOCAL_FILLS, default=d.local_fill,
+                   help="global_local: pixels outside the mask in the local view (default: %(default)s)")
+    g.add_argument("--token-mask-resize", choices=GRID_RESIZES, default=d.token_mask_resize,
+                   help="global_local: mask -> token grid (default: %(default)s)")
+    g.add_argument("--normalise-features", action="store_true",
+                   help="global_local: unit-normalise features before mixing (the authors do not)")
+    g.add_argument("--global-weight", type=float, default=d.global_weight,
+                   help="score_mix: weight of the global score (default: %(default)s)")
+    g.add_argument("--local-view", choices=VIEW_NAMES, default=d.local_view, help="score_mix (default: %(default)s)")
+    g.add_argument("--global-emphasis", choices=GLOBAL_EMPHASES, default=d.global_emphasis,
+                   help="score_mix (default: %(default)s)")
+    g.add_argument("--top-k", type=int, default=d.top_k, help="candidates the direction chooses among (0 = all)")
+    g.add_argument("--max-candidates", type=int, default=d.max_candidates, help="SAM candidates kept (0 = all)")
+    g.add_argument("--min-area-fraction", type=float, default=d.min_area_fraction,
+                   help="drop SAM candidates smaller than this fraction of the image (default: %(default)s)")
+    g.add_argument("--points-per-side", type=int, default=points_per_side,
+                   help="SAM automatic mask grid (default: %(default)s)")
     g.add_argument("--pred-iou-thresh", type=float, default=None,
                    help="SAM automatic mask IoU threshold (default 0.88; use 0 with --untrained)")
     g.add_argument("--stability-thresh", type=float, default=None,
@@ -92,11 +116,20 @@ def automask_settings_from_args(args: argparse.Namespace) -> AutoMaskSettings:
                                 else args.stability_thresh))
 
 
-def grounding_settings_from_args(args: argparse.Namespace) -> GroundingSettings:
-    """GroundingSettings from the `refer` / `evaluate refer` flags."""
+def grounding_settings_from_args(args: argparse.Namespace, *, visual_weight: float | None = None) -> GroundingSettings:
+    """GroundingSettings from the `refer` / `evaluate refer` flags.
+
+    visual_weight: v to use when --visual-weight is not given (e.g. the dataset's value);
+    GroundingSettings' default otherwise.
+    """
+    d = GroundingSettings()
+    v = args.visual_weight if args.visual_weight is not None else (visual_weight or d.visual_weight)
     return GroundingSettings(
-        scoring=getattr(args, "scoring", "mixed"), global_weight=args.global_weight,
-        local_view=args.local_view, global_emphasis=args.global_emphasis,
+        method=args.method, scoring=getattr(args, "scoring", d.scoring), visual_weight=v,
+        text_weight=args.text_weight, masking_block=args.masking_block, local_fill=args.local_fill,
+        token_mask_resize=args.token_mask_resize, normalise_features=args.normalise_features,
+        global_weight=args.global_weight, local_view=args.local_view, global_emphasis=args.global_emphasis,
         orientation=not getattr(args, "no_orientation", False),
         top_k=None if args.top_k == 0 else args.top_k, automask=automask_settings_from_args(args),
+        min_area_fraction=args.min_area_fraction,
         max_candidates=None if args.max_candidates == 0 else args.max_candidates)

@@ -115,33 +115,50 @@ def dataset_from_args(args) -> refer_data.ReferDataset:
     return dataset
 
 
+def rows_from_args(args) -> list:
+    """The rows `--rows` names: "paper" (the default, unless --candidates/--scorings/--methods ask
+    for the grid), "ablation", or a comma list of the paper's row names."""
+    grid_flags = any(v is not None for v in (args.candidates, args.scorings, args.methods))
+    which = args.rows or ("ablation" if grid_flags else "paper")
+    mask_source = "file" if args.candidate_masks else "gt"
+    if which == "ablation":
+        default_sources = "gt,file,sam" if args.candidate_masks else "gt,sam"
+        return refer_eval.ablation_rows(csv_list(args.candidates or default_sources),
+                                        csv_list(args.scorings or "oracle,local,global,mixed"),
+                                        csv_list(args.methods or "global_local"))
+    names = list(refer_eval.PAPER_ROWS) if which == "paper" else csv_list(which)
+    return refer_eval.paper_rows(mask_source, names)
+
+
 def run_refer_evaluation(args) -> int:
     """`python -m core evaluate refer`: table on stderr, report.json/.md in --out, summary JSON on stdout."""
     dataset = dataset_from_args(args)
     if args.write_jsonl:
         print(f"wrote {refer_data.write_jsonl(dataset, args.write_jsonl)} ({len(dataset)} samples)", file=sys.stderr)
-    rows = refer_eval.ablation_rows(csv_list(args.candidates), csv_list(args.scorings))
-    settings = grounding_settings_from_args(args)
+    rows = rows_from_args(args)
+    mask_file = refer_data.read_candidate_masks(args.candidate_masks) if args.candidate_masks else None
+    settings = grounding_settings_from_args(args, visual_weight=refer_eval.visual_weight_for(dataset.name))
     segmenter = embedder = models = None
     untrained = None
-    if any(r.scoring != "oracle" for r in rows):
+    if any(r.uses_clip for r in rows):
         engine = engine_from_args(args)
         embedder = engine.embedder
         if any(r.candidates == "sam" for r in rows):
             segmenter = engine.segmenter
         models, untrained = engine.label, engine.untrained
     report = refer_eval.evaluate(dataset, rows, settings, segmenter=segmenter, embedder=embedder,
-                      progress=not args.quiet, models=models, untrained=untrained)
+                                 mask_file=mask_file, progress=not args.quiet, models=models, untrained=untrained)
     written = refer_eval.write_report(report, args.out)
     print(refer_eval.markdown_table(report), file=sys.stderr)
     print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
-    print(json.dumps({"out": str(args.out), "dataset": report["dataset"], "split": report["split"],
-                      "n_samples": report["n_samples"], "n_with_direction": report["n_with_direction"],
-                      "models": models, "results": [{"row": r["row"], "oIoU": r["all"]["oIoU"],
-                                                     "mIoU": r["all"]["mIoU"],
-                                                     "oIoU_direction": r["with_direction"]["oIoU"],
-                                                     "mIoU_direction": r["with_direction"]["mIoU"]}
-                                                    for r in report["results"]]}))
+    print(json.dumps({"out": str(args.out), "dataset": report.dataset, "split": report.split,
+                      "n_samples": report.n_samples, "n_with_direction": report.n_with_direction,
+                      "models": models, "results": [{"row": r.name, "oIoU": r.all.oIoU, "mIoU": r.all.mIoU,
+                                                     "oIoU_direction": r.with_direction.oIoU,
+                                                     "mIoU_direction": r.with_direction.mIoU,
+                                                     "paper": ([r.row.paper.oIoU, r.row.paper.mIoU]
+                                                               if r.row.paper else None)}
+                                                    for r in report.results]}))
     return 0
 
 
@@ -160,14 +177,21 @@ def add_refer_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--limit-images", type=int, default=0, help="synthetic: first N images only (0 = all)")
     data.add_argument("--limit", type=int, default=0, help="first N sentences only (0 = all)")
     data.add_argument("--write-jsonl", help="also save the samples in the JSON-lines format here")
-    parser.add_argument("--candidates", default="gt,sam", help="candidate sources: gt,sam (default: %(default)s)")
-    parser.add_argument("--scorings", default="oracle,local,global,mixed",
-                        help="scorings: oracle,local,global,mixed (default: %(default)s)")
+    data.add_argument("--candidate-masks",
+                      help="JSON lines {image, masks: [RLE]} of another mask source (e.g. FreeSOLO): the "
+                           "candidates of the global-local row (else the annotated instances)")
+    rows = parser.add_argument_group("rows")
+    rows.add_argument("--rows", default=None,
+                      help="paper (default): global-local, global-local+sam, global-local+sam+orientation; "
+                           "ablation: the grid of --candidates x --methods x --scorings x orientation; or a "
+                           "comma list of the paper's row names")
+    rows.add_argument("--candidates", default=None, help="ablation: candidate sources gt,file,sam (default gt,sam)")
+    rows.add_argument("--scorings", default=None, help="ablation: oracle,local,global,mixed (default: all)")
+    rows.add_argument("--methods", default=None, help="ablation: global_local,score_mix (default global_local)")
     parser.add_argument("--out", default="runs/refer", help="output folder (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_grounding_arguments(parser, ablation_flags=False)
+    add_grounding_arguments(parser, ablation_flags=False, points_per_side=32)
     add_model_arguments(parser)
-
 
 
 def register(subparsers) -> None:
@@ -179,7 +203,7 @@ def register(subparsers) -> None:
                             description=retrieval.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_retrieval_arguments(parser)
     parser.set_defaults(func=run_retrieval)
-    parser = sub.add_parser("refer", help="referring segmentation oIoU / mIoU per ablation row",
+    parser = sub.add_parser("refer", help="referring segmentation oIoU / mIoU: the paper's rows or an ablation",
                             description=refer_eval.__doc__ + "\n" + refer_data.__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     add_refer_arguments(parser)

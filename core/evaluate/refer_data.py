@@ -4,16 +4,23 @@ Formats:
   * the RefCOCO / RefCOCO+ / RefCOCOg layout: a pickled list of refs (``refs(unc).p``,
     ``refs(umd).p``, ...; each with image_id, ann_id, category_id, split and sentences[].sent)
     beside the COCO ``instances.json`` of the same images; the image files come from COCO
-    train2014. Pickles run code when loaded: only read files you trust.
+    train2014. The pickle is read with :class:`PlainUnpickler`, which admits plain lists,
+    dicts, tuples, sets, strings and numbers only: a file that names any class or function
+    (the way pickles run code) is refused with a ValueError.
   * JSON lines, one sample a line: ``{"image": path (relative to the file's folder or an images
     folder), "sentence": str, "box": [x, y, w, h]`` or ``"mask": COCO RLE}``, optional
     ``"category"``, ``"split"``, ``"candidates": [{"mask": RLE} | {"box": [x, y, w, h]}, ...]``
     (ground-truth candidates; add ``"target_index"``) and ``"candidate_categories"``.
   * synthetic referring data generated from a COCO folder (e.g. ../shared/data/coco128): see
     :func:`synthetic_from_coco`.
+  * candidate masks from another mask source (e.g. FreeSOLO, as Global-Local CLIP used), for
+    the ``file`` candidates of the evaluation: JSON lines, one image a line,
+    ``{"image": file name or path, "masks": [COCO RLE, ...]}``; matched to the samples by the
+    image's file name (:func:`read_candidate_masks`).
 """
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import random
@@ -69,6 +76,33 @@ class ReferDataset:
 # ----------------------------------------------------------------------------- readers
 
 
+class PlainUnpickler(pickle.Unpickler):
+    """Unpickles plain data only: lists, dicts, tuples, strings, numbers, None, bools and
+    sets. Any other global a pickle names (a class, a function: the way pickles run code) raises
+    ValueError instead of being imported."""
+
+    _ALLOWED = {("builtins", "set"), ("builtins", "frozenset"), ("__builtin__", "set"),
+                ("__builtin__", "frozenset")}
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise ValueError(f"the pickle refers to {module}.{name}; only plain lists, dicts, strings and "
+                         f"numbers are read (a RefCOCO refs file has nothing else)")
+
+
+def load_plain_pickle(path) -> object:
+    """The plain data in the pickle file ``path`` (see :class:`PlainUnpickler`; Python 2 strings
+    are read as latin-1). ValueError for anything else or a damaged file."""
+    data = Path(path).read_bytes()
+    try:
+        return PlainUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError, KeyError) as exc:
+        raise ValueError(f"{path} is not a readable pickle ({type(exc).__name__}: {exc})") from None
+
+
 def read_refcoco(refs_path, instances_path, images_dir, split: str | None = None,
                  name: str | None = None) -> ReferDataset:
     """Samples of a RefCOCO-family ``refs(*).p`` + ``instances.json`` (one per sentence).
@@ -81,9 +115,8 @@ def read_refcoco(refs_path, instances_path, images_dir, split: str | None = None
     for p in (refs_path, instances_path):
         if not p.is_file():
             raise FileNotFoundError(f"not found: {p}")
-    with refs_path.open("rb") as f:
-        refs = pickle.load(f, encoding="latin1")
-    if not isinstance(refs, list):
+    refs = load_plain_pickle(refs_path)
+    if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
         raise ValueError(f"{refs_path} is not a RefCOCO refs file (expected a pickled list of refs)")
     coco = read_coco(instances_path)
     images, categories, anns_by_image = coco.images, coco.categories, coco.by_image
@@ -113,6 +146,33 @@ def read_refcoco(refs_path, instances_path, images_dir, split: str | None = None
         found = sorted({str(r.get("split")) for r in refs})
         raise ValueError(f"no refs with split {split!r} in {refs_path}; it has {found}")
     return dataset
+
+
+def read_candidate_masks(path) -> dict[str, list[dict]]:
+    """Candidate masks of another mask source: {image file name: [COCO RLE, ...]}.
+
+    JSON lines, one image a line: ``{"image": name or path, "masks": [RLE, ...]}``; the key is
+    the file name (the path's last part), which is how the evaluation finds a sample's image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"not found: {path}")
+    out: dict[str, list[dict]] = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{where}: not JSON ({exc.msg})") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("image"), str) or not isinstance(obj.get("masks"), list):
+            raise ValueError(f"{where}: needs 'image' (a string) and 'masks' (a list of COCO RLE)")
+        masks = [_jsonl_object({"mask": m}, f"{where} mask {i}") for i, m in enumerate(obj["masks"])]
+        out.setdefault(Path(obj["image"]).name, []).extend(masks)
+    if not out:
+        raise ValueError(f"{path}: no images")
+    return out
 
 
 def _jsonl_object(obj: dict, where: str) -> dict:

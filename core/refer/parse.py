@@ -104,6 +104,9 @@ class Expression:
     corrections: (typed, corrected) pairs for the typos that were fixed ("botom" -> "bottom").
     subject: the sentence with direction and ordinal phrases removed ("the dog with a hat"),
         the text the noun was read from.
+    noun_phrase: the spaCy noun chunk that holds the head of the whole sentence, as Global-Local
+        CLIP reads it ("the man in a red shirt on the left" -> "the man"); see
+        :func:`noun_phrase_of`. "" when the record was built by hand (then the sentence is used).
     """
 
     text: str
@@ -113,6 +116,7 @@ class Expression:
     direction_words: tuple[str, ...] = ()
     corrections: tuple[tuple[str, str], ...] = ()
     subject: str = ""
+    noun_phrase: str = ""
 
     @property
     def noun_prompt(self) -> str:
@@ -130,6 +134,11 @@ class Expression:
         out["noun_prompt"] = self.noun_prompt
         return out
 
+
+#: Longest referring expression :func:`parse` accepts, in characters (RefCOCOg sentences are
+#: under 300); longer input is refused before spaCy runs, so no caller holds the parser's lock
+#: for long.
+MAX_EXPRESSION_CHARS = 500
 
 #: spaCy pipelines are not documented as thread-safe; the app calls parse() from worker threads.
 _NLP_LOCK = threading.Lock()
@@ -207,6 +216,9 @@ def _validate_text(text) -> str:
         raise ValueError(f"a referring expression must be a str, got {type(text).__name__}")
     if not text.strip():
         raise ValueError("a referring expression must not be empty")
+    if len(text) > MAX_EXPRESSION_CHARS:
+        raise ValueError(f"a referring expression must be at most {MAX_EXPRESSION_CHARS} characters, "
+                         f"got {len(text)}")
     if not re.search(r"[A-Za-z0-9]", text):
         raise ValueError(f"a referring expression needs words, got {text!r}")
     return text
@@ -307,6 +319,30 @@ def _head_noun(doc) -> str | None:
     return lemma if lemma.isalpha() else best.text
 
 
+def noun_phrase_of(doc) -> str:
+    """The noun phrase of a parsed sentence, by Global-Local CLIP's rule (text of ``doc`` if none).
+
+    The head is the root of the dependency parse (the last root when spaCy splits the text into
+    several sentences); if it is not inside a noun chunk, its first child is tried. The phrase is
+    the noun chunk that holds the head: "the man in a red shirt on the left" -> "the man",
+    "left dog" -> "left dog". When neither is in a chunk the whole text is returned.
+    """
+    chunks = {}
+    for chunk in doc.noun_chunks:
+        for i in range(chunk.start, chunk.end):
+            chunks[i] = chunk
+    roots = [t for t in doc if t.head.i == t.i]
+    if not roots:
+        return doc.text
+    head = roots[-1]
+    if head.i not in chunks:
+        children = list(head.children)
+        if not children or children[0].i not in chunks:
+            return doc.text
+        head = children[0]
+    return chunks[head.i].text
+
+
 def parse(text: str) -> Expression:
     """Parse a referring expression into noun, direction and ordinal (see :class:`Expression`).
 
@@ -314,7 +350,9 @@ def parse(text: str) -> Expression:
     edit away are fixed ("botom" -> "bottom"), multi-word phrases ("far left", "on the left
     side", "top right corner") and corner combinations ("upper left") are understood, and an
     ordinal ("second from the right") is read. "right hand", "standing up", "upside down" are
-    not directions. Raises ValueError on a non-str or empty input.
+    not directions. The noun phrase (:func:`noun_phrase_of`) is read from the whole sentence,
+    lower-cased, typos fixed. Raises ValueError on a non-str or empty input, or one longer than
+    :data:`MAX_EXPRESSION_CHARS` characters (checked before spaCy runs).
 
     >>> parse("the second dog from the left")   # doctest: +SKIP
     Expression(text='the second dog from the left', noun='dog', direction='left', ordinal=2, ...)
@@ -366,4 +404,5 @@ def _parse_locked(nlp, text: str) -> Expression:
         direction_words=tuple(direction_words),
         corrections=tuple(corrections),
         subject=subject,
+        noun_phrase=noun_phrase_of(doc),
     )

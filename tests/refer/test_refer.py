@@ -301,7 +301,11 @@ def test_mix_scores_and_padding():
 
 @pytest.mark.parametrize("kwargs", [dict(scoring="both"), dict(global_weight=1.5), dict(local_view="nope"),
                                     dict(global_emphasis="grey"), dict(top_k=0), dict(duplicate_iou=0.0),
-                                    dict(automask=[("points_per_side", 4)])])
+                                    dict(automask=[("points_per_side", 4)]), dict(method="clipseg"),
+                                    dict(visual_weight=-0.1), dict(text_weight=2), dict(masking_block=9.0),
+                                    dict(masking_block=True), dict(local_fill="grey"),
+                                    dict(token_mask_resize="nearest"), dict(normalise_features=1),
+                                    dict(max_candidate_pixels=0)])
 def test_grounding_settings_are_validated(kwargs):
     with pytest.raises(ValueError):
         GroundingSettings(**kwargs)
@@ -357,18 +361,29 @@ def test_ground_rejects_bad_candidates():
 def test_ground_scores_with_clip(embedder):
     """CLIP scoring end to end (untrained CLIP): scores are cosines and mixing follows the settings."""
     image, masks = _three_objects()
+    # the score_mix variant: scores are mixed
     mixed = ground(None, embedder, image, "the red square on the right", candidate_masks=masks,
-                   settings=GroundingSettings(scoring="mixed", global_weight=0.25))
+                   settings=GroundingSettings(method="score_mix", scoring="mixed", global_weight=0.25))
     assert len(mixed) == 3 and np.all(np.abs(mixed.scores) <= 1.0 + 1e-5)
     np.testing.assert_allclose(mixed.scores, 0.25 * mixed.global_scores + 0.75 * mixed.local_scores, atol=1e-6)
     assert np.all(np.diff(mixed.scores) <= 0)  # best first
     # the direction rule picks the rightmost of the top 3 = the rightmost square
     assert mixed.source_index[mixed.chosen] == 2
     local = ground(None, embedder, image, "the red square on the right", candidate_masks=masks,
-                   settings=GroundingSettings(scoring="local", local_view="mask", global_emphasis="blur"))
+                   settings=GroundingSettings(method="score_mix", scoring="local", local_view="mask",
+                                              global_emphasis="blur"))
     np.testing.assert_allclose(local.scores, local.local_scores)
     order = np.argsort(-local.local_scores, kind="stable")
     np.testing.assert_array_equal(local.source_index, local.source_index[order])
+    # the default, Global-Local as published: one cosine of mixed features per candidate
+    gl = ground(None, embedder, image, "the red square on the right", candidate_masks=masks)
+    assert gl.settings.method == "global_local" and gl.source_index[gl.chosen] == 2
+    assert np.all(np.abs(gl.scores) <= 1.0 + 1e-5) and np.all(np.diff(gl.scores) <= 0)
+    assert gl.summary()["method"] == "global_local"
+    only_global = ground(None, embedder, image, "the red square", candidate_masks=masks,
+                         settings=GroundingSettings(scoring="global"))
+    np.testing.assert_allclose(only_global.scores, only_global.global_scores)
+    assert np.all(only_global.local_scores == 0)  # not computed
 
 
 def test_ground_with_sam_candidates(tiny_segmenter, embedder, coco_image):
