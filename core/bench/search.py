@@ -1,8 +1,8 @@
 """Gallery-scale benchmarks: the index a gallery chooses by size, and ingestion throughput.
 
-    python -m core.bench.search index --sizes 100000 1000000 [--data clustered|coco]
-    python -m core.bench.search ingest --images N [--workers 0 2] [--ray 1 2]
-    python -m core.bench.search resume --kills 5
+    python -m core bench-gallery index --sizes 100000 1000000 [--data clustered|coco]
+    python -m core bench-gallery ingest --images N [--workers 0 2] [--ray 1 2]
+    python -m core bench-gallery resume --kills 5
 
 `index`: for each size, a `Gallery` over 512-d unit vectors gets the index
 `core.index.choose_index` picks (default IndexSettings: 1 GB budget, recall@10 >= 0.95),
@@ -18,7 +18,6 @@ build (duplicated / lost objects). JSON on stdout.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -174,32 +173,3 @@ def bench_resume(kills: int, limit: int = 40, seed: int = 0) -> dict:
               "identical": list(ref.records) == list(got.records)}
     shutil.rmtree(tmp, ignore_errors=True)
     return result
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m core.bench.search")
-    sub = p.add_subparsers(dest="what", required=True)
-    a = sub.add_parser("index")
-    a.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    a.add_argument("--data", choices=["clustered", "coco"], default="clustered")
-    a.add_argument("--metric", choices=["cosine", "l2"], default="cosine")
-    b = sub.add_parser("ingest")
-    b.add_argument("--images", type=int, default=16)
-    b.add_argument("--workers", type=int, nargs="*", default=[0, 2])
-    b.add_argument("--ray", type=int, nargs="*", default=[1, 2])
-    c = sub.add_parser("resume")
-    c.add_argument("--kills", type=int, default=5)
-    args = p.parse_args(argv)
-    if args.what == "index":
-        base = coco_object_vectors(COCO) if args.data == "coco" else None
-        for n in args.sizes:
-            print(json.dumps(bench_index(n, args.data, args.metric, base)), flush=True)
-    elif args.what == "ingest":
-        print(json.dumps(bench_ingest(args.images, args.workers, args.ray)))
-    else:
-        print(json.dumps(bench_resume(args.kills)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

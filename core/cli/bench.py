@@ -1,4 +1,4 @@
-"""Subcommand `bench` over core.bench."""
+"""Subcommands `bench` (engine stages) and `bench-gallery` (index choice, ingestion) over core.bench."""
 from __future__ import annotations
 
 import argparse
@@ -8,9 +8,16 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from core.bench import run
+from core.bench import run, search
+from core.bench.run import (
+    RECALL_K,
+    BenchResults,
+    BenchSettings,
+    format_table,
+    run_bench,
+)
+from core.bench.timing import cpu_info
 from core.cli.args import csv_list
-from core.bench.run import RECALL_K, BenchResults, BenchSettings, format_table, run_bench
 
 
 def _log(msg: str) -> None:
@@ -77,3 +84,36 @@ def register(subparsers) -> None:
     parser.add_argument("--stock-everything", action="store_true",
                         help="also time segment_anything's SamAutomaticMaskGenerator, 32x32 (adds ~100 s; not with --quick)")
     parser.set_defaults(func=run_bench_command)
+
+
+def run_bench_gallery(args) -> int:
+    """`python -m core bench-gallery index|ingest|resume`: one JSON line per measurement on stdout
+    (the first names the CPU)."""
+    print(json.dumps({"cpu": cpu_info().describe(), "loadavg_start": list(os.getloadavg())}), flush=True)
+    if args.what == "index":
+        base = search.coco_object_vectors(search.COCO) if args.data == "coco" else None
+        for n in args.sizes:
+            print(json.dumps(search.bench_index(n, args.data, args.metric, base)), flush=True)
+    elif args.what == "ingest":
+        print(json.dumps(search.bench_ingest(args.images, args.workers, args.ray)))
+    else:
+        print(json.dumps(search.bench_resume(args.kills)))
+    return 0
+
+
+def register_gallery(subparsers) -> None:
+    """Add `bench-gallery` to `python -m core`."""
+    parser = subparsers.add_parser("bench-gallery", help="gallery scale: index chosen by size, ingestion, resume",
+                                   description=search.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    a = sub.add_parser("index", help="build + tune the index a gallery of N vectors chooses; time one query")
+    a.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    a.add_argument("--data", choices=["clustered", "coco"], default="clustered")
+    a.add_argument("--metric", choices=["cosine", "l2"], default="cosine")
+    b = sub.add_parser("ingest", help="images/s and objects/s in-process, with workers, on Ray")
+    b.add_argument("--images", type=int, default=16)
+    b.add_argument("--workers", type=int, nargs="*", default=[0, 2])
+    b.add_argument("--ray", type=int, nargs="*", default=[1, 2])
+    c = sub.add_parser("resume", help="kill -9 an ingestion at random points; duplicated / lost objects")
+    c.add_argument("--kills", type=int, default=5)
+    parser.set_defaults(func=run_bench_gallery)

@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for module in (commands, bench, refer, evaluate):
         module.register(sub)
+    bench.register_gallery(sub)
     return parser
 
 
