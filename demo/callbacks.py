@@ -139,6 +139,10 @@ class Callbacks:
             shutil.rmtree(session.files_dir, ignore_errors=True)
             session.files_dir = ""
         self.forget_upload(session.source)
+        with self._live_lock:
+            shown = {s.image_key for s in self._live.values()}
+        if session.image_key and session.image_key not in shown:
+            self.ctx.forget_display(session.image_key)
         session.image = None
         session.source = ""
         session.auto = session.candidates = session.selection = None

@@ -149,6 +149,10 @@ class AppContext:
         self.record_encode(seconds, model)
         return seconds
 
+    def forget_display(self, key: str) -> None:
+        """Delete the canvas picture of image `key` (its last session has ended)."""
+        (self.display_dir / f"{key}.jpg").unlink(missing_ok=True)
+
     def prune_display_files(self) -> int:
         """Remove the oldest canvas pictures beyond `settings.display_files`; returns how many."""
         files = sorted(self.display_dir.glob("*.jpg"), key=lambda p: p.stat().st_mtime)
