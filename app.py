@@ -17,7 +17,7 @@ from core import config
 from core.browse import GALLERY_ENV, gallery_path_from_env, open_gallery
 from core.cli.args import add_model_arguments, engine_settings_from_args
 from core.views import VIEW_NAMES
-from demo.context import AppContext, AppSettings
+from demo.context import AppContext, AppSettings, limit_malloc_arenas
 from demo.layout import CSS, build_demo
 
 
@@ -66,6 +66,7 @@ def gpu_decorator():
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    limit_malloc_arenas()
     ctx = AppContext(engine_settings_from_args(args), AppSettings(gallery_views=args.gallery_views,
                                            gallery_max_objects=args.gallery_max_objects))
     print(f"starting: {ctx.engine.label}; SAM choices {', '.join(ctx.sam_options())}", file=sys.stderr)

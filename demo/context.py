@@ -35,6 +35,27 @@ UNTRAINED_AUTOMASK = AutoMaskSettings(points_per_side=4, pred_iou_thresh=0.0, st
                                       max_masks=16)
 
 
+def release_memory() -> None:
+    """Give freed heap memory back to the operating system (glibc; a no-op elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Fewer glibc malloc arenas: many worker threads otherwise each keep their own heap,
+    and a server's memory grows with the number of threads that ever ran (no-op elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)   # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 class ModelsUnavailable(RuntimeError):
     """The models cannot be used (missing weights, still loading); message fit for a person."""
 
@@ -148,6 +169,43 @@ class AppContext:
         seconds = time.perf_counter() - start
         self.record_encode(seconds, model)
         return seconds
+
+    def start_sweeper(self, folders: list[str], every_s: float, max_age_s: float,
+                      keep=lambda: set()) -> threading.Thread:
+        """Every `every_s` seconds delete files older than `max_age_s` under `folders` (Gradio's
+        cache: uploads and the copies it makes of download files, which its own delete_cache
+        does not track when they are per-session values) and return freed memory to the OS.
+        `keep()` gives paths never to delete (the page's own files, e.g. example thumbnails)."""
+        def sweep_once() -> None:
+            cutoff = time.time() - max_age_s
+            kept = {str(Path(p).resolve()) for p in keep()}
+            for folder in folders:
+                root = Path(folder)
+                if not root.is_dir():
+                    continue
+                for path in sorted(root.rglob("*"), reverse=True):   # files before their folders
+                    try:
+                        if str(path.resolve()) in kept:
+                            continue
+                        if path.is_file() and max(path.stat().st_mtime, path.stat().st_ctime) < cutoff:
+                            path.unlink()
+                        elif path.is_dir() and path.stat().st_mtime < cutoff and not any(path.iterdir()):
+                            path.rmdir()
+                    except OSError:
+                        pass
+            release_memory()
+
+        def loop() -> None:
+            while True:
+                time.sleep(every_s)
+                try:
+                    sweep_once()
+                except Exception:
+                    traceback.print_exc()
+
+        thread = threading.Thread(target=loop, name="samclip-sweeper", daemon=True)
+        thread.start()
+        return thread
 
     def forget_display(self, key: str) -> None:
         """Delete the canvas picture of image `key` (its last session has ended)."""

@@ -329,6 +329,10 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
         untrained_btn.click(on_untrained, None, [banner, untrained_btn, timer, status], **light)
         demo.load(on_tick, None, [banner, untrained_btn, gallery_info, timer], **light)
         demo.unload(on_unload)
+    def page_files() -> set:   # files the page itself shows (example thumbnails...)
+        return {f for block in demo.blocks.values() for f in getattr(block, "keep_in_cache", set())}
+
+    ctx.start_sweeper(cb.upload_dirs, config.CACHE_SWEEP_S, config.CACHE_MAX_AGE_S, page_files)
     return demo
 
 
