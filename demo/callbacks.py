@@ -335,10 +335,15 @@ class Callbacks:
         if ticket != session.load_ticket:
             raise Stale("dropped: another image was chosen meanwhile")
         key = image_key(opened.image)
-        previous = session.source
+        previous, old_key = session.source, session.image_key
         session.reset_image(opened.image, key, name, opened.original_size, str(path))
         if previous and previous != str(path):
             self.forget_upload(previous)   # the old upload is no longer needed
+        if old_key and old_key != key:
+            with self._live_lock:
+                shown = {s.image_key for s in self._live.values()}
+            if old_key not in shown:
+                self.ctx.forget_display(old_key)   # nobody shows the old picture any more
         if self.ctx.loaded.is_set() and not self.ctx.load_error:
             emb = self.segmenter(session).cached(key)
             session.embedding = emb.key if emb is not None else None

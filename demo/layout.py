@@ -332,7 +332,7 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
     def page_files() -> set:   # files the page itself shows (example thumbnails...)
         return {f for block in demo.blocks.values() for f in getattr(block, "keep_in_cache", set())}
 
-    ctx.start_sweeper(cb.upload_dirs, config.CACHE_SWEEP_S, config.CACHE_MAX_AGE_S, page_files)
+    ctx.start_sweeper(cb.upload_dirs + [str(ctx.display_dir)], config.CACHE_SWEEP_S, config.CACHE_MAX_AGE_S, page_files)
     return demo
 
 
