@@ -13,10 +13,11 @@ import argparse
 import os
 import sys
 
+from core import config
 from core.browse import GALLERY_ENV, gallery_path_from_env, open_gallery
 from core.cli.args import add_model_arguments, engine_settings_from_args
 from core.views import VIEW_NAMES
-from demo.context import AppContext, AppSettings
+from demo.context import AppContext, AppSettings, limit_malloc_arenas
 from demo.layout import CSS, build_demo
 
 
@@ -65,16 +66,20 @@ def gpu_decorator():
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    limit_malloc_arenas()
     ctx = AppContext(engine_settings_from_args(args), AppSettings(gallery_views=args.gallery_views,
                                            gallery_max_objects=args.gallery_max_objects))
-    print(f"starting: {ctx.engine.label}", file=sys.stderr)
+    print(f"starting: {ctx.engine.label}; SAM choices {', '.join(ctx.sam_options())}", file=sys.stderr)
     gpu = gpu_decorator()
     # On ZeroGPU the GPU exists only inside decorated callbacks: build the gallery there.
     ctx.start(build_gallery=not args.no_prebuild and gpu is None)
     demo = build_demo(ctx, gpu=gpu)
-    demo.queue(default_concurrency_limit=4)
+    # Each kind of work has its own concurrency group (demo/layout.py); this default only
+    # covers events without one. Uploads over the limit are refused before they are stored.
+    demo.queue(default_concurrency_limit=2, max_size=256)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS,
-                ssr_mode=False, show_error=False, allowed_paths=[str(ctx.settings.examples_dir)])
+                ssr_mode=False, show_error=False, allowed_paths=[str(ctx.settings.examples_dir)],
+                max_file_size=config.MAX_UPLOAD_BYTES)
     return 0
 
 

@@ -18,6 +18,10 @@ from core.models import load_clip, load_sam
 from core.segment import Segmenter
 from core.views import render_view
 
+#: What people see for each SAM in the model choice.
+SAM_LABELS = {"vit_t": "fast (MobileSAM)", "vit_b": "SAM ViT-B, as in the papers",
+              "vit_l": "SAM ViT-L", "vit_h": "SAM ViT-H", "vit_tiny": "tiny test SAM (untrained only)"}
+
 UNTRAINED_NOTICE = ("UNTRAINED weights (random, for trying the interface): masks, scores "
                     "and search results are meaningless")
 
@@ -40,13 +44,21 @@ class EngineSettings:
         return replace(self, **changes)
 
 
+def sam_label(name: str) -> str:
+    """"fast (MobileSAM)" for "vit_t", the name itself for unknown ones."""
+    return SAM_LABELS.get(name, name)
+
+
 class Engine:
-    """Shared SAM segmenter + CLIP embedder, loaded on first use."""
+    """Shared SAM segmenters (one per SAM model asked for, each loaded once) + one CLIP
+    embedder, loaded on first use. `settings.sam` is the default SAM; `segmenter_for(name)`
+    gives any other (same weights policy: trained, or all untrained)."""
 
     def __init__(self, settings: EngineSettings | None = None):
         self.settings = settings or EngineSettings()
         self._lock = threading.Lock()
-        self._segmenter = None
+        self._load_locks: dict[str, threading.Lock] = {}
+        self._segmenters: dict = {}
         self._embedder = None
 
     @property
@@ -62,13 +74,30 @@ class Engine:
 
     @property
     def segmenter(self):
-        """The shared `core.segment.Segmenter` (loads SAM on first use)."""
+        """The shared `core.segment.Segmenter` of the default SAM (loads it on first use)."""
+        return self.segmenter_for(self.settings.sam)
+
+    def segmenter_for(self, name: str | None = None):
+        """The shared `Segmenter` of SAM `name` (None: the default), loaded once per process.
+        Loading one model never blocks the use of another that is loaded."""
+        name = name or self.settings.sam
+        found = self._segmenters.get(name)
+        if found is not None:
+            return found
         with self._lock:
-            if self._segmenter is None:
+            lock = self._load_locks.setdefault(name, threading.Lock())
+        with lock:
+            if name not in self._segmenters:
                 s = self.settings
-                self._segmenter = Segmenter(load_sam(s.sam, s.sam_checkpoint, untrained=s.untrained,
-                                                     fast=s.fast, device=s.device, precision=s.sam_precision))
-            return self._segmenter
+                checkpoint = s.sam_checkpoint if name == s.sam else None
+                self._segmenters[name] = Segmenter(load_sam(
+                    name, checkpoint, untrained=s.untrained, fast=s.fast, device=s.device,
+                    precision=s.sam_precision))
+            return self._segmenters[name]
+
+    def loaded_sams(self) -> list[str]:
+        """Names of the SAM models loaded so far."""
+        return list(self._segmenters)
 
     @property
     def embedder(self):

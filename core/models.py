@@ -177,22 +177,61 @@ def _build_sam_tiny():
                       encoder_global_attn_indexes=[1], checkpoint=None)
 
 
+class BadWeightsFile(WeightsNotFound, ValueError):
+    """A weight file that exists but is not a usable state dict (empty, random bytes, a pickle
+    payload, another model's weights). Its message is one line naming the file and the fix."""
+
+
+def read_state_dict(path: Path, what: str = "SAM") -> dict:
+    """A weight file's tensors, read with `torch.load(weights_only=True)` (never runs pickled
+    code). Raises `BadWeightsFile` with a one-line reason when the file is not a state dict."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    size = path.stat().st_size if path.is_file() else -1
+    if size == 0:
+        raise BadWeightsFile(f"{what} weight file {path} is empty (0 bytes): download it again")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
+            reason = "it holds Python objects, not only tensors (refused: loading it could run code)"
+        else:
+            reason = f"it is not a PyTorch weight file ({first[:120]})"
+        raise BadWeightsFile(f"{what} weight file {path} cannot be used: {reason}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError,
+            ImportError, TypeError, IndexError, KeyError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BadWeightsFile(f"{what} weight file {path} cannot be used: it is not a PyTorch weight "
+                             f"file or it is damaged ({first[:120]})") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BadWeightsFile(f"{what} weight file {path} cannot be used: it is not a state dict of "
+                             f"tensors (got {type(state).__name__})")
+    return state
+
+
 def load_sam_state(sam, path: Path) -> None:
     """Load a SAM state dict file into `sam`: tensors only (weights_only=True), every key matched.
 
-    Raises ValueError naming missing/unexpected keys when the file is another model's.
+    Raises `BadWeightsFile` (one line) when the file is not a state dict or is another model's.
     """
-    import torch
-
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} is not a SAM state dict (got {type(state).__name__})")
+    state = read_state_dict(path, "SAM")
     expected = set(sam.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
-        raise ValueError(f"{path} does not fit this SAM: {len(missing)} missing keys (e.g. {missing[:3]}), "
-                         f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
-    sam.load_state_dict(state, strict=True)
+        raise BadWeightsFile(f"SAM weight file {path} does not fit this SAM: {len(missing)} missing "
+                             f"keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+    try:
+        sam.load_state_dict(state, strict=True)
+    except RuntimeError as exc:   # shapes differ: another size of SAM
+        first = (str(exc).strip().splitlines() or [""])[-1].strip()
+        raise BadWeightsFile(f"SAM weight file {path} does not fit this SAM ({first[:160]})") from None
 
 
 def _build_sam(name: str, checkpoint: Path | None):
@@ -211,7 +250,10 @@ def _build_sam(name: str, checkpoint: Path | None):
         if checkpoint is not None:
             load_sam_state(sam, checkpoint)
         return sam
-    return sam_model_registry[name](checkpoint=None if checkpoint is None else str(checkpoint))
+    sam = sam_model_registry[name](checkpoint=None)
+    if checkpoint is not None:   # read here, tensors only (segment_anything's own torch.load is not)
+        load_sam_state(sam, checkpoint)
+    return sam
 
 
 def load_sam(name: str = "vit_b", checkpoint: str | os.PathLike | None = None, *,
@@ -312,7 +354,14 @@ def _load_clip_weights(name: str, pretrained: str, checkpoint, device: str):
         path = Path(explicit).expanduser()
         if not path.is_file():
             raise WeightsNotFound(f"CLIP checkpoint {path} does not exist")
-        return _create_clip(name, str(path), device, quick_gelu)
+        if path.stat().st_size == 0:
+            raise BadWeightsFile(f"CLIP weight file {path} is empty (0 bytes): download it again")
+        try:
+            return _create_clip(name, str(path), device, quick_gelu)
+        except Exception as exc:  # open_clip raises many kinds for a file that is not weights
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise BadWeightsFile(f"CLIP weight file {path} cannot be used: not {name} weights "
+                                 f"or damaged ({type(exc).__name__}: {first[:120]})") from None
     cached = cached_clip_file(name, pretrained)
     if cached is not None:
         return _create_clip(name, str(cached), device, quick_gelu)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -98,10 +99,15 @@ def validate_box(box, size: tuple[int, int]) -> np.ndarray | None:
 
 
 class Segmenter:
-    """SAM wrapped for many users: cached embeddings, validated prompts, a lock around the model.
+    """SAM wrapped for many users: cached embeddings, validated prompts, locks per kind of work.
 
     `sam` is a `segment_anything.modeling.Sam` (from `core.models.load_sam`); it is shared
-    and never modified here.
+    and never modified here. Three locks, so a cheap call never waits behind an expensive
+    one: the encoder lock (one image encoding at a time), the decoder lock (clicks: prompt
+    encoder + mask decoder on a cached embedding, ~20-30 ms) and the everything lock (one
+    automatic-mask run at a time; it uses the decoder modules too, which only read their
+    weights). The embedding cache has its own short lock: a lookup never waits for an
+    encoding. `encode_seconds` is the last measured encoder time on this machine.
     """
 
     def __init__(self, sam, cache_size: int | None = None):
@@ -111,9 +117,18 @@ class Segmenter:
         self.transform = ResizeLongestSide(sam.image_encoder.img_size)
         self.cache_size = cache_size or config.EMBED_CACHE_SIZE
         self._cache: OrderedDict[str, ImageEmbedding] = OrderedDict()
-        self._lock = threading.RLock()
+        self._cache_lock = threading.Lock()
+        self._encode_lock = threading.Lock()
+        self._decode_lock = threading.Lock()
+        self._everything_lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self.encode_seconds: float | None = None   # last measured encoder time
+
+    @property
+    def encoding(self) -> bool:
+        """True while an image is being encoded."""
+        return self._encode_lock.locked()
 
     @property
     def device(self):
@@ -127,22 +142,31 @@ class Segmenter:
             raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}"
                              " (use core.images.load_image)")
         key = image_key(image)
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                self.hits += 1
-                return self._cache[key]
+        found = self.cached(key)
+        if found is not None:
+            return found
+        with self._encode_lock:              # one encoding at a time; lookups do not wait
+            found = self.cached(key)         # encoded by another session meanwhile
+            if found is not None:
+                return found
+            start = time.perf_counter()
             emb = self._encode(image, key)
+            self.encode_seconds = time.perf_counter() - start
+        with self._cache_lock:
             self.misses += 1
             self._cache[key] = emb
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
-            return emb
+        return emb
 
     def cached(self, key: str) -> ImageEmbedding | None:
-        """The cached embedding with content hash `key`, if any."""
-        with self._lock:
-            return self._cache.get(key)
+        """The cached embedding with content hash `key`, if any (counts a hit)."""
+        with self._cache_lock:
+            emb = self._cache.get(key)
+            if emb is not None:
+                self._cache.move_to_end(key)
+                self.hits += 1
+            return emb
 
     def _encode(self, image: np.ndarray, key: str) -> ImageEmbedding:
         import torch
@@ -183,7 +207,7 @@ class Segmenter:
         if mask_input is not None:
             mask_t = torch.as_tensor(np.asarray(mask_input, np.float32).reshape(1, 1, 256, 256),
                                      device=self.device)
-        with self._lock, torch.inference_mode():
+        with self._decode_lock, torch.inference_mode():
             masks, scores, logits = self._decode(emb, coords, labels_t, box_t, mask_t, multimask)
         order = np.argsort(-scores, kind="stable")
         return MaskPrediction(masks[order], scores[order], logits[order])
@@ -211,5 +235,5 @@ class Segmenter:
         import torch
 
         cfg = settings or AutoMaskSettings()
-        with self._lock, torch.inference_mode():
+        with self._everything_lock, torch.inference_mode():
             return automatic_masks(self.sam, emb.features, emb.original_size, emb.input_size, cfg)

@@ -16,6 +16,8 @@ dropped (`Stale`). Coordinates from the canvas are pixels of the working image.
 from __future__ import annotations
 
 import json
+import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,7 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from core import refer
+from core import config, refer
 from core.automask import AutoMaskSettings
 from core.build import FoundObject, list_images, records_for
 from core.example_gallery import combine, gallery_from_arrays
@@ -83,6 +85,69 @@ class Callbacks:
 
     def __init__(self, ctx: AppContext):
         self.ctx = ctx
+        #: Folders uploads arrive in (Gradio's upload folder; set by demo.layout).
+        self.upload_dirs: list[str] = []
+        # session hash -> that session's Session, so closing the page frees it at once
+        self._live: dict[str, Session] = {}
+        self._live_lock = threading.Lock()
+
+    # ================================================================ session lifetime
+    def register(self, session: Session, session_hash: str | None) -> None:
+        """Remember which page `session` belongs to (for `end_session_of` on page close)."""
+        if session_hash:
+            with self._live_lock:
+                self._live[session_hash] = session
+
+    def live_sessions(self) -> int:
+        with self._live_lock:
+            return len(self._live)
+
+    def end_session_of(self, session_hash: str | None) -> None:
+        """The page `session_hash` was closed: free its session now."""
+        with self._live_lock:
+            session = self._live.pop(session_hash, None) if session_hash else None
+        if session is not None:
+            self.end_session(session)
+
+    def is_upload(self, path: str) -> bool:
+        if not path:
+            return False
+        resolved = Path(path).resolve()
+        return any(d and resolved.is_relative_to(Path(d).resolve()) for d in self.upload_dirs)
+
+    def forget_upload(self, path: str) -> None:
+        """Delete an uploaded file (and its folder when empty) once no session needs it."""
+        if not self.is_upload(path):
+            return
+        file = Path(path)
+        file.unlink(missing_ok=True)
+        try:
+            file.parent.rmdir()
+        except OSError:
+            pass
+
+    def end_session(self, session) -> None:
+        """A session ended (time to live passed, or its page was closed): delete its files
+        (downloads folder, its upload) and drop its arrays. Safe to call twice."""
+        if not isinstance(session, Session):
+            return
+        with self._live_lock:
+            for key, value in list(self._live.items()):
+                if value is session:
+                    del self._live[key]
+        if session.files_dir:
+            shutil.rmtree(session.files_dir, ignore_errors=True)
+            session.files_dir = ""
+        self.forget_upload(session.source)
+        with self._live_lock:
+            shown = {s.image_key for s in self._live.values()}
+        if session.image_key and session.image_key not in shown:
+            self.ctx.forget_display(session.image_key)
+        session.image = None
+        session.source = ""
+        session.auto = session.candidates = session.selection = None
+        session.user_images, session.user_embeddings, session.user_records = {}, {}, []
+        session.hits = []
 
     # ================================================================ helpers
     @property
@@ -92,15 +157,55 @@ class Callbacks:
     def automask_settings(self) -> AutoMaskSettings:
         return self.ctx.automask_settings()
 
+    def model(self, session: Session) -> str:
+        """The SAM this session uses: its own choice, else the app's default."""
+        return session.sam_model or self.ctx.engine.settings.sam
+
+    def segmenter(self, session: Session):
+        """The shared segmenter of the session's SAM (each model loaded once per process)."""
+        return self.engine.segmenter_for(self.model(session))
+
     def _embedding(self, session: Session):
+        """SAM's embedding of the session's image, from the shared cache (encoded when
+        missing). The session keeps only the key, never the tensor."""
         image = session.require_image()
-        if session.embedding is None:
+        seg = self.segmenter(session)
+        emb = seg.cached(session.image_key)
+        if emb is None:
             start = time.perf_counter()
-            cached = self.engine.segmenter.cached(session.image_key)
-            session.embedding = cached or self.engine.segmenter.set_image(image)
-            if cached is None:
-                self.ctx.record_encode(time.perf_counter() - start)
-        return session.embedding
+            emb = seg.set_image(image)
+            self.ctx.record_encode(time.perf_counter() - start, self.model(session))
+        session.embedding = emb.key
+        return emb
+
+    @staticmethod
+    def check_text(text: str, what: str) -> str:
+        """`text` stripped; UserError when it is longer than the models are given."""
+        text = (text or "").strip()
+        if len(text) > config.MAX_TEXT_CHARS:
+            raise UserError(f"The {what} is {len(text)} characters long; the limit is "
+                            f"{config.MAX_TEXT_CHARS}.")
+        return text
+
+    def set_model(self, session: Session, name: str) -> SegmentOut:
+        """Switch this session (only) to SAM `name`; its image is encoded again with it."""
+        name = self.ctx.sam_name(name)
+        if name == self.model(session):
+            raise Stale("same model")
+        session.sam_model = name
+        if session.image is None:
+            return SegmentOut(session, None, self.selection_info(session),
+                              f"SAM model for your session: {self.ctx.model_line(name)}.")
+        session.embedding = None
+        session.prompts, session.candidates, session.auto, session.selection = [], None, None, None
+        emb = self.engine.segmenter_for(name).cached(session.image_key)
+        if emb is not None:
+            session.embedding = emb.key
+            return self.segment_out(session, f"Now using {self.ctx.model_line(name)}; this image "
+                                             "was encoded with it already.", self.canvas_message(session))
+        return self.segment_out(session, f"Now using {self.ctx.model_line(name)}; encoding the "
+                                         f"image with it (about {self.ctx.encode_estimate(name):.1f} s)...",
+                                self.canvas_message(session, phase="encoding"))
 
     @staticmethod
     def check_key(session: Session, key) -> None:
@@ -126,7 +231,8 @@ class Callbacks:
                                                self.ctx.settings.display_max_side),
                    "size": [h, w], "display": list(self.display_size(session)),
                    "original": list(session.original_size), "phase": phase,
-                   "estimate_ms": round(self.ctx.encode_estimate() * 1000), **extra}
+                   "model": self.model(session),
+                   "estimate_ms": round(self.ctx.encode_estimate(self.model(session)) * 1000), **extra}
         return json.dumps(message, separators=(",", ":"))
 
     def selection_info(self, session: Session) -> str:
@@ -199,8 +305,9 @@ class Callbacks:
         """The image at its original size (re-read from its file when it was downscaled)."""
         if tuple(session.image.shape[:2]) == tuple(session.original_size):
             return session.image
-        if session.source and Path(session.source).is_file():
-            try:
+        oh, ow = session.original_size
+        if session.source and Path(session.source).is_file() and oh * ow <= maskdata.BIG_DECODE_PIXELS:
+            try:   # re-read only moderate originals; bigger ones: the working image scaled up
                 full = load_image(session.source, max_pixels=maskdata.MAX_UPLOAD_PIXELS)
                 if full.shape[:2] == tuple(session.original_size):
                     return full
@@ -228,16 +335,25 @@ class Callbacks:
         if ticket != session.load_ticket:
             raise Stale("dropped: another image was chosen meanwhile")
         key = image_key(opened.image)
+        previous, old_key = session.source, session.image_key
         session.reset_image(opened.image, key, name, opened.original_size, str(path))
+        if previous and previous != str(path):
+            self.forget_upload(previous)   # the old upload is no longer needed
+        if old_key and old_key != key:
+            with self._live_lock:
+                shown = {s.image_key for s in self._live.values()}
+            if old_key not in shown:
+                self.ctx.forget_display(old_key)   # nobody shows the old picture any more
         if self.ctx.loaded.is_set() and not self.ctx.load_error:
-            session.embedding = self.engine.segmenter.cached(key)
+            emb = self.segmenter(session).cached(key)
+            session.embedding = emb.key if emb is not None else None
         h, w = opened.image.shape[:2]
         note = (f" (downscaled from {opened.original_size[1]}x{opened.original_size[0]}; exports "
                 f"stay at the original size)" if opened.downscaled else "")
         if session.embedding is not None:
             return self.segment_out(session, f"Loaded {name} ({w}x{h}){note}; its SAM embedding was "
                                              "cached. Click on an object.", self.canvas_message(session))
-        estimate = self.ctx.encode_estimate()
+        estimate = self.ctx.encode_estimate(self.model(session))
         return self.segment_out(
             session, f"Loaded {name} ({w}x{h}){note}; encoding it with SAM (about {estimate:.1f} s)...",
             self.canvas_message(session, phase="encoding"))
@@ -320,7 +436,12 @@ class Callbacks:
         key = payload.get("key") if isinstance(payload, dict) else None
         if not self.ctx.loaded.is_set() or self.ctx.load_error:
             return {"key": key, "ok": False, "reason": "models not ready"}
-        emb = self.ctx.engine.segmenter.cached(key) if key else None
+        model = payload.get("model") if isinstance(payload, dict) else None
+        try:
+            seg = self.ctx.engine.segmenter_for(self.ctx.sam_name(model) if model else None)
+        except UserError as exc:
+            return {"key": key, "ok": False, "reason": str(exc)}
+        emb = seg.cached(key) if isinstance(key, str) and key else None
         if emb is None:
             return {"key": key, "ok": False, "reason": "not encoded"}
         try:
@@ -331,7 +452,7 @@ class Callbacks:
             return {"key": key, "ok": True, "masks": [], "ms": 0}
         tmp = Session(prompts=prompts)
         points, labels = tmp.points()
-        pred = self.ctx.engine.segmenter.predict(emb, points if len(points) else None,
+        pred = seg.predict(emb, points if len(points) else None,
                                                  labels if len(labels) else None, tmp.box())
         display = maskdata.display_size(emb.original_size, self.ctx.settings.display_max_side)
         count = 1 if payload.get("best_only") else len(pred.masks)
@@ -361,7 +482,7 @@ class Callbacks:
             raise Stale("dropped: newer prompts were committed meanwhile")
         points, labels = session.points()
         start = time.perf_counter()
-        pred = self.engine.segmenter.predict(emb, points if len(points) else None,
+        pred = self.segmenter(session).predict(emb, points if len(points) else None,
                                              labels if len(labels) else None, session.box())
         chosen = payload.get("chosen", 0)
         chosen = chosen if isinstance(chosen, int) and 0 <= chosen < len(pred.masks) else 0
@@ -387,7 +508,7 @@ class Callbacks:
         emb = self._embedding(session)
         progress(0.1, "automatic masks")
         start = time.perf_counter()
-        auto = self.engine.segmenter.everything(emb, self.automask_settings())
+        auto = self.segmenter(session).everything(emb, self.automask_settings())
         if key is not None:
             self.check_key(session, key)
         session.auto = auto
@@ -500,6 +621,7 @@ class Callbacks:
         if not 1 <= k <= 100:
             raise UserError("The number of results must be between 1 and 100.")
         if query_source == "text":
+            text = self.check_text(text, "search text")
             if not text or not text.strip():
                 raise UserError("Type a text to search for (e.g. 'a cat').")
             query = self.engine.embedder.embed_texts([text.strip()])
@@ -577,7 +699,7 @@ class Callbacks:
         if session.auto is None:
             emb = self._embedding(session)
             progress(0.0, "automatic masks")
-            session.auto = self.engine.segmenter.everything(emb, self.automask_settings())
+            session.auto = self.segmenter(session).everything(emb, self.automask_settings())
         if not len(session.auto.masks):
             raise UserError("SAM found no objects in this image.")
         return self._add_objects(session, list(session.auto.masks), progress)
@@ -593,7 +715,8 @@ class Callbacks:
     # ================================================================ Refer
     def parse_expression(self, text: str) -> str:
         """What the app understood of a referring expression, as Markdown (fast: spaCy only)."""
-        if not text or not text.strip():
+        text = self.check_text(text, "referring expression")
+        if not text:
             raise UserError("Type a referring expression, e.g. 'the cat on the left'.")
         return self.expression_markdown(refer.parse(text))
 
@@ -602,14 +725,15 @@ class Callbacks:
         the selection and is drawn on the canvas. Returns (SegmentOut, candidate tiles)."""
         image = session.require_image()
         key = session.image_key
-        if not text or not text.strip():
+        text = self.check_text(text, "referring expression")
+        if not text:
             raise UserError("Type a referring expression, e.g. 'the cat on the left'.")
         settings = refer.GroundingSettings(automask=self.automask_settings())
         # reuse the automatic masks the person already computed ('Everything')
         given = session.auto.masks if session.auto is not None and len(session.auto.masks) else None
         progress(0.1, "scoring candidate objects against the text")
         start = time.perf_counter()
-        grounding = refer.ground(self.engine.segmenter, self.engine.embedder, image, text,
+        grounding = refer.ground(self.segmenter(session), self.engine.embedder, image, text,
                                  settings=settings, candidate_masks=given)
         took = _ms(start)
         self.check_key(session, key)

@@ -237,10 +237,11 @@ function apply(m) {
   if (stats.pendingFirst && !stats.pendingFirst.key && m.key) stats.pendingFirst.key = m.key;
   if (m.notice) { hideBusy(); say(m.notice, 8000); }
   if (!m.key) { updateControls(); return; }
-  if (m.key !== st.key) newImage(m);
+  if (m.key !== st.key || (m.model && st.model && m.model !== st.model)) newImage(m);  // another SAM: start over
+  if (m.model) st.model = m.model;
   if (m.phase === 'encoding' && st.phase !== 'ready') {
     st.phase = 'encoding';
-    showBusy('encoding with SAM...', m.estimate_ms);
+    showBusy('encoding with SAM' + (m.model ? ' ' + m.model : '') + '...', m.estimate_ms);
   } else if (m.phase === 'ready' && st.phase !== 'ready') {
     st.phase = 'ready'; hideBusy();
     if (m.encode_ms) stats.encodeMs = m.encode_ms;
@@ -308,7 +309,7 @@ function change(fn) {
   refresh();
 }
 function payload(extra) {
-  return Object.assign({ key: st.key, points: st.points.map(p => p.slice()), box: st.box }, extra || {});
+  return Object.assign({ key: st.key, model: st.model || '', points: st.points.map(p => p.slice()), box: st.box }, extra || {});
 }
 async function refresh() {
   const version = ++st.version, key = st.key;
@@ -494,7 +495,11 @@ async function sendFile(file) {
     const r = await upload(file);
     stats.pendingFirst = { t0: stats.uploadStart || performance.now() };
     trigger('upload', { path: r.path, name: file.name });
-  } catch (e) { hideBusy(); say('The upload failed: ' + e, 8000); }
+  } catch (e) {
+    hideBusy();
+    const big = String(e).match(/413|too large|exceed/i);
+    say('The upload failed: ' + (big ? 'the file is larger than this server accepts.' : e), 8000);
+  }
 }
 $('.sc-file').addEventListener('change', (e) => { stats.uploadStart = performance.now(); sendFile(e.target.files[0]); e.target.value = ''; });
 const stage = element.querySelector('.sc-stage');

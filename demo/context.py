@@ -18,10 +18,11 @@ import numpy as np
 
 from core import config
 from core.automask import AutoMaskSettings
-from core.engine import Engine, EngineSettings
+from core.engine import Engine, EngineSettings, sam_label
 from core.example_gallery import SharedGallerySet
 from core.images import load_image
 from core.views import VIEW_NAMES
+from demo.state import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 TITLE = "Find and select objects: SAM + CLIP"
@@ -32,6 +33,27 @@ EXAMPLES_DIR = REPO / "examples"
 #: give low predicted IoUs) from a coarse grid, so the interface has something to show fast.
 UNTRAINED_AUTOMASK = AutoMaskSettings(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0,
                                       max_masks=16)
+
+
+def release_memory() -> None:
+    """Give freed heap memory back to the operating system (glibc; a no-op elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Fewer glibc malloc arenas: many worker threads otherwise each keep their own heap,
+    and a server's memory grows with the number of threads that ever ran (no-op elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)   # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
 
 
 class ModelsUnavailable(RuntimeError):
@@ -48,7 +70,9 @@ class AppSettings:
     automask: AutoMaskSettings | None = None       # everything + gallery (None: per model)
     cache_dir: Path = config.CACHE_DIR / "galleries"
     display_max_side: int = 1024                  # the canvas shows images at most this big
-    work_max_side: int = 2048                     # bigger uploads are downscaled to this for SAM
+    work_max_side: int = config.WORK_MAX_SIDE     # bigger uploads are downscaled to this for SAM
+    sam_choices: tuple[str, ...] = config.SAM_CHOICES  # SAMs a person may switch to (per session)
+    display_files: int = config.DISPLAY_FILES     # canvas pictures kept on disk (oldest go)
     neighbours: int = 4                           # nearest objects shown per view in Compare
 
 
@@ -62,7 +86,7 @@ class AppContext:
         # Pictures the canvases load (one JPEG per image content hash; not user state: any
         # session showing the same pixels gets the same file). Served by Gradio as static files.
         self.display_dir = Path(tempfile.mkdtemp(prefix="samclip_display_"))
-        self._encode_seconds: float | None = None     # SAM encoder time measured on this machine
+        self._encode_seconds: dict[str, float] = {}   # SAM -> encoder time measured on this machine
         self._set_engine(Engine(engine_settings))
 
     def _set_engine(self, engine: Engine) -> None:
@@ -95,27 +119,106 @@ class AppContext:
             self.loaded.set()
         return ok
 
-    # ---- encoder timing ------------------------------------------------------------
-    def record_encode(self, seconds: float) -> None:
-        """Remember how long SAM's image encoder took (moving average)."""
+    # ---- SAM models and their encoder timing ------------------------------------------
+    def sam_options(self) -> list[str]:
+        """SAM names a person may choose (the default first; duplicates dropped)."""
+        names = [self.engine.settings.sam] + list(self.settings.sam_choices)
+        return list(dict.fromkeys(n for n in names if n))
+
+    def sam_name(self, name) -> str:
+        """`name` checked against the offered SAMs (a `UserError` otherwise); accepts the label."""
+        for option in self.sam_options():
+            if name in (option, sam_label(option)):
+                return option
+        raise UserError(f"Unknown SAM model {str(name)[:40]!r}; choose one of "
+                        f"{', '.join(self.sam_options())}.")
+
+    def record_encode(self, seconds: float, model: str | None = None) -> None:
+        """Remember how long SAM `model`'s image encoder took (moving average per model)."""
+        model = model or self.engine.settings.sam
         with self._lock:
-            old = self._encode_seconds
-            self._encode_seconds = seconds if old is None else 0.7 * old + 0.3 * seconds
+            old = self._encode_seconds.get(model)
+            self._encode_seconds[model] = seconds if old is None else 0.7 * old + 0.3 * seconds
 
-    def encode_estimate(self) -> float:
-        """Seconds SAM's image encoder is expected to take on this machine (measured)."""
-        return self._encode_seconds if self._encode_seconds is not None else 10.0
+    def encode_measured(self, model: str | None = None) -> float | None:
+        """Measured encoder seconds of SAM `model` on this machine, None before its first encode."""
+        return self._encode_seconds.get(model or self.engine.settings.sam)
 
-    def measure_encoder(self) -> float:
+    def encode_estimate(self, model: str | None = None) -> float:
+        """Seconds SAM `model`'s image encoder is expected to take on this machine (measured)."""
+        measured = self.encode_measured(model)
+        return measured if measured is not None else 10.0
+
+    def model_line(self, model: str | None = None) -> str:
+        """"SAM vit_t -- fast (MobileSAM), encoder 0.6 s on this machine"."""
+        model = model or self.engine.settings.sam
+        measured = self.encode_measured(model)
+        timing = (f"encoder {measured:.2f} s on this machine" if measured is not None
+                  else "encoder time measured on its first image")
+        return f"SAM {model} -- {sam_label(model)}, {timing}"
+
+    def measure_encoder(self, model: str | None = None) -> float:
         """Time one encoder pass on a small picture (SAM resizes every image to the same input
         size, so this is the time any image takes)."""
+        model = model or self.engine.settings.sam
         probe = np.full((48, 64, 3), 127, np.uint8)
         probe[::7] = 30
+        segmenter = self.engine.segmenter_for(model)
         start = time.perf_counter()
-        self.engine.segmenter.set_image(probe)
+        segmenter.set_image(probe)
         seconds = time.perf_counter() - start
-        self.record_encode(seconds)
+        self.record_encode(seconds, model)
         return seconds
+
+    def start_sweeper(self, folders: list[str], every_s: float, max_age_s: float,
+                      keep=lambda: set()) -> threading.Thread:
+        """Every `every_s` seconds delete files older than `max_age_s` under `folders` (Gradio's
+        cache: uploads and the copies it makes of download files, which its own delete_cache
+        does not track when they are per-session values) and return freed memory to the OS.
+        `keep()` gives paths never to delete (the page's own files, e.g. example thumbnails)."""
+        def sweep_once() -> None:
+            cutoff = time.time() - max_age_s
+            kept = {str(Path(p).resolve()) for p in keep()}
+            for folder in folders:
+                root = Path(folder)
+                if not root.is_dir():
+                    continue
+                for path in sorted(root.rglob("*"), reverse=True):   # files before their folders
+                    try:
+                        if str(path.resolve()) in kept:
+                            continue
+                        if path.is_file() and max(path.stat().st_mtime, path.stat().st_ctime) < cutoff:
+                            path.unlink()
+                        elif path.is_dir() and path.stat().st_mtime < cutoff and not any(path.iterdir()):
+                            path.rmdir()
+                    except OSError:
+                        pass
+            release_memory()
+
+        def loop() -> None:
+            while True:
+                time.sleep(every_s)
+                try:
+                    sweep_once()
+                except Exception:
+                    traceback.print_exc()
+
+        thread = threading.Thread(target=loop, name="samclip-sweeper", daemon=True)
+        thread.start()
+        return thread
+
+    def forget_display(self, key: str) -> None:
+        """Delete the canvas picture of image `key` (its last session has ended)."""
+        (self.display_dir / f"{key}.jpg").unlink(missing_ok=True)
+
+    def prune_display_files(self) -> int:
+        """Remove the oldest canvas pictures beyond `settings.display_files`; returns how many."""
+        files = sorted(self.display_dir.glob("*.jpg"), key=lambda p: p.stat().st_mtime)
+        removed = 0
+        for path in files[:max(0, len(files) - self.settings.display_files)]:
+            path.unlink(missing_ok=True)
+            removed += 1
+        return removed
 
     def display_url(self, key: str, image: np.ndarray, max_side: int) -> str:
         """A URL (relative to the page) of `image` as the canvas shows it: a JPEG at most
@@ -132,6 +235,9 @@ class AppContext:
             tmp = path.with_suffix(".tmp")
             pil.save(tmp, format="JPEG", quality=92)
             tmp.replace(path)
+            self.prune_display_files()
+        else:
+            path.touch()   # recently used: pruned last
         return f"gradio_api/file={path}"
 
     def start(self, build_gallery: bool = True) -> threading.Thread:
@@ -153,8 +259,12 @@ class AppContext:
         thread.start()
         return thread
 
-    def use_untrained(self) -> threading.Thread:
-        """Switch every session to untrained models (random weights, clearly labelled)."""
+    def use_untrained(self) -> threading.Thread | None:
+        """Switch to untrained models (random weights, clearly labelled) -- only when the
+        trained models could not be loaded, so nobody's working models can be switched away
+        (the button is not an API endpoint either). Returns None when refused."""
+        if not self.loaded.is_set() or not self.load_error:
+            return None
         with self._lock:
             if not self.engine.untrained:
                 self._set_engine(Engine(self.engine.settings.with_(untrained=True)))
@@ -188,9 +298,10 @@ class AppContext:
                     f"{self.load_error}\n\n"
                     "Provide the weights as described and restart, or press **Use untrained "
                     "models** to try the interface with random weights (results are meaningless).")
+        timing = f" · {self.model_line()}"
         if engine.untrained:
-            return f"**UNTRAINED MODE**: {engine.label}."
-        return f"Models: {engine.label}"
+            return f"**UNTRAINED MODE**: {engine.label}.{timing}"
+        return f"Models: {engine.label}{timing}"
 
     def gallery_status(self) -> str:
         """One line about the example gallery (building progress, size, or the failure)."""

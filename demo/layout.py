@@ -19,8 +19,10 @@ from typing import Callable
 
 import gradio as gr
 
+from core import config
+from core.engine import sam_label
 from core.views import VIEWS
-from demo.callbacks import Callbacks, SegmentOut, iter_load
+from demo.callbacks import Callbacks, SegmentOut
 from demo.canvas import mask_canvas
 from demo.context import TITLE, AppContext
 from demo.errors import error_message, guard
@@ -74,6 +76,7 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
     if os.environ.get("SAMCLIP_CANVAS", "").strip().lower() == "picture":
         return build_picture_demo(ctx, gpu)
     cb = Callbacks(ctx)
+    cb.upload_dirs = [gr.utils.get_upload_folder()]
     gr.set_static_paths([str(ctx.display_dir)])
     examples = cb.example_paths()
     queries = _example_queries(ctx)
@@ -88,11 +91,16 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
             traceback.print_exc(file=sys.stderr)
             return {"key": None, "ok": False, "reason": error_message(exc)}
 
-    with gr.Blocks(title=TITLE) as demo:
-        session = gr.State(Session())
+    with gr.Blocks(title=TITLE, delete_cache=(config.CACHE_SWEEP_S, config.CACHE_MAX_AGE_S)) as demo:
+        # Per-session state: dropped (with the session's files) SESSION_TTL_S after its last
+        # event, or at once when the page is closed (demo.unload below).
+        session = gr.State(Session(), time_to_live=config.SESSION_TTL_S, delete_callback=cb.end_session)
         gr.Markdown(INTRO, elem_id="header")
         with gr.Row():
             banner = gr.Markdown(ctx.banner(), elem_id="banner")
+            sam_choice = gr.Dropdown([(sam_label(n), n) for n in ctx.sam_options()],
+                                     value=ctx.engine.settings.sam, label="SAM model (your session)",
+                                     scale=0, min_width=220, elem_id="sam-model")
             untrained_btn = gr.Button("Use untrained models", variant="secondary", scale=0,
                                       visible=False, elem_id="use-untrained")
         timer = gr.Timer(1.5, active=True)
@@ -154,7 +162,7 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
                         query_source = gr.Radio(["selected object", "text"], value="selected object",
                                                 label="Query with", elem_id="query-source")
                         query_text = gr.Textbox(label="Text query", placeholder="a cat",
-                                                elem_id="query-text")
+                                                max_length=config.MAX_TEXT_CHARS, elem_id="query-text")
                         if queries.get("search"):
                             gr.Examples([[q] for q in queries["search"]], inputs=[query_text],
                                         label="Example texts")
@@ -184,7 +192,8 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
                 with gr.Row():
                     with gr.Column(scale=1, min_width=260):
                         refer_text = gr.Textbox(label="Referring expression",
-                                                placeholder="the cat on the left", elem_id="refer-text")
+                                                placeholder="the cat on the left",
+                                                max_length=config.MAX_TEXT_CHARS, elem_id="refer-text")
                         refer_btn = gr.Button("Find it", variant="primary", elem_id="refer-btn")
                         if queries.get("refer"):
                             gr.Examples([[q["text"]] for q in queries["refer"]], inputs=[refer_text],
@@ -198,18 +207,31 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
                                                       elem_classes=["cols4"])
 
         # ------------------------------------------------------------ wiring
-        def load_steps(sess: Session, path, name: str):
-            for out in iter_load(cb, sess, path, name):
-                yield segment_values(out)
-
-        def on_example(sess: Session, evt: gr.SelectData):
+        # Loading an image is two events: `begin_load` (quick: read, check, show the picture)
+        # runs with the light events; the SAM encoding follows in the encoder's own queue
+        # (one at a time; the status line shows the person's place in it).
+        def on_example(sess: Session, evt: gr.SelectData, request: gr.Request):
+            cb.register(sess, request.session_hash)
             path, name = cb.example(evt.index)
-            yield from load_steps(sess, path, name)
+            return segment_values(cb.begin_load(sess, path, name))
 
-        def on_upload(sess: Session, evt: gr.EventData):
+        def on_upload(sess: Session, evt: gr.EventData, request: gr.Request):
+            cb.register(sess, request.session_hash)
             data = _event_data(evt)
-            path = cb.upload_path(data.get("path"), [gr.utils.get_upload_folder()])
-            yield from load_steps(sess, path, str(data.get("name") or Path(path).name))
+            path = cb.upload_path(data.get("path"), cb.upload_dirs)
+            return segment_values(cb.begin_load(sess, path, str(data.get("name") or Path(path).name)))
+
+        def on_encode(sess: Session):
+            if sess.image is None or sess.embedding is not None:
+                return {status: gr.skip()}
+            return segment_values(cb.finish_load(sess, sess.image_key))
+
+        def on_model(sess: Session, name: str, request: gr.Request):
+            cb.register(sess, request.session_hash)
+            return segment_values(cb.set_model(sess, name))
+
+        def on_unload(request: gr.Request):
+            cb.end_session_of(request.session_hash)
 
         def on_prompts(sess: Session, evt: gr.EventData):
             return segment_values(cb.commit_prompts(sess, _event_data(evt)))
@@ -257,37 +279,60 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
                     gr.Timer(active=not done))
 
         def on_untrained():
-            ctx.use_untrained()
+            if ctx.use_untrained() is None:   # refused: the trained models are working
+                return gr.skip(), gr.Button(visible=False), gr.skip(), gr.skip()
             return (ctx.banner(), gr.Button(visible=False), gr.Timer(active=True),
                     "Switching to untrained models (random weights) for everybody on this server...")
 
         def heavy(fn: Callable, with_canvas: bool = False) -> Callable:
             return guard(gpu(fn) if gpu else fn, status, canvas if with_canvas else None)
 
+        # Fairness: each kind of work has its own concurrency group, so a click never waits
+        # in the queue behind another person's encoding or everything-mode run (the canvas's
+        # hover/click preview is a server function outside the queue; the segmenter's
+        # separate encoder/decoder locks keep it from waiting inside, too). None of these
+        # events is an API endpoint (api_visibility="private"): only the page calls them.
         quiet = {"show_progress": "hidden"}
-        example_gallery.select(heavy(on_example, True), [session], seg_outputs, **quiet)
-        canvas.upload(heavy(on_upload, True), [session], seg_outputs, **quiet)
-        canvas.prompts(heavy(on_prompts, True), [session], seg_outputs, **quiet)
-        canvas.pick(guard(on_pick, status, canvas), [session], seg_outputs, **quiet)
-        canvas.everything(heavy(on_everything, True), [session], seg_outputs, **quiet)
+        private = {"api_visibility": "private"}
+        light = {"concurrency_id": "light", "concurrency_limit": 4, **private}
+        click = {"concurrency_id": "click", "concurrency_limit": config.CLICK_WORKERS, **private}
+        encoder = {"concurrency_id": "encoder", "concurrency_limit": 1, "show_progress": "minimal",
+                   "show_progress_on": [status], **private}
+        allmasks = {"concurrency_id": "everything", "concurrency_limit": 1, **private}
+        clip = {"concurrency_id": "clip", "concurrency_limit": 1, **private}
+        encode = guard(gpu(on_encode) if gpu else on_encode, status, canvas)
+        example_gallery.select(heavy(on_example, True), [session], seg_outputs, **quiet, **light).then(
+            encode, [session], seg_outputs, **encoder)
+        canvas.upload(heavy(on_upload, True), [session], seg_outputs, **quiet, **light).then(
+            encode, [session], seg_outputs, **encoder)
+        sam_choice.input(heavy(on_model, True), [session, sam_choice], seg_outputs, **quiet, **light).then(
+            encode, [session], seg_outputs, **encoder)
+        canvas.prompts(heavy(on_prompts, True), [session], seg_outputs, **quiet, **click)
+        canvas.pick(guard(on_pick, status, canvas), [session], seg_outputs, **quiet, **click)
+        canvas.everything(heavy(on_everything, True), [session], seg_outputs, **quiet, **allmasks)
         compare_btn.click(heavy(on_compare), [session],
-                          [session, *view_images, *view_neighbours, status])
+                          [session, *view_images, *view_neighbours, status], **clip)
         search_inputs = [session, query_source, query_text, search_view, metric, top_k, include_mine]
-        search_btn.click(heavy(on_search), search_inputs, [session, results, status])
-        query_text.submit(lambda: "text", None, query_source).then(
-            heavy(on_search), search_inputs, [session, results, status])
+        search_btn.click(heavy(on_search), search_inputs, [session, results, status], **clip)
+        query_text.submit(lambda: "text", None, query_source, **light).then(
+            heavy(on_search), search_inputs, [session, results, status], **clip)
         for control in (search_view, metric):
-            control.change(heavy(on_research), search_inputs, [session, results, status])
-        results.select(guard(on_hit, status), [session], [hit_canvas, hit_info], **quiet)
-        add_sel_btn.click(heavy(on_add_selected), [session], [session, my_info, status])
-        add_all_btn.click(heavy(on_add_all), [session], [session, my_info, status])
+            control.change(heavy(on_research), search_inputs, [session, results, status], **clip)
+        results.select(guard(on_hit, status), [session], [hit_canvas, hit_info], **quiet, **click)
+        add_sel_btn.click(heavy(on_add_selected), [session], [session, my_info, status], **clip)
+        add_all_btn.click(heavy(on_add_all), [session], [session, my_info, status], **allmasks)
         refer_outputs = seg_outputs + [refer_candidates]
         for trigger in (refer_btn.click, refer_text.submit):
-            trigger(guard(on_parse, status), [refer_text], [parsed, status]).then(
-                heavy(on_refer, True), [session, refer_text], refer_outputs)
-        timer.tick(on_tick, None, [banner, untrained_btn, gallery_info, timer])
-        untrained_btn.click(on_untrained, None, [banner, untrained_btn, timer, status])
-        demo.load(on_tick, None, [banner, untrained_btn, gallery_info, timer])
+            trigger(guard(on_parse, status), [refer_text], [parsed, status], **click).then(
+                heavy(on_refer, True), [session, refer_text], refer_outputs, **allmasks)
+        timer.tick(on_tick, None, [banner, untrained_btn, gallery_info, timer], **light)
+        untrained_btn.click(on_untrained, None, [banner, untrained_btn, timer, status], **light)
+        demo.load(on_tick, None, [banner, untrained_btn, gallery_info, timer], **light)
+        demo.unload(on_unload)
+    def page_files() -> set:   # files the page itself shows (example thumbnails...)
+        return {f for block in demo.blocks.values() for f in getattr(block, "keep_in_cache", set())}
+
+    ctx.start_sweeper(cb.upload_dirs + [str(ctx.display_dir)], config.CACHE_SWEEP_S, config.CACHE_MAX_AGE_S, page_files)
     return demo
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,15 +20,22 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from core import config
 from core.images import pil_to_rgb
 from core.masks import mask_to_rle
 from demo.state import UserError
 
-#: Uploads with more pixels than this are refused (larger ones are downscaled, see WORK_MAX_SIDE).
-MAX_UPLOAD_PIXELS = int(os.environ.get("SAMCLIP_MAX_UPLOAD_PIXELS", 400_000_000))
-#: Uploads bigger than this many bytes are refused.
-MAX_UPLOAD_BYTES = int(os.environ.get("SAMCLIP_MAX_UPLOAD_BYTES", 100 * 1024 * 1024))
+#: Uploads with more pixels than this are refused, from the header, before decoding
+#: (smaller ones bigger than the working size are downscaled). $SAMCLIP_MAX_UPLOAD_PIXELS.
+MAX_UPLOAD_PIXELS = config.MAX_UPLOAD_PIXELS
+#: Uploads bigger than this many bytes are refused. $SAMCLIP_MAX_UPLOAD_BYTES.
+MAX_UPLOAD_BYTES = config.MAX_UPLOAD_BYTES
+#: Images with more pixels than this are decoded one at a time (their decoded copies are
+#: what costs memory: ~4 bytes per pixel while converting), so N such uploads at once do
+#: not cost N times the memory.
+BIG_DECODE_PIXELS = 8_000_000
 _PIL_LIMIT_LOCK = threading.Lock()
+_BIG_DECODE = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -85,13 +91,24 @@ def open_upload(path, name: str, work_max_side: int = 2048) -> OpenedImage:
         orientation = 1
     original = (width, height) if orientation in (5, 6, 7, 8) else (height, width)
     scale = work_max_side / max(width, height)
+    big = width * height > BIG_DECODE_PIXELS
+    if big:
+        _BIG_DECODE.acquire()
     try:
         if scale < 1.0 and pil.format == "JPEG":
             pil.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
         pil.load()
+        if scale < 1.0:   # shrink before converting: the full-size RGB copy is never made
+            pil.thumbnail((work_max_side, work_max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
         rgb = pil_to_rgb(pil)
     except (OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"{label} is damaged or truncated and cannot be decoded ({exc}).") from None
+    except MemoryError:
+        raise UserError(f"{label} is too big to decode on this server; please scale it down.") from None
+    finally:
+        pil.close()
+        if big:
+            _BIG_DECODE.release()
     if max(rgb.shape[:2]) > work_max_side:
         rgb = resize_image(rgb, work_max_side)
     return OpenedImage(np.ascontiguousarray(rgb), (int(original[0]), int(original[1])))

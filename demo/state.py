@@ -76,7 +76,9 @@ class Session:
     original_size: tuple[int, int] = (0, 0)   # (H, W) of the file; > image size when downscaled
     source: str = ""                          # the file the image came from (for full-size exports)
     load_ticket: int = 0                      # increases with every image load that starts
-    embedding: Any = None                     # core.segment.ImageEmbedding of `image` (None: encoding)
+    embedding: str | None = None              # key of `image`'s SAM embedding in the shared
+                                              # cache (None: not encoded yet); never the tensor
+    sam_model: str = ""                       # this session's SAM ("" : the app's default)
     prompts: list[Prompt] = field(default_factory=list)
     prompt_version: int = 0                   # the canvas's counter of the prompts last committed
     candidates: Any = None                    # core.segment.MaskPrediction for `prompts`

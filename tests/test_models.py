@@ -154,3 +154,60 @@ def test_download_verifies_git_blob_checksum(empty_cache, tmp_path, monkeypatch)
     monkeypatch.setitem(models.SAM_WEIGHTS, "vit_t", SamWeights(info.filename, source.as_uri(), None, 1,
                                                                  git_blob_sha1=models.git_blob_sha1(source)))
     assert models.resolve_sam_checkpoint("vit_t", download=True).read_bytes() == source.read_bytes()
+
+
+class _Payload:
+    """Pickled, it would run `os.system` on load: weights_only must refuse it."""
+
+    def __reduce__(self):
+        import os
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+@pytest.mark.parametrize("kind", ["empty", "random", "pickle", "text", "not_tensors", "other_model"])
+def test_bad_weight_file_gives_one_line_reason(tmp_path, kind):
+    """A checkpoint that is not SAM's weights: a one-line WeightsNotFound, never a traceback
+    and never code run from the file."""
+    import pickle
+
+    import numpy as np
+    import torch
+
+    path = tmp_path / f"{kind}.pth"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "pickle":
+        path.write_bytes(pickle.dumps({"x": _Payload()}))
+    elif kind == "text":
+        path.write_text("not weights\n")
+    elif kind == "not_tensors":
+        torch.save({"a": [1, 2, 3]}, path)
+    else:
+        torch.save({"layer.weight": torch.zeros(2)}, path)
+    with pytest.raises(WeightsNotFound) as info:
+        models.load_sam("vit_b", str(path), fast=False, device="cpu")
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    assert isinstance(info.value, models.BadWeightsFile)
+    if kind == "pickle":
+        assert "Python objects" in message or "not a PyTorch" in message
+
+
+def test_tiny_state_dict_roundtrip_through_read_state_dict(tmp_path):
+    import torch
+
+    sam = models.load_sam("vit_tiny", untrained=True, fast=False, device="cpu")
+    path = tmp_path / "tiny.pth"
+    torch.save(sam.state_dict(), path)
+    state = models.read_state_dict(path)
+    assert set(state) == set(sam.state_dict())
+
+
+def test_bad_clip_weight_file_one_line(tmp_path):
+    path = tmp_path / "clip.bin"
+    path.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(WeightsNotFound) as info:
+        models.load_clip("ViT-B-32", "openai", checkpoint=str(path), device="cpu")
+    assert "\n" not in str(info.value)

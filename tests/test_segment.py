@@ -109,3 +109,35 @@ def test_concurrent_sessions_get_their_own_results(tiny_segmenter, coco_dir):
     [t.join() for t in threads]
     for got, want in zip(results, expected):
         assert (got == want).all()
+
+
+def test_click_does_not_wait_for_another_images_encoding(stock_sam):
+    """Fairness: while one image is being encoded (encoder lock held), a click on an image
+    already encoded answers at once, and cache lookups do not wait either."""
+    seg = Segmenter(stock_sam)
+    image = np.full((64, 80, 3), 100, np.uint8)
+    emb = seg.set_image(image)
+    done = threading.Event()
+    with seg._encode_lock:                          # another session's encoding in progress
+        assert seg.encoding
+
+        def click():
+            assert seg.cached(emb.key) is emb
+            seg.predict(emb, [[10, 10]], [1])
+            done.set()
+
+        worker = threading.Thread(target=click)
+        worker.start()
+        assert done.wait(timeout=20), "a click waited behind the encoder"
+        worker.join()
+    assert seg.encode_seconds is not None and seg.encode_seconds > 0
+
+
+def test_same_image_encoded_once_by_concurrent_sessions(stock_sam):
+    seg = Segmenter(stock_sam)
+    image = np.random.default_rng(3).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(seg.set_image(image))) for _ in range(3)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert seg.misses == 1 and len({id(r) for r in results}) == 1

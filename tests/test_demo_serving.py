@@ -1,0 +1,120 @@
+"""Serving many people: per-session SAM choice, session end frees state and files, text
+limits, the untrained switch cannot be flipped from outside, events are not API endpoints,
+bounded decoding of big uploads."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core import config
+from core.engine import EngineSettings
+from demo import maskdata
+from demo.callbacks import Callbacks, Stale
+from demo.context import AppContext, AppSettings
+from demo.state import Session, UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory) -> AppContext:
+    folder = tmp_path_factory.mktemp("examples")
+    pil = Image.open(REPO / "examples" / "chelsea_cat.jpg")
+    pil.thumbnail((160, 160))
+    pil.save(folder / "cat.jpg")
+    settings = AppSettings(examples_dir=folder, gallery_views=("crop",), gallery_max_objects=2,
+                           cache_dir=tmp_path_factory.mktemp("cache"), display_max_side=120,
+                           work_max_side=200, sam_choices=("vit_tiny", "vit_t"))
+    context = AppContext(EngineSettings(sam="vit_tiny", untrained=True, device="cpu"), settings)
+    assert context.load_models(), context.load_error
+    return context
+
+
+@pytest.fixture()
+def cb(ctx) -> Callbacks:
+    return Callbacks(ctx)
+
+
+def test_model_choice_is_per_session_and_models_are_shared(cb, ctx):
+    a, b = Session(), Session()
+    cb.load_example(a, 0)
+    cb.load_example(b, 0)
+    out = cb.set_model(b, "fast (MobileSAM)")            # the label works too
+    assert b.sam_model == "vit_t" and a.sam_model == ""
+    assert json.loads(out.canvas)["phase"] == "encoding" and json.loads(out.canvas)["model"] == "vit_t"
+    cb.finish_load(b, b.image_key)
+    assert cb.segmenter(b) is ctx.engine.segmenter_for("vit_t")
+    assert cb.segmenter(a) is ctx.engine.segmenter and cb.segmenter(a) is not cb.segmenter(b)
+    assert ctx.encode_measured("vit_t") is not None
+    assert "vit_t" in ctx.model_line("vit_t") and "on this machine" in ctx.model_line("vit_t")
+    # the fast path answers with the session's model (the canvas sends it)
+    h, w = b.image.shape[:2]
+    r = cb.preview({"key": b.image_key, "model": "vit_t", "points": [[w / 2, h / 2, 1]]})
+    assert r["ok"], r
+    with pytest.raises(UserError, match="Unknown SAM"):
+        cb.set_model(a, "vit_h_not_offered")
+    with pytest.raises(Stale):
+        cb.set_model(b, "vit_t")
+    # the session holds the key of its embedding, never the tensor
+    assert isinstance(b.embedding, str)
+
+
+def test_session_end_frees_state_and_files(cb, ctx, tmp_path):
+    cb.upload_dirs = [str(tmp_path)]
+    upload = tmp_path / "abc" / "mine.png"
+    upload.parent.mkdir()
+    Image.fromarray(np.full((50, 60, 3), 90, np.uint8)).save(upload)
+    session = Session()
+    cb.register(session, "hash1")
+    cb.load_all(session, str(upload), "mine.png")
+    h, w = session.image.shape[:2]
+    cb.commit_prompts(session, {"key": session.image_key, "points": [[w / 2, h / 2, 1]], "version": 1})
+    folder = Path(session.files_dir)
+    assert any(folder.iterdir())
+    picture = ctx.display_dir / f"{session.image_key}.jpg"
+    assert picture.exists()
+    cb.end_session_of("hash1")
+    assert not folder.exists() and not upload.exists() and not picture.exists()
+    assert session.image is None and cb.live_sessions() == 0
+    cb.end_session(session)                               # twice is fine
+
+
+def test_text_limits(cb):
+    session = Session()
+    long = "a" * (config.MAX_TEXT_CHARS + 1)
+    with pytest.raises(UserError, match="limit"):
+        cb.search(session, "text", long, "crop", "cosine", 4, True)
+    with pytest.raises(UserError, match="limit"):
+        cb.parse_expression(long)
+
+
+def test_untrained_switch_refused_while_models_work(ctx):
+    assert ctx.use_untrained() is None
+
+
+def test_events_are_not_api_endpoints(ctx):
+    from demo.layout import build_demo
+
+    demo = build_demo(ctx)
+    info = demo.get_api_info()
+    assert not info["named_endpoints"] and not info.get("unnamed_endpoints")
+    groups = {fn.concurrency_id for fn in demo.fns.values()}
+    assert {"click", "encoder", "everything", "clip"} <= groups
+    encoder = [fn for fn in demo.fns.values() if fn.concurrency_id == "encoder"]
+    assert all(fn.concurrency_limit == 1 for fn in encoder)
+
+
+def test_big_upload_is_checked_before_decoding_and_shrunk(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    Image.fromarray(np.zeros((3000, 4000, 3), np.uint8)).save(path)
+    monkeypatch.setattr(maskdata, "MAX_UPLOAD_PIXELS", 10_000_000)
+    with pytest.raises(UserError, match="megapixels"):
+        maskdata.open_upload(path, "big.png")
+    monkeypatch.setattr(maskdata, "MAX_UPLOAD_PIXELS", 20_000_000)
+    opened = maskdata.open_upload(path, "big.png", work_max_side=1024)
+    assert max(opened.image.shape[:2]) == 1024 and opened.original_size == (3000, 4000)
