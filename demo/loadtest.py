@@ -30,7 +30,6 @@ import queue
 import random
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -321,7 +320,6 @@ def run_user(app: App, user: int, users: int, stats: Stats, deadline: float, enc
             if key is None or rng.random() < 0.12:            # a new picture of one's own
                 uploads += 1
                 name = f"{mine}_img{uploads}.png"
-                start = time.perf_counter()
                 code, path = page.upload(name, user_image(user, uploads))
                 if code != 200:
                     stats.error(f"user {user} upload HTTP {code}: {path}")
@@ -475,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         app = App(base)
         # warm up: one session encodes and searches (builds the example gallery) before timing
         warm = Page(app, time.monotonic() + args.start_timeout)
-        out = warm.call(app.fn("search-btn", "click"), [None, "text", "warm up", "crop", "cosine", 4, True],
+        warm.call(app.fn("search-btn", "click"), [None, "text", "warm up", "crop", "cosine", 4, True],
                         timeout=args.start_timeout)
         warm.close()
         time.sleep(2)

@@ -3,7 +3,6 @@ limits, the untrained switch cannot be flipped from outside, events are not API 
 bounded decoding of big uploads."""
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
