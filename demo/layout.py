@@ -98,9 +98,6 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
         gr.Markdown(INTRO, elem_id="header")
         with gr.Row():
             banner = gr.Markdown(ctx.banner(), elem_id="banner")
-            sam_choice = gr.Dropdown([(sam_label(n), n) for n in ctx.sam_options()],
-                                     value=ctx.engine.settings.sam, label="SAM model (your session)",
-                                     scale=0, min_width=220, elem_id="sam-model")
             untrained_btn = gr.Button("Use untrained models", variant="secondary", scale=0,
                                       visible=False, elem_id="use-untrained")
         timer = gr.Timer(1.5, active=True)
@@ -112,6 +109,10 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
                 status = gr.Markdown("", elem_id="status")
                 info = gr.Markdown("No image yet: upload one or pick an example.", elem_id="info")
             with gr.Column(scale=1, min_width=260):
+                # beside the canvas on a wide screen, after it on a phone (the canvas comes first)
+                sam_choice = gr.Dropdown([(sam_label(n), n) for n in ctx.sam_options()],
+                                         value=ctx.engine.settings.sam, label="SAM model (your session)",
+                                         elem_id="sam-model")
                 example_gallery = gr.Gallery(
                     value=[(str(p), p.stem) for p in examples], label="Pick an example",
                     columns=2, height=250, allow_preview=False, object_fit="cover",

@@ -12,6 +12,7 @@ import numpy as np
 
 from core import config
 from core.automask import AutoMaskSettings
+from core.bench.timing import cpu_info
 from core.browse import check_model, search_page
 from core.cli.args import add_model_arguments, engine_from_args, engine_settings_from_args, print_json
 from core.distributed import ray_available, ray_runner
@@ -80,11 +81,15 @@ def run_segment(args) -> int:
                       "area": int(mask.sum()),
                       "box": [float(v) for v in mask_to_box(mask)] if mask.any() else None,
                       "rle": mask_to_rle(mask)})
+    encoder_s = engine.segmenter.encode_seconds
     result = {"image": str(args.image), "size": list(image.shape[:2]), "untrained": engine.untrained,
-              "model": engine.label, "masks": masks}
+              "model": engine.label, "encoder_s": encoder_s, "masks": masks}
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print_json(result)
     print(f"wrote {len(masks)} mask(s) to {out}", file=sys.stderr)
+    if encoder_s is not None:
+        print(f"SAM {engine.settings.sam}: image encoder {encoder_s:.2f} s on this machine "
+              f"({cpu_info().describe()})", file=sys.stderr)
     return 0
 
 

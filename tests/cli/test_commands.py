@@ -37,6 +37,8 @@ def test_segment_writes_masks_and_json(tmp_path, coco_file):
                "--sam-precision", "fp32", *MODELS)
     result = json.loads(proc.stdout)
     assert result["untrained"] is True and "UNTRAINED" in proc.stderr
+    # which model is loaded and how fast its encoder is on this machine
+    assert result["encoder_s"] > 0 and "image encoder" in proc.stderr and " cores (AMX " in proc.stderr
     assert len(result["masks"]) == 1 and (tmp_path / "mask_0.png").is_file()
     assert json.loads((tmp_path / "result.json").read_text()) == result
     proc = run("segment", str(coco_file), "--box", "10,20,200,220", "--multimask", "--out", str(tmp_path), *MODELS)
