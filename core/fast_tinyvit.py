@@ -12,14 +12,16 @@
 * the convolutional stem, the MBConv stage, the patch mergings and every
   block's depthwise conv + MLP run in bands of rows (a one-row halo for the
   3x3 convolutions), so the 4x-expanded hidden tensors (67 MB at 256x256x256)
-  never exist whole: bands stay in cache and no large buffers are allocated
-  (fresh 67 MB allocations cost Linux page faults comparable to the maths);
-* GELU is fused into the GEMM / convolution before it (oneDNN post-ops) where
-  a probe shows the op runs and matches here; residual adds happen in place;
-* windowed attention is computed per band of windows with the learned offset
-  bias as a precomputed (heads, L, L) tensor added by the score GEMM
-  (``baddbmm``); padded edge tokens are LayerNorm(0) = the norm's bias, exactly
-  as in the reference, so they are written as that vector instead of normalised;
+  never exist whole: bands stay in the shared cache and no 67 MB buffers are
+  allocated (fresh ones cost Linux page faults comparable to the maths);
+* GELU is fused into the GEMM / convolution before it and residual adds into
+  the GEMM after them (oneDNN post-ops) where a probe shows the op runs and
+  matches here; other residual adds happen in place;
+* windowed attention runs per band of window rows with the learned offset
+  bias precomputed as a (heads, L, L) tensor; the attention LayerNorm's
+  gamma/beta and the query scale are folded into the qkv weights, so the
+  zero-padded edge tokens still become qkv(LayerNorm(0)) = qkv(beta), exactly
+  as in the reference;
 * GEMMs and convolutions run in ``dtype`` (bfloat16 where the CPU has native
   support, see ``core.fast_sam.best_dtype``), the residual stream, LayerNorms
   and output in float32.
