@@ -104,17 +104,7 @@ class Embedder:
                        normalize: bool = True) -> np.ndarray:
         """(N, D) float32 features of N (h, w, 3) uint8 images, each squashed to :attr:`input_hw`
         (no centre crop); unit rows unless ``normalize`` is False."""
-        import torch
-
-        out = []
-        for start in range(0, len(images), batch_size):
-            batch = self.squashed_pixels(images[start:start + batch_size]).to(self.bundle.device)
-            with self._lock, torch.inference_mode():
-                out.append(self.bundle.model.encode_image(batch).float().cpu().numpy())
-        if not out:
-            raise ValueError("no images to embed")
-        feats = np.concatenate(out).astype(np.float32)
-        return l2_normalise(feats) if normalize else feats
+        return self._encode_images(self.squashed_pixels, images, batch_size, normalize)
 
     @property
     def token_grid(self) -> tuple[int, int]:
@@ -172,11 +162,16 @@ class Embedder:
                      normalize: bool = True) -> np.ndarray:
         """(N, D) float32 unit vectors for N (h, w, 3) uint8 images, embedded in batches
         (the model's own preprocessing; raw features when ``normalize`` is False)."""
+        return self._encode_images(self.preprocess, images, batch_size, normalize)
+
+    def _encode_images(self, to_pixels, images: Sequence[np.ndarray], batch_size: int,
+                       normalize: bool) -> np.ndarray:
+        """(N, D) float32 image features, `to_pixels(batch)` giving the model input; batched."""
         import torch
 
         out = []
         for start in range(0, len(images), batch_size):
-            batch = self.preprocess(images[start:start + batch_size]).to(self.bundle.device)
+            batch = to_pixels(images[start:start + batch_size]).to(self.bundle.device)
             with self._lock, torch.inference_mode():
                 out.append(self.bundle.model.encode_image(batch).float().cpu().numpy())
         if not out:

@@ -148,6 +148,19 @@ def read_refcoco(refs_path, instances_path, images_dir, split: str | None = None
     return dataset
 
 
+def _json_lines(path: Path):
+    """(line number, where "FILE:LINE", parsed object) for every non-blank line; ValueError
+    names the bad line."""
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            yield n, where, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{where}: not JSON ({exc.msg})") from None
+
+
 def read_candidate_masks(path) -> dict[str, list[dict]]:
     """Candidate masks of another mask source: {image file name: [COCO RLE, ...]}.
 
@@ -158,14 +171,7 @@ def read_candidate_masks(path) -> dict[str, list[dict]]:
     if not path.is_file():
         raise FileNotFoundError(f"not found: {path}")
     out: dict[str, list[dict]] = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{where}: not JSON ({exc.msg})") from None
+    for _, where, obj in _json_lines(path):
         if not isinstance(obj, dict) or not isinstance(obj.get("image"), str) or not isinstance(obj.get("masks"), list):
             raise ValueError(f"{where}: needs 'image' (a string) and 'masks' (a list of COCO RLE)")
         masks = [_jsonl_object({"mask": m}, f"{where} mask {i}") for i, m in enumerate(obj["masks"])]
@@ -198,14 +204,7 @@ def read_jsonl(path, images_dir=None, split: str | None = None) -> ReferDataset:
         raise FileNotFoundError(f"not found: {path}")
     base = Path(images_dir) if images_dir else path.parent
     dataset = ReferDataset(name=path.stem, split=split or "all", source=str(path))
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{where}: not JSON ({exc.msg})") from None
+    for n, where, obj in _json_lines(path):
         if not isinstance(obj, dict) or not isinstance(obj.get("image"), str) or not isinstance(obj.get("sentence"), str):
             raise ValueError(f"{where}: needs 'image' and 'sentence' strings")
         if split is not None and obj.get("split") != split:
