@@ -308,7 +308,10 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
             encode, [session], seg_outputs, **encoder)
         sam_choice.input(heavy(on_model, True), [session, sam_choice], seg_outputs, **quiet, **light).then(
             encode, [session], seg_outputs, **encoder)
-        canvas.prompts(heavy(on_prompts, True), [session], seg_outputs, **quiet, **click)
+        # every prompt change is committed (Gradio's default "once" dropped a change made while
+        # the previous commit ran); commit_prompts drops the older of two by their version
+        canvas.prompts(heavy(on_prompts, True), [session], seg_outputs, trigger_mode="multiple",
+                       **quiet, **click)
         canvas.pick(guard(on_pick, status, canvas), [session], seg_outputs, **quiet, **click)
         canvas.everything(heavy(on_everything, True), [session], seg_outputs, **quiet, **allmasks)
         compare_btn.click(heavy(on_compare), [session],

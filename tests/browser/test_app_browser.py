@@ -158,10 +158,6 @@ def test_drag_a_box_and_see_its_mask(page, screenshots):
     page.screenshot(path=str(screenshots / "03_box.png"))
 
 
-@pytest.mark.xfail(strict=False, reason="known race, not yet fixed: a prompt change made while the "
-                   "previous commit is still running does not reach the session (info line and exports "
-                   "keep the older prompts; the canvas itself is right). Passes when the clicks are "
-                   "spaced by the commit time.")
 def test_right_click_negative_point_click_removes_it_and_ctrl_z_undoes(page, screenshots):
     pick_example(page, "astronaut")
     hover_off(page)
