@@ -6,12 +6,17 @@
                                                   1 ms per query at 10k objects of 512-d;
   * n < hnsw_below (100k), fits budget:   "hnsw"   HNSW32 graph over the full vectors;
   * vectors fit the memory budget:        "ivf"    IVF<nlist>,Flat (nlist ~ 4 sqrt(n));
-  * beyond the budget:                    "ivfpq"  [OPQ<m>,]IVF<nlist>,PQ<m>x4fs: 4-bit
-                                                  fast-scan codes of m = dim/8 bytes/2 ...
-                                                  with exact re-ranking of a shortlist read
-                                                  from the (memory-mapped) embeddings.
+  * 8-bit codes fit the budget:           "ivfsq"  IVF<nlist>,SQ8: one byte per dimension
+                                                  (a quarter of the vectors; distances
+                                                  accurate enough to need no re-ranking);
+  * beyond:                               "ivfpq"  [OPQ<m>,]IVF<nlist>,PQ<m>x4fs: 4-bit
+                                                  fast-scan codes of m = dim/4 sub-vectors
+                                                  (dim/8 bytes) with exact re-ranking of a
+                                                  shortlist read from the (memory-mapped)
+                                                  embeddings.
 
-"Fits" means n * (4 * dim + overhead) bytes <= memory_budget_mb. Metrics: "cosine"
+"Fits" means the `estimate_memory` of that kind <= memory_budget_mb (512-d, 1 GB: "ivf" up
+to ~480k objects, "ivfsq" up to ~1.9M). Metrics: "cosine"
 (inner product on unit vectors; score higher = nearer) and "l2" (squared distance; lower =
 nearer); both are built with the same structure, only faiss' metric differs.
 
@@ -31,7 +36,7 @@ from typing import Callable
 import numpy as np
 
 METRICS = ("cosine", "l2")
-INDEX_KINDS = ("auto", "flat", "hnsw", "ivf", "ivfpq")
+INDEX_KINDS = ("auto", "flat", "hnsw", "ivf", "ivfsq", "ivfpq")
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,7 @@ class IndexSettings:
     """How a gallery's index is chosen, built and tuned.
 
     kind: "auto" (by size and budget, see module docstring) or force one of "flat", "hnsw",
-        "ivf", "ivfpq".
+        "ivf", "ivfsq", "ivfpq".
     exact_below: below this many objects search is exact (default 20_000).
     hnsw_below: from exact_below up to this, HNSW when it fits the budget (default 100_000).
     memory_budget_mb: memory the index may take (default 1024); above it, compressed codes.
@@ -47,7 +52,7 @@ class IndexSettings:
     recall_target: recall@k against exact search the tuned parameters must reach (0.95).
     k: the k of that recall (10).
     tune_queries: held-out gallery vectors used to tune (200).
-    train_size: at most this many vectors train IVF / PQ (default 64 per list, <= 256k).
+    train_size: at most this many vectors train IVF / PQ (default 40 per list, <= 256k).
     seed: seeds the training and tuning samples (builds are reproducible).
     """
 
@@ -77,7 +82,7 @@ class IndexSettings:
 class IndexSpec:
     """The index chosen for a gallery.
 
-    kind: "flat" | "hnsw" | "ivf" | "ivfpq"; factory: the faiss index_factory string;
+    kind: "flat" | "hnsw" | "ivf" | "ivfsq" | "ivfpq"; factory: the faiss index_factory string;
     rerank: whether search re-ranks a shortlist exactly from the embeddings;
     params: search parameters ({"nprobe": .., "efSearch": .., "rerank_factor": ..});
     memory_bytes: estimated index memory; reason: why this kind was chosen;
@@ -128,6 +133,8 @@ def estimate_memory(kind: str, n: int, dim: int) -> int:
     nlist = ivf_nlist(n)
     if kind == "ivf":
         return n * (dim * 4 + 8) + nlist * dim * 4
+    if kind == "ivfsq":
+        return n * (dim + 8) + nlist * dim * 4 + 2 * dim * 4
     if kind == "ivfpq":
         return n * (pq_m(dim) // 2 + 8) + nlist * dim * 4 + dim * dim * 4
     raise ValueError(f"unknown index kind {kind!r}")
@@ -145,12 +152,16 @@ def choose_index(n: int, dim: int, settings: IndexSettings | None = None) -> Ind
             kind, reason = "hnsw", f"{n} < hnsw_below={s.hnsw_below} and HNSW fits {s.memory_budget_mb:g} MB"
         elif estimate_memory("ivf", n, dim) <= budget:
             kind, reason = "ivf", f"full vectors ({estimate_memory('ivf', n, dim) / 1e6:.0f} MB) fit the budget"
+        elif estimate_memory("ivfsq", n, dim) <= budget:
+            kind, reason = "ivfsq", (f"full vectors ({estimate_memory('ivf', n, dim) / 1e6:.0f} MB) exceed "
+                                     f"{s.memory_budget_mb:g} MB, 8-bit codes "
+                                     f"({estimate_memory('ivfsq', n, dim) / 1e6:.0f} MB) fit")
         else:
-            kind, reason = "ivfpq", (f"full vectors ({estimate_memory('ivf', n, dim) / 1e6:.0f} MB) exceed "
-                                     f"{s.memory_budget_mb:g} MB: compressed codes, exact re-ranking")
+            kind, reason = "ivfpq", (f"8-bit codes ({estimate_memory('ivfsq', n, dim) / 1e6:.0f} MB) exceed "
+                                     f"{s.memory_budget_mb:g} MB: 4-bit product codes, exact re-ranking")
     nlist = ivf_nlist(n)
     m = pq_m(dim)
-    factory = {"flat": "Flat", "hnsw": "HNSW32,Flat", "ivf": f"IVF{nlist},Flat",
+    factory = {"flat": "Flat", "hnsw": "HNSW32,Flat", "ivf": f"IVF{nlist},Flat", "ivfsq": f"IVF{nlist},SQ8",
                "ivfpq": f"{f'OPQ{m},' if s.opq else ''}IVF{nlist},PQ{m}x4fs"}[kind]
     return IndexSpec(kind, factory, rerank=kind == "ivfpq", memory_bytes=estimate_memory(kind, n, dim),
                      reason=reason)
@@ -187,12 +198,12 @@ def build_index(embeddings: np.ndarray, metric: str, spec: IndexSpec, settings: 
         index = empty_index(metric, dim)
     else:
         index = faiss.index_factory(dim, spec.factory, faiss_metric(metric))
-    if spec.kind in ("ivf", "ivfpq"):
+    if spec.kind in ("ivf", "ivfsq", "ivfpq"):
         ivf = faiss.extract_index_ivf(index)
         ivf.cp.niter = 10
         ivf.cp.seed = 1234 + s.seed
         ivf.cp.min_points_per_centroid = 5
-        size = min(n, s.train_size, max(64 * ivf.nlist, 10_000))
+        size = min(n, s.train_size, max(40 * ivf.nlist, 10_000))
         rows = np.sort(np.random.default_rng(s.seed).choice(n, size=size, replace=False))
         if progress:
             progress(f"training {spec.factory} on {size} vectors")
@@ -240,17 +251,33 @@ def search_index(index, spec: IndexSpec, queries: np.ndarray, k: int, metric: st
         raise ValueError("a re-ranked index needs the embeddings")
     shortlist = min(index.ntotal, k * int(spec.params.get("rerank_factor", 10)))
     _, cand = index.search(queries, shortlist)
-    scores = np.full((len(queries), k), -np.inf if metric == "cosine" else np.inf, np.float32)
+    return rerank(queries, cand, embeddings, k, metric)
+
+
+def rerank(queries: np.ndarray, cand: np.ndarray, embeddings: np.ndarray, k: int, metric: str,
+           batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top k of each query among its candidate ids: queries (Q, D), cand (Q, S) int64
+    (-1 = none), embeddings (N, D) (may be memory-mapped: each batch reads its distinct rows
+    once, in increasing order). Returns (scores (Q, k) float32, ids (Q, k) int64, -1 missing)."""
+    worst = -np.inf if metric == "cosine" else np.inf
+    scores = np.full((len(queries), k), worst, np.float32)
     ids = np.full((len(queries), k), -1, np.int64)
-    for row in range(len(queries)):
-        c = cand[row][cand[row] >= 0]
-        if not len(c):
+    for start in range(0, len(queries), batch):
+        q, c = queries[start:start + batch], cand[start:start + batch]
+        rows, where = np.unique(c, return_inverse=True)
+        if not (rows >= 0).any():
             continue
-        order = np.argsort(c)
-        c = c[order]  # sorted ids read the memory-mapped file in order
-        s = exact_scores(queries[row:row + 1], np.asarray(embeddings[c], np.float32), metric)[0]
-        best = np.argsort(-s if metric == "cosine" else s, kind="stable")[:k]
-        scores[row, :len(best)], ids[row, :len(best)] = s[best], c[best]
+        vectors = np.asarray(embeddings[rows[rows >= 0]], np.float32)
+        offset = int((rows < 0).sum())  # -1 sorts first: positions shift by one when present
+        pos = where.reshape(c.shape) - offset
+        s = np.einsum("qd,qsd->qs", q, vectors[np.maximum(pos, 0)]) if metric == "cosine" else \
+            ((vectors[np.maximum(pos, 0)] - q[:, None, :]) ** 2).sum(-1)
+        s = np.where(c >= 0, s, worst)
+        order = np.argsort(-s if metric == "cosine" else s, axis=1, kind="stable")[:, :k]
+        top_s, top_c = np.take_along_axis(s, order, 1), np.take_along_axis(c, order, 1)
+        top_c = np.where(np.isfinite(top_s), top_c, -1)
+        scores[start:start + len(q), :top_s.shape[1]] = top_s
+        ids[start:start + len(q), :top_c.shape[1]] = top_c
     return scores, ids
 
 
@@ -300,26 +327,44 @@ def tune_index(index, spec: IndexSpec, embeddings: np.ndarray, metric: str,
         _, ids = search_index(index, spec, queries, s.k + 1, metric, embeddings)
         return recall(_without_self(ids, rows, s.k), truth)
 
-    if spec.kind == "hnsw":
-        grid = [{"efSearch": ef} for ef in (16, 32, 64, 128, 256, 512, 1024)]
-    else:
-        nlist = faiss_nlist(index)
-        probes = [p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if p < nlist] + [nlist]
-        factors = (10, 20, 50) if spec.rerank else (None,)
-        grid = [{"nprobe": p, **({"rerank_factor": f} if f else {})} for f in factors for p in probes]
-    sweep = []
-    for params in grid:
-        r = measure(params)
-        sweep.append({**params, "recall_at_k": r})
-        if r >= s.recall_target:
-            break
-    best = max(sweep, key=lambda row: row["recall_at_k"]) if sweep[-1]["recall_at_k"] < s.recall_target \
-        else sweep[-1]
+    sweep = sweep_params(spec, faiss_nlist(index) if spec.kind != "hnsw" else 0, measure, s.recall_target)
+    reached = [row for row in sweep if row["recall_at_k"] >= s.recall_target]
+    best = reached[-1] if reached else max(sweep, key=lambda row: row["recall_at_k"])
     spec.params = {k: v for k, v in best.items() if k != "recall_at_k"}
     apply_params(index, spec)
     spec.tuning = {"recall_at_k": best["recall_at_k"], "k": s.k, "target": s.recall_target,
                    "queries": len(rows), "reached": best["recall_at_k"] >= s.recall_target, "sweep": sweep}
     return spec
+
+
+#: nprobe values tried when tuning (capped at the number of lists).
+PROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+#: shortlist sizes (k x factor) tried when tuning a re-ranked index.
+RERANK_FACTORS = (10, 20, 50, 100)
+
+
+def sweep_params(spec: IndexSpec, nlist: int, measure: Callable[[dict], float], target: float) -> list[dict]:
+    """Try search parameters from cheapest up until `measure(params)` (recall) reaches
+    `target`: efSearch for HNSW; nprobe (PROBES, capped at nlist) for IVF, per re-rank factor
+    when re-ranking (a factor's nprobe sweep stops once two more probes gain < 0.002).
+    Returns the rows tried, each params + "recall_at_k"."""
+    if spec.kind == "hnsw":
+        plans = [[{"efSearch": ef} for ef in (16, 32, 64, 128, 256, 512, 1024)]]
+    else:
+        probes = sorted({min(p, nlist) for p in PROBES})
+        factors = RERANK_FACTORS if spec.rerank else (None,)
+        plans = [[{"nprobe": p, **({"rerank_factor": f} if f else {})} for p in probes] for f in factors]
+    sweep: list[dict] = []
+    for plan in plans:
+        tried: list[float] = []
+        for params in plan:
+            tried.append(measure(params))
+            sweep.append({**params, "recall_at_k": tried[-1]})
+            if tried[-1] >= target:
+                return sweep
+            if len(tried) >= 3 and tried[-1] - tried[-3] < 0.002:
+                break  # saturated: more probes do not help this shortlist
+    return sweep
 
 
 def faiss_nlist(index) -> int:
