@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+import weakref
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +100,70 @@ def validate_box(box, size: tuple[int, int]) -> np.ndarray | None:
     return np.array([cx0, cy0, cx1, cy1], dtype=np.float32)
 
 
+class ClickPriority:
+    """Clicks first: long jobs (image encodings, everything-mode runs) step aside while a
+    click is being decoded.
+
+    A 2-core machine cannot run an encoding and a click side by side without both slowing
+    down (each wants every core). So every leaf module of SAM gets a forward pre-hook; in a
+    thread marked as background (`background()`), the hook waits while any click is in
+    progress (`click()`), at most `max_wait_s` per module so that a stream of clicks cannot
+    starve an encoding. The click then has the cores to itself, and the encoding resumes at
+    the module where it stopped (ViT-B's largest layers take ~0.1 s each here). Clicks and
+    threads that are not marked never wait.
+    """
+
+    def __init__(self, max_wait_s: float = 0.25):
+        self.max_wait_s = max_wait_s
+        self._active = 0
+        self._idle = threading.Condition()
+        self._local = threading.local()
+        self.yields = 0       # how often a background job stepped aside (for tests / stats)
+        self._installed: weakref.WeakSet = weakref.WeakSet()
+
+    def install(self, module) -> None:
+        """Add the yield hook to every leaf module of `module` (a torch nn.Module), once."""
+        for m in module.modules():
+            if m not in self._installed and not any(True for _ in m.children()):
+                m.register_forward_pre_hook(self._hook)
+                self._installed.add(m)
+
+    @contextmanager
+    def click(self):
+        """Mark a click in progress (background jobs wait at their next module)."""
+        with self._idle:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._active -= 1
+                if not self._active:
+                    self._idle.notify_all()
+
+    @contextmanager
+    def background(self):
+        """Mark the calling thread's model calls as a background job that yields to clicks."""
+        before = getattr(self._local, "background", False)
+        self._local.background = True
+        try:
+            yield
+        finally:
+            self._local.background = before
+
+    def _hook(self, module, args) -> None:
+        if not self._active or not getattr(self._local, "background", False):
+            return
+        with self._idle:
+            if self._active:
+                self.yields += 1
+                self._idle.wait_for(lambda: not self._active, timeout=self.max_wait_s)
+
+
+#: One per process: a click on any model makes background work on every model step aside.
+CLICK_PRIORITY = ClickPriority()
+
+
 class Segmenter:
     """SAM wrapped for many users: cached embeddings, validated prompts, locks per kind of work.
 
@@ -107,7 +173,10 @@ class Segmenter:
     encoder + mask decoder on a cached embedding, ~20-30 ms) and the everything lock (one
     automatic-mask run at a time; it uses the decoder modules too, which only read their
     weights). The embedding cache has its own short lock: a lookup never waits for an
-    encoding. `encode_seconds` is the last measured encoder time on this machine.
+    encoding. Encodings and everything-mode runs also step aside while a click is decoded
+    (`ClickPriority`: hooks on SAM's leaf modules, the only change made to the shared model),
+    so a click does not share the cores with them. `encode_seconds` is the last measured
+    encoder time on this machine.
     """
 
     def __init__(self, sam, cache_size: int | None = None):
@@ -124,6 +193,8 @@ class Segmenter:
         self.hits = 0
         self.misses = 0
         self.encode_seconds: float | None = None   # last measured encoder time
+        self.priority = CLICK_PRIORITY
+        self.priority.install(sam)
 
     @property
     def encoding(self) -> bool:
@@ -150,7 +221,8 @@ class Segmenter:
             if found is not None:
                 return found
             start = time.perf_counter()
-            emb = self._encode(image, key)
+            with self.priority.background():
+                emb = self._encode(image, key)
             self.encode_seconds = time.perf_counter() - start
         with self._cache_lock:
             self.misses += 1
@@ -207,7 +279,7 @@ class Segmenter:
         if mask_input is not None:
             mask_t = torch.as_tensor(np.asarray(mask_input, np.float32).reshape(1, 1, 256, 256),
                                      device=self.device)
-        with self._decode_lock, torch.inference_mode():
+        with self.priority.click(), self._decode_lock, torch.inference_mode():
             masks, scores, logits = self._decode(emb, coords, labels_t, box_t, mask_t, multimask)
         order = np.argsort(-scores, kind="stable")
         return MaskPrediction(masks[order], scores[order], logits[order])
@@ -235,5 +307,5 @@ class Segmenter:
         import torch
 
         cfg = settings or AutoMaskSettings()
-        with self._everything_lock, torch.inference_mode():
+        with self._everything_lock, self.priority.background(), torch.inference_mode():
             return automatic_masks(self.sam, emb.features, emb.original_size, emb.input_size, cfg)

@@ -141,3 +141,62 @@ def test_same_image_encoded_once_by_concurrent_sessions(stock_sam):
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert seg.misses == 1 and len({id(r) for r in results}) == 1
+
+
+def test_background_work_steps_aside_while_a_click_runs():
+    """An encoding thread (background) waits at its next module while a click is active,
+    and resumes when the click ends; threads not marked background never wait."""
+    import time
+
+    import torch
+
+    from core.segment import ClickPriority
+
+    gate = ClickPriority(max_wait_s=5.0)
+    model = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(6)])
+    gate.install(model)
+    gate.install(model)  # idempotent: one hook per module
+    assert len(model[0]._forward_pre_hooks) == 1
+    entered, release, done = threading.Event(), threading.Event(), []
+
+    def click():
+        with gate.click():
+            entered.set()
+            release.wait(5)
+
+    def encode():
+        with gate.background(), torch.inference_mode():
+            model(torch.zeros(1, 4))
+        done.append(time.perf_counter())
+
+    clicker = threading.Thread(target=click)
+    clicker.start()
+    entered.wait(5)
+    encoder = threading.Thread(target=encode)
+    encoder.start()
+    time.sleep(0.3)
+    assert not done and gate.yields >= 1           # paused while the click is active
+    with torch.inference_mode():
+        model(torch.zeros(1, 4))                   # a non-background call is not held
+    released = time.perf_counter()
+    release.set()
+    clicker.join(5)
+    encoder.join(5)
+    assert done and done[0] >= released
+
+
+def test_background_wait_is_bounded():
+    import time
+
+    import torch
+
+    from core.segment import ClickPriority
+
+    gate = ClickPriority(max_wait_s=0.05)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())
+    gate.install(model)
+    with gate.click():                             # a click that never ends ...
+        start = time.perf_counter()
+        with gate.background(), torch.inference_mode():
+            model(torch.zeros(1, 2))
+        assert time.perf_counter() - start < 1.0   # ... delays a background job only boundedly
