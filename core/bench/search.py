@@ -58,21 +58,43 @@ def coco_object_vectors(coco_dir: Path, limit: int = 128) -> np.ndarray:
     return vectors
 
 
-def make_vectors(n: int, data: str, base: np.ndarray | None, seed: int) -> np.ndarray:
+#: Above this many vectors the benchmark writes them to a memory-mapped file (10M x 512
+#: float32 = 20 GB: more than the memory of these machines), as a real gallery stores them.
+IN_MEMORY_MAX = 2_000_000
+
+
+def make_vectors(n: int, data: str, base: np.ndarray | None, seed: int, folder: Path | None = None,
+                 chunk: int = 200_000) -> np.ndarray:
+    """(n, 512) float32 unit vectors of `data` ("clustered" | "coco": `base` rows plus small
+    noise), generated in chunks; in memory, or a memory-mapped .npy under `folder` when
+    n > IN_MEMORY_MAX."""
+    if folder is not None and n > IN_MEMORY_MAX:
+        out = np.lib.format.open_memmap(folder / f"vectors-{data}-{n}-{seed}.npy", "w+", np.float32, (n, DIM))
+    else:
+        out = np.empty((n, DIM), np.float32)
+    centres = cluster_centres(1000, seed=0) if data == "clustered" else None
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        out[start:start + m] = vector_chunk(m, data, base, centres, seed * 1000 + start // chunk)
+    if isinstance(out, np.memmap):
+        out.flush()
+    return out
+
+
+def vector_chunk(m: int, data: str, base: np.ndarray | None, centres: np.ndarray | None, seed: int) -> np.ndarray:
+    """(m, 512) unit vectors: clustered (1000 Gaussian clusters) or COCO objects with noise."""
     if data == "clustered":
-        centres = cluster_centres(1000, seed=0)
-        chunks = [synthetic_vectors(min(200_000, n - s), centres=centres, spread=1.0, seed=seed * 1000 + s // 200_000)
-                  for s in range(0, n, 200_000)]
-        return np.concatenate(chunks)
+        return synthetic_vectors(m, centres=centres, spread=1.0, seed=seed)
     rng = np.random.default_rng(seed)
-    x = base[rng.integers(0, len(base), n)] + rng.normal(scale=0.05 / np.sqrt(DIM), size=(n, DIM)).astype(np.float32) * 4
+    x = base[rng.integers(0, len(base), m)] + rng.normal(scale=0.2 / np.sqrt(DIM), size=(m, DIM)).astype(np.float32)
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 def bench_index(n: int, data: str, metric: str, base=None, settings: IndexSettings | None = None,
                 n_queries: int = 200, repeats: int = 100) -> dict:
     """One gallery of n vectors: chosen index, build, memory, latency, recall@10."""
-    x = make_vectors(n, data, base, seed=1)
+    folder = Path(tempfile.mkdtemp(prefix="bench_index_", dir=os.environ.get("SAMCLIP_BENCH_DIR")))
+    x = make_vectors(n, data, base, seed=1, folder=folder)
     queries = make_vectors(n_queries, data, base, seed=2)
     g = Gallery(DIM, "crop", metric)
     g._vectors = [x]
@@ -92,10 +114,14 @@ def bench_index(n: int, data: str, metric: str, base=None, settings: IndexSettin
 
         faiss.write_index(g.index, f"{tmp}/i.faiss")
         index_bytes = os.path.getsize(f"{tmp}/i.faiss")
-    return {"n": n, "data": data, "metric": metric, "kind": spec.kind, "factory": spec.factory, "params": spec.params,
+    result = {"n": n, "data": data, "metric": metric, "kind": spec.kind, "factory": spec.factory, "params": spec.params,
             "tuned_recall_at_10": spec.tuning.get("recall_at_k"), "build_s": build_s,
             "index_mb": index_bytes / 1e6, "single_query_ms": 1e3 * statistics.median(times),
-            "recall_at_10": recall(found, truth), "load_avg": os.getloadavg()[0]}
+            "recall_at_10": recall(found, truth), "load_avg": os.getloadavg()[0],
+            "embeddings": "memory-mapped file" if isinstance(x, np.memmap) else "in memory"}
+    del g, x
+    shutil.rmtree(folder, ignore_errors=True)
+    return result
 
 
 class _LazyRecords(list):
