@@ -100,16 +100,19 @@ def _shrink_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def source_with_outline(record: ObjectRecord, max_side: int, width: int = 2) -> np.ndarray:
     """The record's source image from disk, at most `max_side` px on its longer side, the
-    object's mask (else its box) outlined `width` px. Raises what `hit_source` raises."""
+    rest of the picture dimmed and the object's mask (else its box) outlined `width` px.
+    Raises what `hit_source` raises."""
     image, mask = hit_source(record)
     small = rendering.thumbnail(image, max_side)
-    scale = small.shape[1] / image.shape[1]
+    region = None
     if mask is not None and mask.shape == image.shape[:2]:
-        small_mask = _shrink_mask(mask, small.shape[:2])
-        if small_mask.any():
-            return outline(small, small_mask, color=OUTLINE_COLOR, width=width)
-    box = [v * scale for v in record.box]
-    return outline(small, None, box=box, color=OUTLINE_COLOR, width=width)
+        region = _shrink_mask(mask, small.shape[:2])
+    if region is None or not region.any():
+        scale = small.shape[1] / image.shape[1]
+        region = box_to_mask([v * scale for v in record.box], small.shape[:2])
+    shown = small.copy()
+    shown[~region] = shown[~region] // 2
+    return outline(shown, region, color=OUTLINE_COLOR, width=width)
 
 
 def source_problem(record: ObjectRecord, exc: BaseException) -> str:
