@@ -697,7 +697,8 @@ class Callbacks:
             problems += [problem] if problem else []
         note = (f" ⚠️ {len(problems)} source image(s) could not be read, shown as grey tiles "
                 f"(first: {problems[0]})." if problems else "")
-        status = (f"{len(page.hits)} results for {session.page_what} in {large.name} (search {took}). "
+        status = (f"Page {offset // page.limit + 1}: {len(page.hits)} results for {session.page_what} in "
+                  f"{large.name} (search {took}). "
                   f"Select a tile to see its source.{note}")
         return PageOut(session, tiles, status, self.page_line(large, page), offset > 0, page.has_more)
 

@@ -174,17 +174,17 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
                         if queries.get("search"):
                             gr.Examples([[q] for q in queries["search"]], inputs=[query_text],
                                         label="Example texts")
-                        # the example gallery's own controls (a large gallery has its view and
-                        # metric fixed when built, and pages instead of a number of results)
-                        search_view = gr.Radio(gallery_views, value="crop" if "crop" in gallery_views
-                                               else gallery_views[0], label="View (changing it searches again)",
-                                               interactive=examples_first, elem_id="search-view")
-                        metric = gr.Radio(["cosine", "l2"], value="cosine", interactive=examples_first,
-                                          label="Metric (changing it searches again)", elem_id="metric")
-                        top_k = gr.Slider(1, 30, value=8, step=1, label="Results", interactive=examples_first,
-                                          elem_id="top-k")
-                        include_mine = gr.Checkbox(True, label="Include my gallery additions",
-                                                   interactive=examples_first, elem_id="include-mine")
+                        # the example gallery's own controls, shown while it is the one searched (a
+                        # large gallery has its view and metric fixed when built, and pages results)
+                        with gr.Column(visible=examples_first, elem_id="example-controls") as example_controls:
+                            search_view = gr.Radio(gallery_views, value="crop" if "crop" in gallery_views
+                                                   else gallery_views[0], elem_id="search-view",
+                                                   label="View (changing it searches again)")
+                            metric = gr.Radio(["cosine", "l2"], value="cosine", elem_id="metric",
+                                              label="Metric (changing it searches again)")
+                            top_k = gr.Slider(1, 30, value=8, step=1, label="Results", elem_id="top-k")
+                            include_mine = gr.Checkbox(True, label="Include my gallery additions",
+                                                       elem_id="include-mine")
                         search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
                         gallery_info = gr.Markdown(ctx.gallery_status(), elem_id="gallery-info")
                         my_info = gr.Markdown("Your gallery is empty.", elem_id="my-gallery")
@@ -279,10 +279,8 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
             return on_search(sess, gallery, source, text, view, metric_name, k, mine, progress)
 
         def on_where(gallery: str):
-            """The example gallery's controls are usable only while it is the one searched."""
-            usable = gallery != "large"
-            return (gr.Radio(interactive=usable), gr.Radio(interactive=usable), gr.Slider(interactive=usable),
-                    gr.Checkbox(interactive=usable))
+            """The example gallery's controls are shown only while it is the one searched."""
+            return gr.Column(visible=gallery != "large")
 
         def on_previous(sess: Session):
             return page_values(cb.turn_page(sess, -1))
@@ -359,7 +357,7 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
             heavy(on_search), search_inputs, search_outputs, **clip)
         for control in (search_view, metric):
             control.change(heavy(on_research), search_inputs, search_outputs, **clip)
-        where.change(on_where, [where], [search_view, metric, top_k, include_mine], **light).then(
+        where.change(on_where, [where], [example_controls], **light).then(
             heavy(on_research), search_inputs, search_outputs, **clip)
         prev_btn.click(guard(on_previous, status), [session], search_outputs, **browse)
         next_btn.click(guard(on_next, status), [session], search_outputs, **browse)

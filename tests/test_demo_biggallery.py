@@ -210,12 +210,12 @@ def test_the_search_tab_offers_the_gallery_and_pages(ctx, tmp_path):
     assert isinstance(where, gr.Radio) and where.value == "large" and where.visible
     assert [value for _, value in where.choices] == ["examples", "large"]
     assert where.choices[1][0] == f"Your gallery: coco8 ({len(ctx.large)} objects)"
-    assert not blocks["metric"].interactive and not blocks["search-view"].interactive
+    assert not blocks["example-controls"].visible      # its view and metric are fixed: not offered
     # without a gallery: the examples only, the choice hidden, their controls usable
     plain = build_demo(AppContext(TINY, AppSettings(cache_dir=tmp_path, gallery_views=("crop",))))
     blocks = {getattr(b, "elem_id", None): b for b in plain.blocks.values()}
     assert not blocks["search-gallery"].visible and blocks["search-gallery"].value == "examples"
-    assert blocks["metric"].interactive is not False
+    assert blocks["example-controls"].visible
 
 
 def test_large_gallery_status_before_and_after_the_check(ctx):
