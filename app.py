@@ -1,20 +1,24 @@
 """Launch the Gradio app (what `make run` and a Hugging Face Space run).
 
     python app.py [--untrained] [--sam vit_b] [--clip ViT-B-32 --pretrained openai] [--port N]
+                  [--gallery PATH]     # also search a gallery made by `python -m core index`
 
 Port: --port, else $GRADIO_SERVER_PORT, else 7860. Host: --host, else $GRADIO_SERVER_NAME,
 else 0.0.0.0 (what Spaces expects). Models load in the background so the page is up at
 once; when weights are missing it says so and offers the untrained mode. On a ZeroGPU
-Space the model-using callbacks run under `spaces.GPU`.
+Space the model-using callbacks run under `spaces.GPU`. A --gallery (else $SAMCLIP_GALLERY)
+is opened once, memory-mapped, and shared by every session; one that cannot be opened stops
+the start with a message.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from core import config
-from core.browse import GALLERY_ENV, gallery_path_from_env, open_gallery
+from core.browse import GALLERY_ENV, gallery_path_from_env
 from core.cli.args import add_model_arguments, engine_settings_from_args
 from core.views import VIEW_NAMES
 from demo.context import AppContext, AppSettings, limit_malloc_arenas
@@ -40,11 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     app.add_argument("--gallery", default=gallery_path_from_env(), metavar="PATH",
                      help=f"a gallery folder made by `python -m core index` (default ${GALLERY_ENV})")
     args = parser.parse_args(argv)
-    if args.gallery:
-        try:
-            open_gallery(args.gallery)  # checked now: a bad path fails at start, not at the first search
-        except (OSError, ValueError) as exc:
-            parser.error(f"--gallery: {exc}")
+    if args.gallery and not Path(args.gallery).is_dir():   # opened (once) by make_context
+        parser.error(f"--gallery {args.gallery}: no such folder")
     views = tuple(v.strip() for v in args.gallery_views.split(",") if v.strip())
     unknown = [v for v in views if v not in VIEW_NAMES]
     if unknown or not views:
@@ -64,11 +65,25 @@ def gpu_decorator():
     return spaces.GPU  # a no-op outside ZeroGPU hardware
 
 
+def make_context(args: argparse.Namespace) -> AppContext:
+    """The shared context of the parsed `args`: models (loaded later by `start`), example
+    gallery settings, and the --gallery gallery opened now (OSError / ValueError when it
+    cannot be: missing, damaged)."""
+    return AppContext(engine_settings_from_args(args), AppSettings(
+        gallery_views=args.gallery_views, gallery_max_objects=args.gallery_max_objects,
+        gallery_path=Path(args.gallery) if args.gallery else None))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     limit_malloc_arenas()
-    ctx = AppContext(engine_settings_from_args(args), AppSettings(gallery_views=args.gallery_views,
-                                           gallery_max_objects=args.gallery_max_objects))
+    try:
+        ctx = make_context(args)
+    except (OSError, ValueError) as exc:   # a bad gallery fails at start, not at the first search
+        print(f"app.py: error: --gallery: {exc}", file=sys.stderr)
+        return 2
+    if ctx.large is not None:
+        print(f"gallery: {ctx.large.status()}", file=sys.stderr)
     print(f"starting: {ctx.engine.label}; SAM choices {', '.join(ctx.sam_options())}", file=sys.stderr)
     gpu = gpu_decorator()
     # On ZeroGPU the GPU exists only inside decorated callbacks: build the gallery there.

@@ -35,6 +35,7 @@ from core.masks import box_to_mask, rle_to_mask
 from core.segment import image_key
 from core.views import VIEWS, mask_to_box, render_view
 from demo import maskdata, rendering
+from demo.biggallery import hit_picture, placeholder, source_and_mask, source_problem
 from demo.context import AppContext
 from demo.state import Prompt, Selection, Session, UserError
 
@@ -78,6 +79,19 @@ class SegmentOut:
     info: str
     status: str
     exports: Exports = field(default_factory=Exports)
+
+
+@dataclass
+class PageOut:
+    """One page of the large gallery for the UI: result tiles, the status, the results line
+    ("Results 21-40 of 1,234 objects ..."), whether Previous / Next lead anywhere."""
+
+    session: Session
+    tiles: list
+    status: str
+    line: str
+    has_prev: bool
+    has_next: bool
 
 
 class Callbacks:
@@ -147,7 +161,7 @@ class Callbacks:
         session.source = ""
         session.auto = session.candidates = session.selection = None
         session.user_images, session.user_embeddings, session.user_records = {}, {}, []
-        session.hits = []
+        session.hits, session.page_query = [], None
 
     # ================================================================ helpers
     @property
@@ -611,6 +625,17 @@ class Callbacks:
                 f"Compared {len(VIEWS)} views; nearest objects for {len(searchable_views)} of them{note}.")
 
     # ================================================================ Search
+    def query_vector(self, session: Session, query_source: str, text: str, view: str) -> tuple:
+        """((1, D) float32 CLIP query, what it is): the text, or the selected object in `view`."""
+        if query_source == "text":
+            text = self.check_text(text, "search text")
+            if not text:
+                raise UserError("Type a text to search for (e.g. 'a cat').")
+            return self.engine.embedder.embed_texts([text]), f"text '{text}'"
+        image, mask = session.require_image(), session.require_selection()
+        return (self.engine.embedder.embed_images([render_view(view, image, mask)]),
+                f"the selected object ({view} view)")
+
     def search(self, session: Session, query_source: str, text: str, view: str, metric: str,
                k: int, include_mine: bool, progress: Progress = _no_progress) -> tuple:
         """Query the gallery with the selected object or a text. Returns
@@ -620,21 +645,12 @@ class Callbacks:
         k = int(k)
         if not 1 <= k <= 100:
             raise UserError("The number of results must be between 1 and 100.")
-        if query_source == "text":
-            text = self.check_text(text, "search text")
-            if not text or not text.strip():
-                raise UserError("Type a text to search for (e.g. 'a cat').")
-            query = self.engine.embedder.embed_texts([text.strip()])
-            what = f"text '{text.strip()}'"
-        else:
-            image, mask = session.require_image(), session.require_selection()
-            query = self.engine.embedder.embed_images([render_view(view, image, mask)])
-            what = f"the selected object ({view} view)"
+        query, what = self.query_vector(session, query_source, text, view)
         gallery = self.searchable(session, view, metric, include_mine, progress)
         start = time.perf_counter()
         hits = gallery.search(query, k)[0]
         took = _ms(start)
-        session.hits = hits
+        session.hits, session.hits_from = hits, "examples"
         session.last_query = (query_source, text or "")
         tiles = [(self.hit_tile(session, h), self.hit_caption(h, metric)) for h in hits]
         order = "higher is closer" if metric == "cosine" else "lower is closer"
@@ -642,29 +658,110 @@ class Callbacks:
                 f"{len(hits)} results for {what} among {len(gallery)} objects "
                 f"(view {view}, {metric}: {order}; search {took}). Select a tile to see its source.")
 
+    # ---------------------------------------------------------------- the large gallery
+    def search_large(self, session: Session, query_source: str, text: str,
+                     progress: Progress = _no_progress) -> PageOut:
+        """Query the large gallery (--gallery) with a text or the selected object, rendered in
+        the gallery's own view; shows page 1. The session keeps the query vector only."""
+        large = self.ctx.large_gallery()
+        progress(0.1, "embedding the query")
+        query, what = self.query_vector(session, query_source, text, large.view)
+        session.page_query = np.asarray(query, np.float32).reshape(-1).copy()
+        session.page_what, session.page_offset = what, 0
+        session.last_query = (query_source, text or "")
+        return self.show_page(session, 0)
+
+    def turn_page(self, session: Session, step: int) -> PageOut:
+        """The next (`step` 1) or previous (-1) page of the session's last large-gallery query."""
+        if session.page_query is None:
+            raise UserError("Search your gallery first.")
+        if step < 0 and session.page_offset == 0:
+            raise UserError("This is the first page.")
+        return self.show_page(session, max(0, session.page_offset + int(step) * self.ctx.settings.page_size))
+
+    def show_page(self, session: Session, offset: int) -> PageOut:
+        """Hits `offset` .. `offset` + page size - 1 of the session's query, each drawn from
+        its source image on disk (a placeholder and a note where that cannot be read)."""
+        large = self.ctx.large_gallery()
+        start = time.perf_counter()
+        page = large.page(session.page_query, offset, self.ctx.settings.page_size)
+        took = _ms(start)
+        if not page.hits and offset > 0:
+            raise UserError("There are no more results.")
+        session.page_offset, session.hits, session.hits_from = offset, page.hits, "large"
+        tiles, problems = [], []
+        for hit in page.hits:
+            picture, problem = hit_picture(hit.record, self.ctx.settings.page_tile_side)
+            caption = self.hit_caption(hit, large.metric)
+            tiles.append((picture, caption + (" · source image missing" if problem else "")))
+            problems += [problem] if problem else []
+        note = (f" ⚠️ {len(problems)} source image(s) could not be read, shown as grey tiles "
+                f"(first: {problems[0]})." if problems else "")
+        status = (f"Page {offset // page.limit + 1}: {len(page.hits)} results for {session.page_what} in "
+                  f"{large.name} (search {took}). "
+                  f"Select a tile to see its source.{note}")
+        return PageOut(session, tiles, status, self.page_line(large, page), offset > 0, page.has_more)
+
+    @staticmethod
+    def page_line(large, page) -> str:
+        """"Results 21-40 of 1,234 objects · page 2 · cosine (higher is closer), view crop"."""
+        order = "higher is closer" if large.metric == "cosine" else "lower is closer"
+        fixed = f"{large.metric} ({order}), view {large.view}: fixed when the gallery was built"
+        if not page.hits:
+            return f"No results: {large.name} holds {page.total:,} objects."
+        first, last = page.offset + 1, page.offset + len(page.hits)
+        return (f"Results {first}-{last} of {page.total:,} objects · page {page.offset // page.limit + 1}"
+                f"{'' if page.has_more else ' (the last)'} · {fixed}")
+
+    def _show_large_hit(self, session: Session, hit) -> tuple[str, str]:
+        """(canvas message, Markdown) for a large-gallery hit: its source image read from disk,
+        the object selected on it; a placeholder with a notice when the file cannot be read."""
+        rec = hit.record
+        head = f"**#{hit.rank + 1}** score {hit.score:.4f} · source `{Path(rec.source).name}`"
+        try:
+            image, mask = source_and_mask(rec)
+        except (OSError, ValueError, KeyError, TypeError) as exc:   # missing, unreadable, replaced, bad RLE
+            problem = source_problem(rec, exc)
+            picture = placeholder(2 * self.ctx.settings.page_tile_side)
+            return self.picture_message("missing-source", Path(rec.source).name, picture,
+                                        notice=f"Source image missing: {problem}"), (
+                f"{head} · ⚠️ the source image cannot be shown ({problem})")
+        x1, y1, x2, y2 = (int(v) for v in rec.box)
+        md = (f"{head} · box ({x1}, {y1}, {x2}, {y2}) · view {rec.view}"
+              + (f" · category **{rec.category}**" if rec.category else ""))
+        return self.picture_message(image_key(image), Path(rec.source).name, image, mask), md
+
+    def picture_message(self, key: str, name: str, image: np.ndarray, mask: np.ndarray | None = None,
+                        **extra) -> str:
+        """A canvas message showing `image` (at most display_max_side) with `mask` selected."""
+        max_side = self.ctx.settings.display_max_side
+        display = maskdata.display_size(image.shape[:2], max_side)
+        message = {"seq": time.monotonic_ns(), "key": key, "name": name,
+                   "src": self.ctx.display_url(key, image, max_side),
+                   "size": list(image.shape[:2]), "display": list(display),
+                   "original": list(image.shape[:2]), "phase": "ready", **extra}
+        if mask is not None:
+            message["selection"] = self.mask_payload(mask, display, source="search")
+        return json.dumps(message, separators=(",", ":"))
+
     def show_hit(self, session: Session, index: int) -> tuple[str, str]:
         """(canvas message: the hit's source image with its object, Markdown) for result `index`."""
         if not isinstance(index, int) or not 0 <= index < len(session.hits):
             raise UserError("Run a search and select one of its results.")
         hit = session.hits[index]
+        if session.hits_from == "large":
+            return self._show_large_hit(session, hit)
         rec = hit.record
         image = self.record_image(session, rec.source)
         if rec.mask_rle:
             mask = rle_to_mask(rec.mask_rle)
         else:
             mask = box_to_mask(rec.box, image.shape[:2])
-        key = image_key(image)
-        display = maskdata.display_size(image.shape[:2], self.ctx.settings.display_max_side)
-        message = {"seq": time.monotonic_ns(), "key": key, "name": Path(rec.source).name,
-                   "src": self.ctx.display_url(key, image, self.ctx.settings.display_max_side),
-                   "size": list(image.shape[:2]), "display": list(display),
-                   "original": list(image.shape[:2]), "phase": "ready",
-                   "selection": self.mask_payload(mask, display, source="search")}
         x1, y1, x2, y2 = (int(v) for v in rec.box)
         md = (f"**#{hit.rank + 1}** score {hit.score:.4f} · source `{Path(rec.source).name}` · "
               f"box ({x1}, {y1}, {x2}, {y2}) · view {rec.view}"
               + (f" · category **{rec.category}**" if rec.category else ""))
-        return json.dumps(message, separators=(",", ":")), md
+        return self.picture_message(image_key(image), Path(rec.source).name, image, mask), md
 
     def _add_objects(self, session: Session, masks: list[np.ndarray],
                      progress: Progress) -> tuple:

@@ -1,4 +1,5 @@
-"""What all sessions share: the one Engine (models), the example gallery, settings.
+"""What all sessions share: the one Engine (models), the example gallery, the large
+gallery given with --gallery (opened once, memory-mapped, read-only), settings.
 
 Created once by app.py. Read-only for sessions except `use_untrained`, the operator-level
 switch the UI offers when no weights are available. Never holds per-user state.
@@ -22,6 +23,7 @@ from core.engine import Engine, EngineSettings, sam_label
 from core.example_gallery import SharedGallerySet
 from core.images import load_image
 from core.views import VIEW_NAMES
+from demo.biggallery import LargeGallery
 from demo.state import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,6 +76,9 @@ class AppSettings:
     sam_choices: tuple[str, ...] = config.SAM_CHOICES  # SAMs a person may switch to (per session)
     display_files: int = config.DISPLAY_FILES     # canvas pictures kept on disk (oldest go)
     neighbours: int = 4                           # nearest objects shown per view in Compare
+    gallery_path: Path | None = None              # a large gallery (`python -m core index`) to search
+    page_size: int = 20                           # its hits shown per page
+    page_tile_side: int = 256                     # its result tiles are at most this big
 
 
 class AppContext:
@@ -87,10 +92,15 @@ class AppContext:
         # session showing the same pixels gets the same file). Served by Gradio as static files.
         self.display_dir = Path(tempfile.mkdtemp(prefix="samclip_display_"))
         self._encode_seconds: dict[str, float] = {}   # SAM -> encoder time measured on this machine
+        # The large gallery: opened here, once (memory-mapped, so fast); OSError / ValueError
+        # (e.g. GalleryCorrupt) when it cannot be opened. Its model is checked once CLIP loads.
+        self.large = LargeGallery(self.settings.gallery_path) if self.settings.gallery_path else None
         self._set_engine(Engine(engine_settings))
 
     def _set_engine(self, engine: Engine) -> None:
         self.engine = engine
+        if self.large is not None:
+            self.large.checked = False   # another CLIP model: compared again once it is loaded
         self.load_error: str | None = None
         self.loaded = threading.Event()
         s = self.settings
@@ -245,6 +255,8 @@ class AppContext:
         thread, so the page is up at once and says what is happening."""
         def work():
             if self.load_models():
+                if self.large is not None:
+                    self.large.check(self.engine.embedder.model_info)
                 try:
                     self.measure_encoder()
                 except Exception:
@@ -286,6 +298,22 @@ class AppContext:
         return self.gallery_set.get(lambda: engine.segmenter, lambda: engine.embedder,
                                     engine.settings.sam,
                                     progress or (lambda fraction, note: None))
+
+    def large_gallery(self) -> LargeGallery:
+        """The --gallery gallery, its model checked against the loaded CLIP; UserError when
+        none was given or it was built with another model."""
+        large = self.large
+        if large is None:
+            raise UserError("No large gallery was given: start the app with --gallery PATH.")
+        if not large.checked:
+            large.check(self.require_models().embedder.model_info)
+        if large.mismatch:
+            raise UserError(f"{large.label()} cannot be searched: {large.mismatch}.")
+        return large
+
+    def large_status(self) -> str:
+        """One Markdown line about the large gallery ("" when none was given)."""
+        return self.large.status() if self.large is not None else ""
 
     # ---- banner --------------------------------------------------------------------
     def banner(self) -> str:

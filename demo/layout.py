@@ -22,7 +22,7 @@ import gradio as gr
 from core import config
 from core.engine import sam_label
 from core.views import VIEWS
-from demo.callbacks import Callbacks, SegmentOut
+from demo.callbacks import Callbacks, PageOut, SegmentOut
 from demo.canvas import mask_canvas
 from demo.context import TITLE, AppContext
 from demo.errors import error_message, guard
@@ -81,6 +81,8 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
     examples = cb.example_paths()
     queries = _example_queries(ctx)
     gallery_views = list(ctx.settings.gallery_views)
+    large = ctx.large                      # the --gallery gallery (None: only the examples)
+    examples_first = large is None         # with one, it is what the Search tab searches first
 
     def preview(args):
         """The canvas's fast path: masks for prompts (no session state, shared caches only)."""
@@ -160,6 +162,11 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
             with gr.Tab("Search", id="search"):
                 with gr.Row():
                     with gr.Column(scale=1, min_width=260):
+                        choices = [("Examples", "examples")] + ([(large.label(), "large")] if large is not None else [])
+                        where = gr.Radio(choices, value="examples" if examples_first else "large",
+                                         label="Search in", visible=large is not None, elem_id="search-gallery")
+                        large_info = gr.Markdown(ctx.large_status(), visible=large is not None,
+                                                 elem_id="large-info")
                         query_source = gr.Radio(["selected object", "text"], value="selected object",
                                                 label="Query with", elem_id="query-source")
                         query_text = gr.Textbox(label="Text query", placeholder="a cat",
@@ -167,14 +174,17 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
                         if queries.get("search"):
                             gr.Examples([[q] for q in queries["search"]], inputs=[query_text],
                                         label="Example texts")
-                        search_view = gr.Radio(gallery_views, value="crop" if "crop" in gallery_views
-                                               else gallery_views[0], label="View (changing it searches again)",
-                                               elem_id="search-view")
-                        metric = gr.Radio(["cosine", "l2"], value="cosine",
-                                          label="Metric (changing it searches again)", elem_id="metric")
-                        top_k = gr.Slider(1, 30, value=8, step=1, label="Results", elem_id="top-k")
-                        include_mine = gr.Checkbox(True, label="Include my gallery additions",
-                                                   elem_id="include-mine")
+                        # the example gallery's own controls, shown while it is the one searched (a
+                        # large gallery has its view and metric fixed when built, and pages results)
+                        with gr.Column(visible=examples_first, elem_id="example-controls") as example_controls:
+                            search_view = gr.Radio(gallery_views, value="crop" if "crop" in gallery_views
+                                                   else gallery_views[0], elem_id="search-view",
+                                                   label="View (changing it searches again)")
+                            metric = gr.Radio(["cosine", "l2"], value="cosine", elem_id="metric",
+                                              label="Metric (changing it searches again)")
+                            top_k = gr.Slider(1, 30, value=8, step=1, label="Results", elem_id="top-k")
+                            include_mine = gr.Checkbox(True, label="Include my gallery additions",
+                                                       elem_id="include-mine")
                         search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
                         gallery_info = gr.Markdown(ctx.gallery_status(), elem_id="gallery-info")
                         my_info = gr.Markdown("Your gallery is empty.", elem_id="my-gallery")
@@ -186,6 +196,12 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
                         results = gr.Gallery(label="Results (select one to see its source)", columns=4,
                                              height=420, allow_preview=False, elem_id="results",
                                              elem_classes=["cols4"])
+                        with gr.Row(visible=large is not None, equal_height=True, elem_id="pager"):
+                            prev_btn = gr.Button("Previous", size="sm", scale=0, interactive=False,
+                                                 elem_id="page-prev")
+                            page_line = gr.Markdown("", elem_id="page-line")
+                            next_btn = gr.Button("Next", size="sm", scale=0, interactive=False,
+                                                 elem_id="page-next")
                         hit_info = gr.Markdown("", elem_id="hit-info")
                         hit_canvas = mask_canvas(None, readonly=True, name="hit", elem_id="hit-canvas")
 
@@ -247,13 +263,30 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
             sess, views, tiles, message = cb.compare(sess, _progress(progress))
             return (sess, *views, *tiles, message)
 
-        def on_search(sess, source, text, view, metric_name, k, mine, progress=gr.Progress()):
-            return cb.search(sess, source, text, view, metric_name, k, mine, _progress(progress))
+        def page_values(out: PageOut) -> tuple:
+            return (out.session, out.tiles, out.status, out.line, gr.Button(interactive=out.has_prev),
+                    gr.Button(interactive=out.has_next))
 
-        def on_research(sess, source, text, view, metric_name, k, mine, progress=gr.Progress()):
+        def on_search(sess, gallery, source, text, view, metric_name, k, mine, progress=gr.Progress()):
+            if gallery == "large":
+                return page_values(cb.search_large(sess, source, text, _progress(progress)))
+            sess, tiles, message = cb.search(sess, source, text, view, metric_name, k, mine, _progress(progress))
+            return sess, tiles, message, "", gr.Button(interactive=False), gr.Button(interactive=False)
+
+        def on_research(sess, gallery, source, text, view, metric_name, k, mine, progress=gr.Progress()):
             if sess.last_query is None:
-                return gr.skip(), gr.skip(), gr.skip()
-            return cb.search(sess, source, text, view, metric_name, k, mine, _progress(progress))
+                return (gr.skip(),) * 6
+            return on_search(sess, gallery, source, text, view, metric_name, k, mine, progress)
+
+        def on_where(gallery: str):
+            """The example gallery's controls are shown only while it is the one searched."""
+            return gr.Column(visible=gallery != "large")
+
+        def on_previous(sess: Session):
+            return page_values(cb.turn_page(sess, -1))
+
+        def on_next(sess: Session):
+            return page_values(cb.turn_page(sess, 1))
 
         def on_hit(sess: Session, evt: gr.SelectData):
             return cb.show_hit(sess, evt.index)
@@ -274,10 +307,10 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
             return (*segment_values(out), tiles)
 
         def on_tick():
-            done = ctx.loaded.is_set() and (ctx.load_error or ctx.gallery_set.ready
-                                            or ctx.gallery_set.error)
+            done = ctx.loaded.is_set() and (ctx.load_error or (ctx.gallery_set.ready or ctx.gallery_set.error)
+                                            and (large is None or large.checked))
             return (ctx.banner(), gr.Button(visible=bool(ctx.load_error)), ctx.gallery_status(),
-                    gr.Timer(active=not done))
+                    ctx.large_status(), gr.Timer(active=not done))
 
         def on_untrained():
             if ctx.use_untrained() is None:   # refused: the trained models are working
@@ -301,6 +334,7 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
                    "show_progress_on": [status], **private}
         allmasks = {"concurrency_id": "everything", "concurrency_limit": 1, **private}
         clip = {"concurrency_id": "clip", "concurrency_limit": 1, **private}
+        browse = {"concurrency_id": "browse", "concurrency_limit": 2, **private}   # pages: disk reads
         encode = guard(gpu(on_encode) if gpu else on_encode, status, canvas)
         example_gallery.select(heavy(on_example, True), [session], seg_outputs, **quiet, **light).then(
             encode, [session], seg_outputs, **encoder)
@@ -316,12 +350,17 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
         canvas.everything(heavy(on_everything, True), [session], seg_outputs, **quiet, **allmasks)
         compare_btn.click(heavy(on_compare), [session],
                           [session, *view_images, *view_neighbours, status], **clip)
-        search_inputs = [session, query_source, query_text, search_view, metric, top_k, include_mine]
-        search_btn.click(heavy(on_search), search_inputs, [session, results, status], **clip)
+        search_inputs = [session, where, query_source, query_text, search_view, metric, top_k, include_mine]
+        search_outputs = [session, results, status, page_line, prev_btn, next_btn]
+        search_btn.click(heavy(on_search), search_inputs, search_outputs, **clip)
         query_text.submit(lambda: "text", None, query_source, **light).then(
-            heavy(on_search), search_inputs, [session, results, status], **clip)
+            heavy(on_search), search_inputs, search_outputs, **clip)
         for control in (search_view, metric):
-            control.change(heavy(on_research), search_inputs, [session, results, status], **clip)
+            control.change(heavy(on_research), search_inputs, search_outputs, **clip)
+        where.change(on_where, [where], [example_controls], **light).then(
+            heavy(on_research), search_inputs, search_outputs, **clip)
+        prev_btn.click(guard(on_previous, status), [session], search_outputs, **browse)
+        next_btn.click(guard(on_next, status), [session], search_outputs, **browse)
         results.select(guard(on_hit, status), [session], [hit_canvas, hit_info], **quiet, **click)
         add_sel_btn.click(heavy(on_add_selected), [session], [session, my_info, status], **clip)
         add_all_btn.click(heavy(on_add_all), [session], [session, my_info, status], **allmasks)
@@ -329,9 +368,10 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
         for trigger in (refer_btn.click, refer_text.submit):
             trigger(guard(on_parse, status), [refer_text], [parsed, status], **click).then(
                 heavy(on_refer, True), [session, refer_text], refer_outputs, **allmasks)
-        timer.tick(on_tick, None, [banner, untrained_btn, gallery_info, timer], **light)
+        tick_outputs = [banner, untrained_btn, gallery_info, large_info, timer]
+        timer.tick(on_tick, None, tick_outputs, **light)
         untrained_btn.click(on_untrained, None, [banner, untrained_btn, timer, status], **light)
-        demo.load(on_tick, None, [banner, untrained_btn, gallery_info, timer], **light)
+        demo.load(on_tick, None, tick_outputs, **light)
         demo.unload(on_unload)
     def page_files() -> set:   # files the page itself shows (example thumbnails...)
         return {f for block in demo.blocks.values() for f in getattr(block, "keep_in_cache", set())}

@@ -365,7 +365,7 @@ def run_user(app: App, user: int, users: int, stats: Stats, deadline: float, enc
             elif action < 0.85:                                # search by text
                 text = f"a red square {mine}"
                 out = timed("search", page.call, search_dep,
-                            [None, "text", text, "crop", "cosine", 4, True])
+                            [None, "examples", "text", text, "crop", "cosine", 4, True])
                 if out is not None:
                     status = out[2] if isinstance(out[2], str) else ""
                     check("search", status)
@@ -418,7 +418,7 @@ def run_faults(app: App, max_upload: int) -> list[tuple[str, str, bool]]:
     upload_case("random bytes named .png", "noise.png", os.urandom(50_000))
     upload_case("empty file", "empty.png", b"")
     search_dep = app.fn("search-btn", "click")
-    out = page.call(search_dep, [None, "text", "x" * 5000, "crop", "cosine", 4, True])
+    out = page.call(search_dep, [None, "examples", "text", "x" * 5000, "crop", "cosine", 4, True])
     status = out[2] if isinstance(out[2], str) else ""
     results.append(("5000-character search text", status[:200], status.startswith("⚠️")))
     out = page.call(app.fn("refer-btn", "click"), ["y" * 5000])

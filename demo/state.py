@@ -88,8 +88,14 @@ class Session:
     user_records: list[Any] = field(default_factory=list)
     user_embeddings: dict[str, np.ndarray] = field(default_factory=dict)
     user_images: dict[str, np.ndarray] = field(default_factory=dict)  # source -> image
-    hits: list[Any] = field(default_factory=list)   # last search results (core Hit)
+    hits: list[Any] = field(default_factory=list)   # results shown now (core Hit; one page
+                                                    # of the large gallery, never more)
+    hits_from: str = "examples"                     # "examples" | "large": where `hits` came from
     last_query: tuple[str, str] | None = None       # (source, text) of the last search
+    # Paging the large gallery (--gallery): the query vector and the first rank shown, only.
+    page_query: np.ndarray | None = None            # (D,) float32 unit vector of the last query
+    page_what: str = ""                             # what it was ("text 'a cat'")
+    page_offset: int = 0                            # rank of the first hit of the page shown
     files_dir: str = ""                       # this session's folder for downloads
 
     # ---- prompts -------------------------------------------------------------------

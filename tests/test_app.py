@@ -18,3 +18,30 @@ def test_app_and_cli_build_the_same_settings_from_the_same_flags():
     cli_args = build_parser().parse_args(["search", "gallery-dir", "--text", "a dog", *flags])
     assert engine_settings_from_args(app.parse_args(flags)) == engine_settings_from_args(cli_args)
 
+
+
+def test_gallery_flag_and_environment_reach_the_context(tmp_path, monkeypatch):
+    """`python app.py --gallery PATH` (or $SAMCLIP_GALLERY) opens that gallery, once, in the context."""
+    import numpy as np
+    import pytest
+
+    from core.browse import GALLERY_ENV
+    from core.embed import l2_normalise
+    from core.gallery import Gallery, ObjectRecord
+
+    g = Gallery(8, "mask", "l2")
+    g.add(l2_normalise(np.random.default_rng(0).normal(size=(5, 8))),
+          [ObjectRecord("x.jpg", (0, 0, 2, 2), "mask") for _ in range(5)])
+    g.save(tmp_path / "objects")
+    ctx = app.make_context(app.parse_args(["--untrained", "--gallery", str(tmp_path / "objects")]))
+    assert ctx.large.path == tmp_path / "objects" and len(ctx.large) == 5
+    assert (ctx.large.view, ctx.large.metric) == ("mask", "l2")
+    assert ctx.large.label() == "Your gallery: objects (5 objects)"
+    monkeypatch.setenv(GALLERY_ENV, str(tmp_path / "objects"))
+    assert len(app.make_context(app.parse_args(["--untrained"])).large) == 5
+    monkeypatch.delenv(GALLERY_ENV)
+    assert app.make_context(app.parse_args(["--untrained"])).large is None
+    with pytest.raises(SystemExit):
+        app.parse_args(["--gallery", str(tmp_path / "nowhere")])
+    (tmp_path / "empty").mkdir()
+    assert app.main(["--untrained", "--gallery", str(tmp_path / "empty")]) == 2   # not a gallery: stops at start

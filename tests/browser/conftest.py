@@ -122,6 +122,21 @@ def app_without_weights(chromium, tmp_path_factory):
         "--no-prebuild"])
 
 
+@pytest.fixture(scope="module")
+def app_with_gallery(chromium, coco_dir, tmp_path_factory):
+    """The app with --gallery: 8 COCO128 images indexed by `python -m core index` (ground-truth
+    masks, the app's untrained CLIP, so the model check passes); no example gallery build."""
+    gallery = tmp_path_factory.mktemp("large") / "coco8"
+    env = {**os.environ, "SAMCLIP_CACHE": str(tmp_path_factory.mktemp("index_cache")), "SAMCLIP_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-m", "core", "index", "--coco", str(coco_dir / "instances.json"),
+                    "--images", str(coco_dir / "images"), "--oracle-masks", "--limit", "8",
+                    "--untrained", "--clip", "ViT-B-32", "--device", "cpu", "--out", str(gallery)],
+                   cwd=REPO, env=env, check=True, capture_output=True, timeout=START_TIMEOUT_S)
+    yield from run_app(tmp_path_factory, [
+        "--untrained", "--sam", "vit_tiny", "--clip", "ViT-B-32", "--gallery-views", "crop",
+        "--no-prebuild", "--gallery", str(gallery)])
+
+
 @pytest.fixture(scope="session")
 def browser(chromium):
     from playwright.sync_api import sync_playwright

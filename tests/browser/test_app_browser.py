@@ -427,3 +427,38 @@ def test_missing_weights_are_explained_and_untrained_mode_offered(browser, app_w
         assert "not available" in status and "untrained" in status
     finally:
         context.close()
+
+
+def test_large_gallery_search_and_pages(browser, app_with_gallery, screenshots):
+    """`python app.py --gallery PATH`: the Search tab searches it a page at a time."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(app_with_gallery)
+        open_tab(page, "Search")
+        assert "Your gallery: coco8" in text_of(page, "#search-gallery")
+        wait_text(page, "#large-info", "was built).", timeout=180_000)   # the model was checked
+        page.locator("#query-source label", has_text="text").click()
+        page.locator("#query-text textarea").fill("a dog")
+        page.locator("#search-btn").click()
+        first = wait_text(page, "#page-line", "Results 1-20 of", timeout=240_000)
+        assert "view crop" in first and page.locator("#page-prev button, button#page-prev").first.is_disabled()
+        captions = page.locator("#results .caption-label").all_inner_texts()
+        assert len(captions) == 20 and captions[0].startswith("#1 cos")
+        page.locator("#page-next").click()
+        wait_text(page, "#page-line", "Results 21-")
+        page.wait_for_function("() => { const c = document.querySelector('#results .caption-label');"
+                               " return c && c.innerText.startsWith('#21 '); }")
+        later = page.locator("#results .caption-label").all_inner_texts()
+        assert later and not set(later) & set(captions)
+        # a hit's source image on the second canvas, its object selected there
+        page.locator("#results button.thumbnail-item").first.click()
+        page.wait_for_function("() => { const h = window.samcanvas.hit && window.samcanvas.hit.state();"
+                               " return h && h.key && h.selArea > 0; }")
+        assert "#21" in wait_text(page, "#hit-info", "source")
+        page.screenshot(path=str(screenshots / "12_large_gallery.png"), full_page=True)
+        page.locator("#page-prev").click()
+        wait_text(page, "#page-line", "Results 1-20 of")
+    finally:
+        context.close()
