@@ -16,9 +16,11 @@ dropped (`Stale`). Coordinates from the canvas are pixels of the working image.
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -52,6 +54,14 @@ def _no_progress(fraction: float, note: str) -> None:
 
 def _ms(start: float) -> str:
     return f"{(time.perf_counter() - start) * 1000:.0f} ms"
+
+
+def _put(path: Path, data: bytes | str) -> str:
+    """Write `path` whole (a download being served never sees half a file); its path."""
+    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    tmp.replace(path)
+    return str(path)
 
 
 class Stale(Exception):
@@ -103,13 +113,18 @@ class Callbacks:
         self.upload_dirs: list[str] = []
         # session hash -> that session's Session, so closing the page frees it at once
         self._live: dict[str, Session] = {}
+        # every session with an image or files, by id, not kept alive (Gradio owns them)
+        self._sessions: weakref.WeakValueDictionary[int, Session] = weakref.WeakValueDictionary()
         self._live_lock = threading.Lock()
 
     # ================================================================ session lifetime
     def register(self, session: Session, session_hash: str | None) -> None:
         """Remember which page `session` belongs to (for `end_session_of` on page close)."""
-        if session_hash:
-            with self._live_lock:
+        if not isinstance(session, Session):
+            return
+        with self._live_lock:
+            self._sessions[id(session)] = session
+            if session_hash:
                 self._live[session_hash] = session
 
     def live_sessions(self) -> int:
@@ -123,6 +138,40 @@ class Callbacks:
         if session is not None:
             self.end_session(session)
 
+    def in_use(self) -> set[str]:
+        """Files sessions still hold (download folders, uploads, canvas pictures): never
+        deleted by a sweep, nor by another session's end."""
+        with self._live_lock:
+            sessions = list(self._sessions.values())
+        held = set()
+        for s in sessions:
+            held.update(p for p in (s.files_dir, s.source) if p)
+            if s.image_key:
+                held.add(str(self.ctx.display_path(s.image_key)))
+        return held
+
+    def files_dir(self, session: Session) -> Path:
+        """The session's own folder for downloads (made on first use, under the app's
+        session-files folder; the name is unguessable, as it is served in place)."""
+        with self._live_lock:   # made and recorded at once: the orphan sweep never sees it bare
+            if not session.files_dir:
+                folder = self.ctx.files_root / f"session_{secrets.token_hex(16)}"
+                folder.mkdir(parents=True)
+                session.files_dir = str(folder)
+            self._sessions[id(session)] = session
+        return Path(session.files_dir)
+
+    def sweep_session_folders(self) -> int:
+        """Delete session folders no live session owns (e.g. its session was dropped without
+        `end_session`); returns how many."""
+        root = self.ctx.files_root
+        found = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+        held = self.in_use()   # after listing: a folder is recorded before anyone can list it
+        orphans = [p for p in found if str(p) not in held]
+        for folder in orphans:
+            shutil.rmtree(folder, ignore_errors=True)
+        return len(orphans)
+
     def is_upload(self, path: str) -> bool:
         if not path:
             return False
@@ -130,7 +179,7 @@ class Callbacks:
         return any(d and resolved.is_relative_to(Path(d).resolve()) for d in self.upload_dirs)
 
     def forget_upload(self, path: str) -> None:
-        """Delete an uploaded file (and its folder when empty) once no session needs it."""
+        """Delete an uploaded file (and its folder when empty)."""
         if not self.is_upload(path):
             return
         file = Path(path)
@@ -140,25 +189,32 @@ class Callbacks:
         except OSError:
             pass
 
+    def release(self, upload: str = "", key: str = "") -> None:
+        """Delete the upload `upload` and the canvas picture of image `key` unless a session
+        still holds them (uploads and pictures are named by content: two people may share one)."""
+        held = self.in_use()
+        if upload and upload not in held:
+            self.forget_upload(upload)
+        if key and str(self.ctx.display_path(key)) not in held:
+            self.ctx.forget_display(key)
+
     def end_session(self, session) -> None:
         """A session ended (time to live passed, or its page was closed): delete its files
-        (downloads folder, its upload) and drop its arrays. Safe to call twice."""
+        (downloads folder, its upload and picture unless others hold them) and drop its
+        arrays. Safe to call twice."""
         if not isinstance(session, Session):
             return
         with self._live_lock:
             for key, value in list(self._live.items()):
                 if value is session:
                     del self._live[key]
-        if session.files_dir:
-            shutil.rmtree(session.files_dir, ignore_errors=True)
-            session.files_dir = ""
-        self.forget_upload(session.source)
-        with self._live_lock:
-            shown = {s.image_key for s in self._live.values()}
-        if session.image_key and session.image_key not in shown:
-            self.ctx.forget_display(session.image_key)
-        session.image = None
-        session.source = ""
+            self._sessions.pop(id(session), None)
+            folder, upload, key = session.files_dir, session.source, session.image_key
+            session.files_dir = session.source = session.image_key = ""
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
+        self.release(upload, key)
+        session.image = session.embedding = None
         session.auto = session.candidates = session.selection = None
         session.user_images, session.user_embeddings, session.user_records = {}, {}, []
         session.hits, session.page_query = [], None
@@ -277,7 +333,7 @@ class Callbacks:
         into the session's folder, at the original size; file names from the image's name."""
         if session.image is None:
             return Exports(why="Upload an image or pick an example first.")
-        folder = Path(session.downloads_dir())
+        folder = self.files_dir(session)
         stem = Path(session.image_name).stem or "image"
         size = session.original_size
         out = Exports(why="")
@@ -294,25 +350,20 @@ class Callbacks:
             else:
                 extras[sel.index]["selected"] = True
             original = self.original_pixels(session)
-            cut = folder / f"{stem}_cutout.png"
-            cut.write_bytes(maskdata.cutout_png(original, full))
-            png = folder / f"{stem}_mask.png"
-            png.write_bytes(maskdata.mask_png(full))
-            rle = folder / f"{stem}_mask.rle.json"
             ann = maskdata.coco_annotation(full, 1, score=float(sel.score), source=sel.source)
-            rle.write_text(json.dumps({"image": session.image_name, "height": size[0], "width": size[1],
-                                       **ann, "note": "COCO compressed RLE; bbox is COCO [x, y, "
-                                                      "width, height] in pixels of the original"}))
-            out.cutout, out.mask_png, out.mask_rle = str(cut), str(png), str(rle)
+            out.cutout = _put(folder / f"{stem}_cutout.png", maskdata.cutout_png(original, full))
+            out.mask_png = _put(folder / f"{stem}_mask.png", maskdata.mask_png(full))
+            out.mask_rle = _put(folder / f"{stem}_mask.rle.json", json.dumps(
+                {"image": session.image_name, "height": size[0], "width": size[1], **ann,
+                 "note": "COCO compressed RLE; bbox is COCO [x, y, width, height] in pixels of "
+                         "the original"}))
         else:
             out.why = "Select an object first (click it, or pick one after 'Everything')."
         if objects:
-            coco = folder / f"{stem}_objects.coco.json"
             note = ("automatic masks ('Everything') and the selected object" if session.auto is not None
                     else "the selected object only: press 'Everything' to include all objects")
-            coco.write_text(json.dumps(maskdata.coco_document(session.image_name, size, objects,
-                                                              extras, note)))
-            out.coco = str(coco)
+            out.coco = _put(folder / f"{stem}_objects.coco.json", json.dumps(
+                maskdata.coco_document(session.image_name, size, objects, extras, note)))
         return out
 
     def original_pixels(self, session: Session) -> np.ndarray:
@@ -345,19 +396,19 @@ class Callbacks:
             self.ctx.require_models()          # missing weights: say so before showing anything
         session.load_ticket += 1
         ticket = session.load_ticket
-        opened = maskdata.open_upload(path, name, self.ctx.settings.work_max_side)
+        try:
+            opened = maskdata.open_upload(path, name, self.ctx.settings.work_max_side)
+        except Exception:
+            self.release(str(path or ""))   # an upload the app cannot read is of no use
+            raise
         if ticket != session.load_ticket:
             raise Stale("dropped: another image was chosen meanwhile")
         key = image_key(opened.image)
         previous, old_key = session.source, session.image_key
-        session.reset_image(opened.image, key, name, opened.original_size, str(path))
-        if previous and previous != str(path):
-            self.forget_upload(previous)   # the old upload is no longer needed
-        if old_key and old_key != key:
-            with self._live_lock:
-                shown = {s.image_key for s in self._live.values()}
-            if old_key not in shown:
-                self.ctx.forget_display(old_key)   # nobody shows the old picture any more
+        with self._live_lock:
+            session.reset_image(opened.image, key, name, opened.original_size, str(path))
+            self._sessions[id(session)] = session
+        self.release(previous, old_key)   # the old upload and picture, unless still held
         if self.ctx.loaded.is_set() and not self.ctx.load_error:
             emb = self.segmenter(session).cached(key)
             session.embedding = emb.key if emb is not None else None

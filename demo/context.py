@@ -58,6 +58,27 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         pass
 
 
+def sweep_old_files(folders: list[str], max_age_s: float, keep=frozenset()) -> None:
+    """Delete files older than `max_age_s` (and folders left empty) under `folders`, except
+    the paths in `keep`."""
+    cutoff = time.time() - max_age_s
+    kept = {str(Path(p).resolve()) for p in keep}
+    for folder in folders:
+        root = Path(folder)
+        if not root.is_dir():
+            continue
+        for path in sorted(root.rglob("*"), reverse=True):   # files before their folders
+            try:
+                if str(path.resolve()) in kept:
+                    continue
+                if path.is_file() and max(path.stat().st_mtime, path.stat().st_ctime) < cutoff:
+                    path.unlink()
+                elif path.is_dir() and path.stat().st_mtime < cutoff and not any(path.iterdir()):
+                    path.rmdir()
+            except OSError:
+                pass
+
+
 class ModelsUnavailable(RuntimeError):
     """The models cannot be used (missing weights, still loading); message fit for a person."""
 
@@ -91,6 +112,9 @@ class AppContext:
         # Pictures the canvases load (one JPEG per image content hash; not user state: any
         # session showing the same pixels gets the same file). Served by Gradio as static files.
         self.display_dir = Path(tempfile.mkdtemp(prefix="samclip_display_"))
+        # Each session's downloads, one folder per session (Callbacks.files_dir), served in
+        # place (a static path: Gradio makes no copy), so ending the session removes them all.
+        self.files_root = Path(tempfile.mkdtemp(prefix="samclip_sessions_"))
         self._encode_seconds: dict[str, float] = {}   # SAM -> encoder time measured on this machine
         # The large gallery: opened here, once (memory-mapped, so fast); OSError / ValueError
         # (e.g. GalleryCorrupt) when it cannot be opened. Its model is checked once CLIP loads.
@@ -181,35 +205,18 @@ class AppContext:
         return seconds
 
     def start_sweeper(self, folders: list[str], every_s: float, max_age_s: float,
-                      keep=lambda: set()) -> threading.Thread:
-        """Every `every_s` seconds delete files older than `max_age_s` under `folders` (Gradio's
-        cache: uploads and the copies it makes of download files, which its own delete_cache
-        does not track when they are per-session values) and return freed memory to the OS.
-        `keep()` gives paths never to delete (the page's own files, e.g. example thumbnails)."""
-        def sweep_once() -> None:
-            cutoff = time.time() - max_age_s
-            kept = {str(Path(p).resolve()) for p in keep()}
-            for folder in folders:
-                root = Path(folder)
-                if not root.is_dir():
-                    continue
-                for path in sorted(root.rglob("*"), reverse=True):   # files before their folders
-                    try:
-                        if str(path.resolve()) in kept:
-                            continue
-                        if path.is_file() and max(path.stat().st_mtime, path.stat().st_ctime) < cutoff:
-                            path.unlink()
-                        elif path.is_dir() and path.stat().st_mtime < cutoff and not any(path.iterdir()):
-                            path.rmdir()
-                    except OSError:
-                        pass
-            release_memory()
-
+                      keep=lambda: set(), also=lambda: None) -> threading.Thread:
+        """Every `every_s` seconds: `sweep_old_files` under `folders` (Gradio's cache: uploads
+        and the pictures it saves of gallery and image outputs), then `also()` (e.g. the
+        sweep of orphaned session folders), then give freed memory back to the OS.
+        `keep()` gives paths never to delete (example thumbnails, live sessions' files)."""
         def loop() -> None:
             while True:
                 time.sleep(every_s)
                 try:
-                    sweep_once()
+                    sweep_old_files(folders, max_age_s, keep())
+                    also()
+                    release_memory()
                 except Exception:
                     traceback.print_exc()
 
@@ -217,9 +224,13 @@ class AppContext:
         thread.start()
         return thread
 
+    def display_path(self, key: str) -> Path:
+        """The canvas picture of image `key` (it may not exist)."""
+        return self.display_dir / f"{key}.jpg"
+
     def forget_display(self, key: str) -> None:
         """Delete the canvas picture of image `key` (its last session has ended)."""
-        (self.display_dir / f"{key}.jpg").unlink(missing_ok=True)
+        self.display_path(key).unlink(missing_ok=True)
 
     def prune_display_files(self) -> int:
         """Remove the oldest canvas pictures beyond `settings.display_files`; returns how many."""
@@ -235,7 +246,7 @@ class AppContext:
         `max_side` big, written once per content hash `key`."""
         from PIL import Image
 
-        path = self.display_dir / f"{key}.jpg"
+        path = self.display_path(key)
         if not path.exists():
             pil = Image.fromarray(image)
             if max(pil.size) > max_side:

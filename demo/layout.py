@@ -77,7 +77,9 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
         return build_picture_demo(ctx, gpu)
     cb = Callbacks(ctx)
     cb.upload_dirs = [gr.utils.get_upload_folder()]
-    gr.set_static_paths([str(ctx.display_dir)])
+    # canvas pictures and session downloads are served in place: Gradio keeps no copy that
+    # would outlive the session (ending it deletes its folder, the only copy)
+    gr.set_static_paths([str(ctx.display_dir), str(ctx.files_root)])
     examples = cb.example_paths()
     queries = _example_queries(ctx)
     gallery_views = list(ctx.settings.gallery_views)
@@ -95,7 +97,8 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
 
     with gr.Blocks(title=TITLE, delete_cache=(config.CACHE_SWEEP_S, config.CACHE_MAX_AGE_S)) as demo:
         # Per-session state: dropped (with the session's files) SESSION_TTL_S after its last
-        # event, or at once when the page is closed (demo.unload below).
+        # event, or at once when the page is closed (demo.unload below: Gradio runs it when
+        # the page's heartbeat request ends).
         session = gr.State(Session(), time_to_live=config.SESSION_TTL_S, delete_callback=cb.end_session)
         gr.Markdown(INTRO, elem_id="header")
         with gr.Row():
@@ -126,7 +129,10 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
 
         seg_outputs = [session, canvas, info, status, *buttons, export_note]
 
-        def segment_values(out: SegmentOut) -> tuple:
+        def segment_values(out: SegmentOut, request: gr.Request) -> tuple:
+            """The Segment area's outputs; the session is registered with its page first, so
+            closing the page deletes any file it was just given."""
+            cb.register(out.session, request.session_hash)
             ex = out.exports
             files = [getattr(ex, attr) for _, _, attr in DOWNLOADS]
             dls = [gr.DownloadButton(value=f, interactive=f is not None) for f in files]
@@ -230,34 +236,35 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
         def on_example(sess: Session, evt: gr.SelectData, request: gr.Request):
             cb.register(sess, request.session_hash)
             path, name = cb.example(evt.index)
-            return segment_values(cb.begin_load(sess, path, name))
+            return segment_values(cb.begin_load(sess, path, name), request)
 
         def on_upload(sess: Session, evt: gr.EventData, request: gr.Request):
             cb.register(sess, request.session_hash)
             data = _event_data(evt)
             path = cb.upload_path(data.get("path"), cb.upload_dirs)
-            return segment_values(cb.begin_load(sess, path, str(data.get("name") or Path(path).name)))
+            return segment_values(cb.begin_load(sess, path, str(data.get("name") or Path(path).name)),
+                                  request)
 
-        def on_encode(sess: Session):
+        def on_encode(sess: Session, request: gr.Request):
             if sess.image is None or sess.embedding is not None:
                 return {status: gr.skip()}
-            return segment_values(cb.finish_load(sess, sess.image_key))
+            return segment_values(cb.finish_load(sess, sess.image_key), request)
 
         def on_model(sess: Session, name: str, request: gr.Request):
             cb.register(sess, request.session_hash)
-            return segment_values(cb.set_model(sess, name))
+            return segment_values(cb.set_model(sess, name), request)
 
         def on_unload(request: gr.Request):
             cb.end_session_of(request.session_hash)
 
-        def on_prompts(sess: Session, evt: gr.EventData):
-            return segment_values(cb.commit_prompts(sess, _event_data(evt)))
+        def on_prompts(sess: Session, evt: gr.EventData, request: gr.Request):
+            return segment_values(cb.commit_prompts(sess, _event_data(evt)), request)
 
-        def on_pick(sess: Session, evt: gr.EventData):
-            return segment_values(cb.pick(sess, _event_data(evt)))
+        def on_pick(sess: Session, evt: gr.EventData, request: gr.Request):
+            return segment_values(cb.pick(sess, _event_data(evt)), request)
 
-        def on_everything(sess: Session, evt: gr.EventData):
-            return segment_values(cb.everything(sess, _event_data(evt).get("key")))
+        def on_everything(sess: Session, evt: gr.EventData, request: gr.Request):
+            return segment_values(cb.everything(sess, _event_data(evt).get("key")), request)
 
         def on_compare(sess: Session, progress=gr.Progress()):
             sess, views, tiles, message = cb.compare(sess, _progress(progress))
@@ -300,11 +307,11 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
         def on_parse(text: str):
             return cb.parse_expression(text), "Parsed; grounding it in the image..."
 
-        def on_refer(sess: Session, text: str, progress=gr.Progress()):
+        def on_refer(sess: Session, text: str, request: gr.Request, progress=gr.Progress()):
             if not text or not text.strip():
                 return {status: gr.skip()}   # on_parse already said why
             out, tiles = cb.refer(sess, text, _progress(progress))
-            return (*segment_values(out), tiles)
+            return (*segment_values(out, request), tiles)
 
         def on_tick():
             done = ctx.loaded.is_set() and (ctx.load_error or (ctx.gallery_set.ready or ctx.gallery_set.error)
@@ -373,10 +380,12 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
         untrained_btn.click(on_untrained, None, [banner, untrained_btn, timer, status], **light)
         demo.load(on_tick, None, tick_outputs, **light)
         demo.unload(on_unload)
-    def page_files() -> set:   # files the page itself shows (example thumbnails...)
-        return {f for block in demo.blocks.values() for f in getattr(block, "keep_in_cache", set())}
+    def kept_files() -> set:   # the page's own files (example thumbnails) and live sessions'
+        page = {f for block in demo.blocks.values() for f in getattr(block, "keep_in_cache", set())}
+        return page | cb.in_use()
 
-    ctx.start_sweeper(cb.upload_dirs + [str(ctx.display_dir)], config.CACHE_SWEEP_S, config.CACHE_MAX_AGE_S, page_files)
+    ctx.start_sweeper(cb.upload_dirs + [str(ctx.display_dir)], config.CACHE_SWEEP_S,
+                      config.CACHE_MAX_AGE_S, kept_files, also=cb.sweep_session_folders)
     return demo
 
 

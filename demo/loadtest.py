@@ -9,12 +9,19 @@ event's fn_index and one open /gradio_api/queue/data stream per session, the can
 preview server function at /gradio_api/component_server): every event here is private, so
 `gradio_client` (which calls named public endpoints only) cannot reach them -- by design.
 Each person uploads their own images (a different picture each time), clicks (the canvas's
-fast path, then the commit), searches by text and refers to objects, in a loop. At the end
-their pages close (the stream ends: Gradio runs the unload event).
+fast path, then the commit), searches by text and refers to objects, in a loop. Like the
+page's own client, each page holds one /gradio_api/heartbeat/<session> request open while it
+is open; at the end their pages close: that request ends and Gradio runs the unload event
+(it runs it for nothing else: a page without a heartbeat is only ended by its time to live).
 
 Reports requests, errors, latency per kind of event (p50 / p95 / max, seconds), the app's
 peak memory (RSS of its process), its temporary files at start, under load and after the
 sessions end, and every answer that names another person's image or text (cross-user).
+"Start" is measured once the app is up and one page has searched and closed: the example
+thumbnails Gradio copies when the page is built (shared by every page, made once) and that
+search's result tiles (swept by age later, so the end can be a little below the start).
+After the sessions end it waits (at most 60 s: the short cache ages plus a sweep) for the
+folder to shrink back to that size; `left` lists the files that are new since the start.
 `--faults` first sends bad input (a 100-megapixel PNG, a file over the upload limit, random
 bytes, an empty file, over-long text, a call to the untrained-models switch, the API listing)
 and prints the one-line reason each gets. Localhost only; every loop is bounded in count and
@@ -30,6 +37,7 @@ import queue
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -82,6 +90,12 @@ def rss_bytes(pid: int) -> int:
         except OSError:
             pass
     return total
+
+
+def files_under(folder: Path) -> set[str]:
+    """Paths of the files under `folder`, relative to it."""
+    return {os.path.relpath(os.path.join(root, name), folder)
+            for root, _, files in os.walk(folder) for name in files}
 
 
 def folder_bytes(folder: Path) -> tuple[int, int]:
@@ -151,6 +165,17 @@ class Page:
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.started = False
         self.wanted = threading.Event()
+        self.heartbeat = self._open_heartbeat()
+
+    def _open_heartbeat(self) -> socket.socket:
+        """The page's client keeps GET /gradio_api/heartbeat/<session> open while the page is
+        open (never read here: Gradio writes a few bytes every 15 s); Gradio runs the unload
+        event when it ends."""
+        url = httpx.URL(self.base)
+        sock = socket.create_connection((url.host, url.port), timeout=10)
+        sock.sendall(f"GET /gradio_api/heartbeat/{self.session} HTTP/1.1\r\nHost: {url.host}:"
+                     f"{url.port}\r\nAccept: text/event-stream\r\n\r\n".encode())
+        return sock
 
     def _read(self):
         """Like the page: an event stream is open while events are pending; Gradio ends it
@@ -230,9 +255,14 @@ class Page:
         return 200, resp.json()[0]
 
     def close(self):
-        """The page is closed: its stream ends (Gradio runs the unload event)."""
+        """The page is closed: its heartbeat request ends (Gradio runs the unload event)."""
         self.closed.set()
         self.client.close()
+        try:
+            self.heartbeat.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.heartbeat.close()
 
 
 def status_of(outputs: list) -> str:
@@ -478,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         warm.close()
         time.sleep(2)
         tmp = workdir / "tmp"
-        disk_start = folder_bytes(tmp)
+        disk_start, files_start = folder_bytes(tmp), files_under(tmp)
         mem_start = rss_bytes(proc.pid)
         memory = Memory(proc.pid)
         memory.start()
@@ -506,7 +536,8 @@ def main(argv: list[str] | None = None) -> int:
                 break
             time.sleep(1)
         memory.stop.set()
-        report["left_behind"] = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())[:12]
+        left = sorted(files_under(tmp) - files_start)
+        report["left_behind"], report["left_behind_count"] = left[:12], len(left)
         report.update(requests=stats.requests, errors=stats.errors, cross_user=stats.cross,
                       mem_start_gb=mem_start / 1e9, mem_peak_gb=memory.peak / 1e9,
                       mem_end_gb=rss_bytes(proc.pid) / 1e9,
@@ -542,6 +573,7 @@ def print_report(r: dict) -> None:
     print(f"temporary files: start {r['disk_start'][0] / 1e6:.1f} MB ({r['disk_start'][1]} files), "
           f"peak {r['disk_peak'][0] / 1e6:.1f} MB, after the sessions ended "
           f"{r['disk_end'][0] / 1e6:.1f} MB ({r['disk_end'][1]} files)")
+    print(f"files new since the start still there: {r.get('left_behind_count', 0)}")
     for path in r.get("left_behind", []):
         print("    left:", path)
 

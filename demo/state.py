@@ -11,7 +11,6 @@ scaled back to it.
 """
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -96,7 +95,8 @@ class Session:
     page_query: np.ndarray | None = None            # (D,) float32 unit vector of the last query
     page_what: str = ""                             # what it was ("text 'a cat'")
     page_offset: int = 0                            # rank of the first hit of the page shown
-    files_dir: str = ""                       # this session's folder for downloads
+    files_dir: str = ""                       # this session's folder for downloads (made by
+                                              # Callbacks.files_dir, deleted when it ends)
 
     # ---- prompts -------------------------------------------------------------------
     def points(self) -> tuple[np.ndarray, np.ndarray]:
@@ -141,12 +141,6 @@ class Session:
         if not mask.any():
             raise UserError("The selected mask is empty: add a point or choose another candidate.")
         return mask
-
-    def downloads_dir(self) -> str:
-        """This session's own folder for downloadable files (created on first use)."""
-        if not self.files_dir:
-            self.files_dir = tempfile.mkdtemp(prefix="samclip_session_")
-        return self.files_dir
 
     def reset_image(self, image: np.ndarray, key: str, name: str,
                     original_size: tuple[int, int], source: str = "") -> None:

@@ -1,8 +1,9 @@
-"""Serving many people: per-session SAM choice, session end frees state and files, text
-limits, the untrained switch cannot be flipped from outside, events are not API endpoints,
-bounded decoding of big uploads."""
+"""Serving many people: per-session SAM choice, session end frees state and files (never
+another session's), orphaned session folders are swept, text limits, the untrained switch
+cannot be flipped from outside, events are not API endpoints, bounded decoding of big uploads."""
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from core import config
 from core.engine import EngineSettings
 from demo import maskdata
 from demo.callbacks import Callbacks, Stale
-from demo.context import AppContext, AppSettings
+from demo.context import AppContext, AppSettings, sweep_old_files
 from demo.state import Session, UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,6 +82,98 @@ def test_session_end_frees_state_and_files(cb, ctx, tmp_path):
     assert not folder.exists() and not upload.exists() and not picture.exists()
     assert session.image is None and cb.live_sessions() == 0
     cb.end_session(session)                               # twice is fine
+
+
+def _upload(folder: Path, name: str = "mine.png", value: int = 90) -> Path:
+    """A picture stored as Gradio stores uploads: <upload folder>/<hash>/<name>."""
+    path = folder / f"h{value}" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((50, 60, 3), value, np.uint8)).save(path)
+    return path
+
+
+def _click(cb, session):
+    h, w = session.image.shape[:2]
+    return cb.commit_prompts(session, {"key": session.image_key, "points": [[w / 2, h / 2, 1]],
+                                       "version": 1})
+
+
+def test_ending_one_session_keeps_what_another_still_holds(cb, ctx, tmp_path):
+    """Uploads and canvas pictures are named by content: two people may hold the same one."""
+    cb.upload_dirs = [str(tmp_path)]
+    upload = _upload(tmp_path)
+    a, b = Session(), Session()
+    for session in (a, b):
+        cb.load_all(session, str(upload), "mine.png")
+        _click(cb, session)
+    picture, b_files = ctx.display_path(b.image_key), Path(b.files_dir)
+    cb.end_session(a)
+    cb.end_session(a)                                     # twice is fine
+    assert upload.exists() and picture.exists() and any(b_files.iterdir())
+    assert b.image is not None and str(upload) in cb.in_use()
+    cb.end_session(b)
+    assert not upload.exists() and not picture.exists() and not b_files.exists()
+
+
+def test_orphaned_session_folders_are_swept_live_ones_kept(cb, ctx, tmp_path, monkeypatch):
+    monkeypatch.setattr(ctx, "files_root", tmp_path / "sessions")
+    live, dropped, ended = Session(), Session(), Session()
+    live_dir, dropped_dir, ended_dir = (cb.files_dir(s) for s in (live, dropped, ended))
+    assert live_dir.parent == ctx.files_root and live_dir != dropped_dir
+    stray = ctx.files_root / "session_from_nowhere"
+    stray.mkdir()
+    cb.end_session(ended)
+    del dropped                                           # Gradio let go of it without ending it
+    gc.collect()
+    assert cb.sweep_session_folders() == 2
+    assert live_dir.is_dir() and not dropped_dir.exists() and not stray.exists()
+    assert not ended_dir.exists() and cb.files_dir(live) == live_dir
+    assert cb.sweep_session_folders() == 0
+
+
+def test_cache_sweep_never_deletes_a_live_sessions_files(cb, ctx, tmp_path):
+    cb.upload_dirs = [str(tmp_path)]
+    upload, stale = _upload(tmp_path, value=40), _upload(tmp_path, "old.png", value=41)
+    session = Session()
+    cb.load_all(session, str(upload), "mine.png")
+    picture = ctx.display_path(session.image_key)
+    sweep_old_files([str(tmp_path), str(ctx.display_dir)], -60, cb.in_use())   # all count as old
+    assert upload.exists() and picture.exists() and not stale.exists()
+    cb.end_session(session)
+    assert not upload.exists() and not picture.exists()
+
+
+def test_an_upload_the_app_cannot_read_is_deleted(cb, tmp_path):
+    cb.upload_dirs = [str(tmp_path)]
+    bad = tmp_path / "h1" / "noise.png"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not a picture")
+    with pytest.raises(UserError):
+        cb.begin_load(Session(), str(bad), "noise.png")
+    assert not bad.exists()
+
+
+def test_closing_a_page_deletes_files_its_first_click_made(ctx):
+    """The page's unload ends its session even when no upload registered it (here its first
+    event with files is a click), and downloads are served in place: no copy outlives it."""
+    import gradio as gr
+
+    from demo.layout import build_demo
+
+    demo = build_demo(ctx)
+    session = Session()
+    Callbacks(ctx).load_example(session, 0)
+    prompts = next(fn for fn in demo.fns.values() if any(t[1] == "prompts" for t in fn.targets))
+    unload = next(fn for fn in demo.fns.values() if any(t[1] == "unload" for t in fn.targets))
+    h, w = session.image.shape[:2]
+    payload = {"key": session.image_key, "points": [[w / 2, h / 2, 1]], "version": 1}
+    out = prompts.fn(session, gr.EventData(None, payload), gr.Request(session_hash="page1"))
+    assert out[0] is session and "Mask updated" in out[3]
+    folder = Path(session.files_dir)
+    cutout = folder / "cat_cutout.png"
+    assert cutout.exists() and gr.utils.is_static_file(str(cutout))
+    unload.fn(gr.Request(session_hash="page1"))
+    assert not folder.exists() and session.image is None
 
 
 def test_text_limits(cb):
