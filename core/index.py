@@ -7,8 +7,9 @@
   * n < hnsw_below (100k), fits budget:   "hnsw"   HNSW32 graph over the full vectors;
   * vectors fit the memory budget:        "ivf"    IVF<nlist>,Flat (nlist ~ 4 sqrt(n));
   * 8-bit codes fit the budget:           "ivfsq"  IVF<nlist>,SQ8: one byte per dimension
-                                                  (a quarter of the vectors; distances
-                                                  accurate enough to need no re-ranking);
+                                                  (a quarter of the vectors), with exact
+                                                  re-ranking of a short shortlist (8-bit
+                                                  distances cannot order near-duplicates);
   * beyond:                               "ivfpq"  [OPQ<m>,]IVF<nlist>,PQ<m>x4fs: 4-bit
                                                   fast-scan codes of m = dim/4 sub-vectors
                                                   (dim/8 bytes) with exact re-ranking of a
@@ -163,7 +164,7 @@ def choose_index(n: int, dim: int, settings: IndexSettings | None = None) -> Ind
     m = pq_m(dim)
     factory = {"flat": "Flat", "hnsw": "HNSW32,Flat", "ivf": f"IVF{nlist},Flat", "ivfsq": f"IVF{nlist},SQ8",
                "ivfpq": f"{f'OPQ{m},' if s.opq else ''}IVF{nlist},PQ{m}x4fs"}[kind]
-    return IndexSpec(kind, factory, rerank=kind == "ivfpq", memory_bytes=estimate_memory(kind, n, dim),
+    return IndexSpec(kind, factory, rerank=kind in ("ivfsq", "ivfpq"), memory_bytes=estimate_memory(kind, n, dim),
                      reason=reason)
 
 
@@ -339,8 +340,8 @@ def tune_index(index, spec: IndexSpec, embeddings: np.ndarray, metric: str,
 
 #: nprobe values tried when tuning (capped at the number of lists).
 PROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-#: shortlist sizes (k x factor) tried when tuning a re-ranked index.
-RERANK_FACTORS = (10, 20, 50, 100)
+#: shortlist sizes (k x factor) tried when tuning a re-ranked index, per kind.
+RERANK_FACTORS = {"ivfsq": (2, 5, 10, 20), "ivfpq": (10, 20, 50, 100)}
 
 
 def sweep_params(spec: IndexSpec, nlist: int, measure: Callable[[dict], float], target: float) -> list[dict]:
@@ -352,7 +353,7 @@ def sweep_params(spec: IndexSpec, nlist: int, measure: Callable[[dict], float], 
         plans = [[{"efSearch": ef} for ef in (16, 32, 64, 128, 256, 512, 1024)]]
     else:
         probes = sorted({min(p, nlist) for p in PROBES})
-        factors = RERANK_FACTORS if spec.rerank else (None,)
+        factors = RERANK_FACTORS[spec.kind] if spec.rerank else (None,)
         plans = [[{"nprobe": p, **({"rerank_factor": f} if f else {})} for p in probes] for f in factors]
     sweep: list[dict] = []
     for plan in plans:

@@ -19,7 +19,7 @@ def clustered(n, d=32, clusters=20, seed=0):
 def test_documented_choice_per_size(n, kind):
     spec = choose_index(n, 512)
     assert spec.kind == kind, spec.reason
-    assert spec.rerank == (kind == "ivfpq")
+    assert spec.rerank == (kind in ("ivfsq", "ivfpq"))
     if kind == "ivfpq":
         assert spec.factory == f"IVF{ivf_nlist(n)},PQ{pq_m(512)}x4fs" and spec.memory_bytes < 1024e6 or n > 10**7
 
@@ -77,7 +77,7 @@ def test_sweep_stops_at_target_and_skips_saturated_shortlists():
     spec = IndexSpec("ivfpq", "IVF64,PQ8x4fs", rerank=True)
     # recall saturates at 0.9 with factor 10, reaches 0.96 with factor 20 at nprobe 4
     table = {10: {1: 0.8, 2: 0.9, 4: 0.9, 8: 0.9}, 20: {1: 0.85, 2: 0.93, 4: 0.96}}
-    sweep = sweep_params(spec, 64, lambda p: table[p["rerank_factor"]].get(p["nprobe"], 0.9), 0.95)
+    sweep = sweep_params(spec, 64, lambda p: table[p["rerank_factor"]].get(p["nprobe"], 0.9), 0.95)  # PQ: 10, 20, ..
     assert [(r["rerank_factor"], r["nprobe"]) for r in sweep] == [(10, 1), (10, 2), (10, 4), (10, 8),
                                                                   (20, 1), (20, 2), (20, 4)]
     assert max(r["nprobe"] for r in sweep_params(IndexSpec("ivf", "IVF4,Flat"), 4, lambda p: 0.5, 0.95)) == 4
