@@ -503,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         app = App(base)
         # warm up: one session encodes and searches (builds the example gallery) before timing
         warm = Page(app, time.monotonic() + args.start_timeout)
-        warm.call(app.fn("search-btn", "click"), [None, "text", "warm up", "crop", "cosine", 4, True],
+        warm.call(app.fn("search-btn", "click"), [None, "examples", "text", "warm up", "crop", "cosine", 4, True],
                         timeout=args.start_timeout)
         warm.close()
         time.sleep(2)
