@@ -118,7 +118,8 @@ def bench_index(n: int, data: str, metric: str, base=None, settings: IndexSettin
             "tuned_recall_at_10": spec.tuning.get("recall_at_k"), "build_s": build_s,
             "index_mb": index_bytes / 1e6, "single_query_ms": 1e3 * statistics.median(times),
             "recall_at_10": recall(found, truth), "load_avg": os.getloadavg()[0],
-            "embeddings": "memory-mapped file" if isinstance(x, np.memmap) else "in memory"}
+            "embeddings": "memory-mapped file" if isinstance(x, np.memmap) else "in memory",
+            "coco_objects": None if base is None else len(base), "sweep": spec.tuning.get("sweep")}
     del g, x
     shutil.rmtree(folder, ignore_errors=True)
     return result
