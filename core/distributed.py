@@ -74,7 +74,8 @@ def read_batch(batch: dict, view: str, oracle: bool, known: frozenset) -> dict:
 class SegmentActor:
     """Ray actor: SAM objects and their views for each prepared image (models loaded once)."""
 
-    def __init__(self, engine_settings: EngineSettings, settings: IngestSettings):
+    def __init__(self, engine_settings: EngineSettings, settings: IngestSettings, threads: int = 1):
+        limit_torch_threads(threads)
         self.engine, self.settings = Engine(engine_settings), settings
 
     def __call__(self, batch: dict) -> dict:
@@ -95,7 +96,8 @@ class SegmentActor:
 class EmbedActor:
     """Ray actor: CLIP embeddings of every object of a batch of images, batched together."""
 
-    def __init__(self, engine_settings: EngineSettings, settings: IngestSettings):
+    def __init__(self, engine_settings: EngineSettings, settings: IngestSettings, threads: int = 1):
+        limit_torch_threads(threads)
         self.engine, self.settings = Engine(engine_settings), settings
 
     def __call__(self, batch: dict) -> dict:
@@ -103,6 +105,23 @@ class EmbedActor:
         if results:
             embed_results(results, self.engine.embedder, self.settings.clip_batch)
         return {"result": batch["result"]}
+
+
+def limit_torch_threads(threads: int) -> None:
+    """Give an actor's torch `threads` intra-op threads (its share of the node's cores)."""
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))
+
+
+def cpu_shares(cluster_cpus: float, workers: int) -> tuple[float, float]:
+    """(CPUs per actor, CPUs per read task) so that 2 * workers actors and one read task
+    always fit the cluster together: Ray starts a fixed-size actor pool at once, and a read
+    task that cannot be scheduled beside it would stall the pipeline (seen with 2 workers
+    on 2 CPUs when each actor asked for 0.5 CPU and each read task for 0.25)."""
+    actor = min(1.0, 0.8 * cluster_cpus / (2 * workers))
+    read = min(0.25, 0.15 * cluster_cpus)
+    return actor, read
 
 
 def _objects(items: list) -> np.ndarray:
@@ -122,19 +141,22 @@ def ray_runner(engine_settings: EngineSettings, *, address: str | None = None, w
         context.enable_progress_bars = False
         context.execution_options.verbose_progress = False
         gpus = ray.cluster_resources().get("GPU", 0)
+        actor_cpus, read_cpus = cpu_shares(ray.cluster_resources().get("CPU", 1), workers)
         per_actor_gpu = 1 if gpus >= 2 * workers else (0.5 if gpus else 0)
         ds = ray.data.from_items([{"task": json.dumps(asdict(t))} for t in tasks],
                                  override_num_blocks=max(1, min(len(tasks), 4 * workers)))
         frozen = frozenset(known)
         ds = ds.map_batches(read_batch, batch_size=images_per_batch, batch_format="numpy",
                             fn_kwargs={"view": settings.view, "oracle": settings.oracle_masks, "known": frozen},
-                            num_cpus=0.25)
+                            num_cpus=read_cpus)
         ds = ds.map_batches(SegmentActor, batch_size=images_per_batch, batch_format="numpy",
-                            fn_constructor_kwargs={"engine_settings": engine_settings, "settings": settings},
-                            concurrency=workers, num_cpus=0.5, num_gpus=per_actor_gpu)
+                            fn_constructor_kwargs={"engine_settings": engine_settings, "settings": settings,
+                                                   "threads": max(1, int(actor_cpus))},
+                            concurrency=workers, num_cpus=actor_cpus, num_gpus=per_actor_gpu)
         ds = ds.map_batches(EmbedActor, batch_size=images_per_batch, batch_format="numpy",
-                            fn_constructor_kwargs={"engine_settings": engine_settings, "settings": settings},
-                            concurrency=workers, num_cpus=0.5, num_gpus=per_actor_gpu)
+                            fn_constructor_kwargs={"engine_settings": engine_settings, "settings": settings,
+                                                   "threads": max(1, int(actor_cpus))},
+                            concurrency=workers, num_cpus=actor_cpus, num_gpus=per_actor_gpu)
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for result in batch["result"]:
                 yield result

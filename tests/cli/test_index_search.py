@@ -83,7 +83,8 @@ def test_index_append_then_search_pages(tmp_path, coco_dir):
 
 
 @pytest.mark.slow
-def test_ray_pipeline_gives_the_in_process_gallery(tmp_path, coco_dir):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ray_pipeline_gives_the_in_process_gallery(tmp_path, coco_dir, workers):
     from core.distributed import ray_available
 
     reason = ray_available()
@@ -94,7 +95,9 @@ def test_ray_pipeline_gives_the_in_process_gallery(tmp_path, coco_dir):
     common = ["--coco", str(coco_dir / "instances.json"), "--images", str(coco_dir / "images"), "--limit", "3",
               "--checkpoint-every", "2", *MODELS]
     run("index", *common, "--out", str(tmp_path / "local"))
-    proc = run("index", *common, "--out", str(tmp_path / "ray"), "--ray", "--ray-cpus", "2", timeout=600)
+    # 2 workers on 2 CPUs: 4 actors and the read tasks must fit together (this once stalled)
+    proc = run("index", *common, "--out", str(tmp_path / "ray"), "--ray", "--ray-cpus", "2",
+               "--ray-workers", str(workers), timeout=600)
     assert json.loads(proc.stdout)["images_new"] == 3
     a, b = Gallery.load(tmp_path / "local"), Gallery.load(tmp_path / "ray")
     assert len(a) > 3 and list(a.records) == list(b.records)
