@@ -3,8 +3,13 @@
     gallery = open_gallery(path_or_none)            # --gallery PATH, else $SAMCLIP_GALLERY
     check_model(gallery, embedder.model_info, path) # GalleryMismatch for another model
     page = search_page(gallery, query, offset=0, limit=20)   # page.hits, page.has_more
+    thumb = hit_thumbnail(gallery, page.hits[0].record)  # its thumbnail (None if not written)
     image, mask = hit_source(page.hits[0].record)   # the source image from disk + its mask
     shown = outline(image, mask)                    # the object outlined
+
+Thumbnails (core.thumbs) are small JPEGs written at ingestion in `<gallery>/thumbs/`, so
+a results page needs neither the source images nor their decoding; galleries built
+without them (older ones, `index --no-thumbnails`) have only `hit_source`.
 
 `open_gallery` memory-maps the embeddings, the records and the index, so a gallery of
 millions of objects opens in well under a second and costs little memory; records are
@@ -27,6 +32,7 @@ import numpy as np
 from core.gallery import Gallery, GalleryMismatch, Hit, ObjectRecord, _check_expectations
 from core.images import load_image
 from core.masks import rle_to_mask
+from core.thumbs import read_thumbnail, thumb_path
 
 #: Environment variable naming the gallery the app opens (like --gallery PATH).
 GALLERY_ENV = "SAMCLIP_GALLERY"
@@ -121,6 +127,30 @@ def hit_source(record: ObjectRecord) -> tuple[np.ndarray, np.ndarray | None]:
                          f"in a {record.image_hw[1]}x{record.image_hw[0]} image: the file has changed")
     mask = rle_to_mask(record.mask_rle) if record.mask_rle else None
     return image, mask
+
+
+def _gallery_dirs(where) -> list[Path]:
+    """The directories thumbnails of `where` (a path, Gallery or ShardedGallery) may be in."""
+    if isinstance(where, (str, os.PathLike)):
+        path = Path(where)
+        if (path / SHARDS_FILE).is_file():
+            return [path / line.strip() for line in (path / SHARDS_FILE).read_text().splitlines() if line.strip()]
+        return [path]
+    if isinstance(where, ShardedGallery):
+        return [d for g in where.shards for d in _gallery_dirs(g)]
+    directory = getattr(where, "directory", None)
+    return [] if directory is None else [Path(directory)]
+
+
+def hit_thumbnail(gallery, record: ObjectRecord) -> np.ndarray | None:
+    """The record's thumbnail, (h, w, 3) uint8 RGB with max(h, w) <= 128, read from the
+    gallery's thumbs/ (`gallery`: its directory, a loaded Gallery or a ShardedGallery);
+    None when it has none (built with --no-thumbnails, before thumbnails, or unreadable)."""
+    for directory in _gallery_dirs(gallery):
+        thumb = read_thumbnail(thumb_path(directory, record))
+        if thumb is not None:
+            return thumb
+    return None
 
 
 def outline(image: np.ndarray, mask: np.ndarray | None, box=None, color=(255, 64, 0), width: int = 3) -> np.ndarray:

@@ -89,7 +89,8 @@ class SegmentActor:
             else:
                 seg = None if prepared.objects is not None else self.engine.segmenter
                 objects = find_objects(prepared, seg, self.settings)
-                out.append(image_result(prepared, objects, self.settings.view, prepared.crops))
+                out.append(image_result(prepared, objects, self.settings.view, prepared.crops,
+                                        self.settings.thumbnails))
         return {"result": _objects(out)}
 
 

@@ -262,6 +262,7 @@ class Gallery:
         self.images: list[ImageEntry] = []
         self._vectors: list[np.ndarray] = []
         self.version: str | None = None
+        self.directory: Path | None = None   # where it was loaded from (thumbnails live there)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -424,10 +425,30 @@ def gallery_version(directory: str | os.PathLike) -> str | None:
 
 
 def cleanup_gallery(directory: str | os.PathLike) -> list[str]:
-    """Remove leftovers (partial versions of killed writers, old versions no reader holds)."""
+    """Remove leftovers (partial versions of killed writers, old versions no reader holds,
+    thumbnails of images no version holds: see `_prune_thumbnails`)."""
     directory = Path(directory)
     with store.writer_lock(directory):
-        return store.cleanup(directory)
+        return store.cleanup(directory) + _prune_thumbnails(directory)
+
+
+def _prune_thumbnails(directory: Path) -> list[str]:
+    """Remove thumbnails (core.thumbs) of images that no version on disk holds, e.g. left by
+    a killed run whose work was discarded. Skipped while an `index` run is unfinished (its
+    checkpoints' thumbnails belong to no version yet) or when a version cannot be read."""
+    from core.thumbs import THUMBS_DIR, prune_thumbnails
+
+    if not (directory / THUMBS_DIR).is_dir() or (directory / store.INGEST_DIR / "settings.json").exists():
+        return []
+    keep: set[str] = set()
+    for vdir in directory.glob("v-*"):
+        if not vdir.is_dir() or vdir.name.endswith(".partial"):
+            continue
+        try:
+            keep.update(k for k in store.string_column(store.load_columns(vdir / "images"), "key").tolist() if k)
+        except (ValueError, OSError, KeyError):
+            return []
+    return prune_thumbnails(directory, keep)
 
 
 def _manifest_error(path: Path, message: str) -> GalleryCorrupt:
@@ -509,6 +530,7 @@ def _load_version(cls, directory, version, expect_model, expect_view, expect_met
     apply_params(index, spec)
     gallery = cls(dim, meta["view"], meta["metric"], meta.get("model"))
     gallery.index, gallery.spec, gallery.version = index, spec, version
+    gallery.directory = directory
     gallery._vectors = [emb] if n else []
     gallery.records = RecordTable(rec_cols)
     try:
@@ -554,6 +576,7 @@ def _load_format1(directory, expect_model, expect_view, expect_metric) -> Galler
         raise _manifest_error(path, f"damaged ({exc})") from None
     _check_expectations(directory, meta, expect_model, expect_view, expect_metric)
     gallery = Gallery(dim, view, metric, meta.get("model"))
+    gallery.directory = directory
     try:
         gallery.index = faiss.read_index(str(directory / files["index"]))
         records = []

@@ -2,9 +2,13 @@
 
     tasks (folder or COCO)  ->  prepare (read file, content key, decode; COCO ground-truth
     masks and their views)  [worker processes]  ->  find objects (SAM automatic masks or
-    COCO box prompts) and render views  [main process, GPU when torch sees one]  ->  CLIP,
-    batched across images  ->  checkpoint segments  ->  finalize: one new gallery version
-    with the index chosen by size (core.index)
+    COCO box prompts) and render views and thumbnails  [main process, GPU when torch sees
+    one]  ->  CLIP, batched across images  ->  thumbnails to disk, then checkpoint segments
+    ->  finalize: one new gallery version with the index chosen by size (core.index)
+
+Thumbnails (core.thumbs, off with IngestSettings(thumbnails=False) / --no-thumbnails): one
+small JPEG per object in `<gallery>/thumbs/`, shared by every version; each checkpoint
+writes its thumbnails before its segment, so a resumed run has one for every record.
 
 Incremental: an image whose file content (blake2b key) is already in the gallery, in a
 pending checkpoint, or earlier in the same run is skipped, so adding a folder twice, or a
@@ -52,6 +56,7 @@ from core.gallery import (Gallery, GalleryMismatch, ImageEntry, ObjectRecord, Re
 from core.images import ImageError, load_image
 from core.index import IndexSettings
 from core.masks import coco_ann_to_mask, coco_box_to_xyxy
+from core.thumbs import thumbnail_bytes, write_thumbnails
 from core.views import VIEW_NAMES, mask_to_box, render_view
 
 
@@ -69,6 +74,7 @@ class IngestSettings:
     workers: processes that read, hash and decode images (and render ground-truth views);
         0 = all in this process.
     index: how the final index is chosen and tuned (core.index.IndexSettings).
+    thumbnails: write each object's thumbnail JPEG to `<gallery>/thumbs/` (core.thumbs).
     """
 
     view: str = "crop"
@@ -81,6 +87,7 @@ class IngestSettings:
     clip_batch: int = 32
     workers: int = 0
     index: IndexSettings = field(default_factory=IndexSettings)
+    thumbnails: bool = True
 
     def __post_init__(self) -> None:
         if self.view not in VIEW_NAMES:
@@ -94,7 +101,9 @@ class IngestSettings:
             raise ValueError("workers must be >= 0 and checkpoint_seconds > 0")
 
     def fingerprint(self) -> dict:
-        """The settings that decide what objects and vectors come out (checked on resume)."""
+        """The settings that decide what objects and vectors come out (checked on resume).
+        `thumbnails` is not one: a run resumed with the other choice just has thumbnails
+        for part of its objects, and the app falls back to the source image for the rest."""
         return {"view": self.view, "metric": self.metric, "max_objects": self.max_objects,
                 "automask": asdict(self.automask or AutoMaskSettings()), "oracle_masks": self.oracle_masks}
 
@@ -127,12 +136,15 @@ class Prepared:
 
 @dataclass
 class ImageResult:
-    """What one image gave: its table entry, records and (n, D) float32 embeddings."""
+    """What one image gave: its table entry, records and (n, D) float32 embeddings; crops
+    (the rendered views, dropped once embedded) and thumbs (JPEG bytes per record, None
+    when thumbnails are off; dropped once written) travel with it."""
 
     entry: ImageEntry
     records: list[ObjectRecord]
     embeddings: np.ndarray | None = None
     crops: list[np.ndarray] | None = None
+    thumbs: list[bytes] | None = None
 
 
 @dataclass
@@ -269,8 +281,9 @@ def find_objects(prepared: Prepared, segmenter, settings: IngestSettings) -> lis
 
 
 def image_result(prepared: Prepared, objects: Sequence[FoundObject] | None, view: str,
-                 crops: Sequence[np.ndarray] | None = None) -> ImageResult:
-    """The records (and rendered crops) of one prepared image; unreadable ones give none."""
+                 crops: Sequence[np.ndarray] | None = None, thumbnails: bool = True) -> ImageResult:
+    """The records, rendered crops and (with `thumbnails`) thumbnail JPEGs of one prepared
+    image; unreadable ones give none."""
     source = prepared.task.path
     if prepared.error is not None:
         return ImageResult(ImageEntry(prepared.key, source, "unreadable", 0), [], crops=[])
@@ -280,7 +293,9 @@ def image_result(prepared: Prepared, objects: Sequence[FoundObject] | None, view
         r.image_key = prepared.key
     if crops is None:
         crops = [render_view(view, prepared.image, o.mask) for o in objects]
-    return ImageResult(ImageEntry(prepared.key, source, "ok", len(records)), records, crops=list(crops))
+    thumbs = [thumbnail_bytes(prepared.image, o.mask) for o in objects] if thumbnails else None
+    return ImageResult(ImageEntry(prepared.key, source, "ok", len(records)), records, crops=list(crops),
+                       thumbs=thumbs)
 
 
 def embed_results(results: Sequence[ImageResult], embedder, batch: int) -> None:
@@ -295,6 +310,16 @@ def embed_results(results: Sequence[ImageResult], embedder, batch: int) -> None:
         n = len(r.records)
         r.embeddings, r.crops = vectors[start:start + n], None
         start += n
+
+
+def write_result_thumbnails(directory: Path, results: Sequence[ImageResult]) -> int:
+    """Write the thumbnails the results carry into the gallery's thumbs/ (then drop them)."""
+    count = 0
+    for r in results:
+        if r.thumbs:
+            count += write_thumbnails(directory, zip(r.records, r.thumbs))
+        r.thumbs = None
+    return count
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -564,6 +589,7 @@ def ingest(directory: str | Path, tasks: Sequence[ImageTask], models, settings: 
                 return
             if any(r.embeddings is None for r in pending):
                 embed_results(pending, embedder, settings.clip_batch)
+            write_result_thumbnails(directory, pending)   # before the segment: no record without one
             journal.write(pending, embedder.dim)
             pending, checkpoints, last = [], checkpoints + 1, time.perf_counter()
             meter.report(f"checkpoint {checkpoints}")
@@ -630,7 +656,7 @@ def _local_results(tasks, known, settings: IngestSettings, models) -> Iterator[I
             yield image_result(prepared, None, settings.view)
             continue
         objects = find_objects(prepared, models.segmenter if prepared.objects is None else None, settings)
-        yield image_result(prepared, objects, settings.view, prepared.crops)
+        yield image_result(prepared, objects, settings.view, prepared.crops, settings.thumbnails)
 
 
 def run_stopping(*args, **kwargs) -> bool:

@@ -14,6 +14,8 @@ Layout (format 2)::
         images/<column>.npy   one row per source image seen: content key, source, status
       v-<id>.partial/         a version being written (renamed when complete)
       ingest/                 checkpoints of an unfinished `index` run (see core.ingest)
+      thumbs/<k[:2]>/<k>/*.jpg  object thumbnails by image content key k, shared by every
+                              version (see core.thumbs)
       .write.lock, .read.lock flock(2) files
 
 Writers hold `.write.lock` exclusively for the whole save; readers hold `.read.lock`

@@ -2,8 +2,10 @@
 
 Opened once per process with `core.browse.open_gallery` (memory-mapped, read-only) and
 shared by every session; checked against the app's CLIP model; searched a page at a time
-(`core.browse.search_page`); each hit is drawn from its source image on disk, the object
-outlined (`core.browse.hit_source` + `outline`). The per-session paging state (query
+(`core.browse.search_page`); each hit's tile is its thumbnail written at ingestion
+(`core.browse.hit_thumbnail`: no source image read), else, for galleries without
+thumbnails, drawn from its source image on disk with the object outlined
+(`core.browse.hit_source` + `outline`). The per-session paging state (query
 vector, offset) lives in `demo.state.Session`; nothing here belongs to one person.
 
 Conventions: query (D,) float32 unit vector; images (H, W, 3) uint8 RGB; masks (H, W)
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from core.browse import Page, check_model, hit_source, open_gallery, outline, search_page
+from core.browse import Page, check_model, hit_source, hit_thumbnail, open_gallery, outline, search_page
 from core.gallery import GalleryMismatch, ObjectRecord
 from core.masks import box_to_mask
 from demo import rendering
@@ -122,9 +124,14 @@ def source_problem(record: ObjectRecord, exc: BaseException) -> str:
     return f"{name}: {reason.replace(str(record.source), name)}"[:300]
 
 
-def hit_picture(record: ObjectRecord, max_side: int) -> tuple[np.ndarray, str | None]:
-    """(the outlined source image at most `max_side` px, None), or (a placeholder, the
-    one-line reason) when the source image is missing, unreadable or changed."""
+def hit_picture(record: ObjectRecord, max_side: int, gallery=None) -> tuple[np.ndarray, str | None]:
+    """(the record's thumbnail in `gallery` (a Gallery, ShardedGallery or its path) at most
+    `max_side` px, None) when it has one; else (the outlined source image at most
+    `max_side` px, None), or (a placeholder, the one-line reason) when the source image is
+    missing, unreadable or changed."""
+    thumb = hit_thumbnail(gallery, record) if gallery is not None else None
+    if thumb is not None:
+        return rendering.thumbnail(thumb, max_side), None
     try:
         return source_with_outline(record, max_side), None
     except (OSError, ValueError, KeyError, TypeError) as exc:   # ImageError is a ValueError; a bad RLE

@@ -30,6 +30,7 @@ from PIL import Image
 
 from core import config, refer
 from core.automask import AutoMaskSettings
+from core.browse import hit_thumbnail
 from core.build import FoundObject, list_images, records_for
 from core.example_gallery import combine, gallery_from_arrays
 from core.images import load_image
@@ -731,8 +732,9 @@ class Callbacks:
         return self.show_page(session, max(0, session.page_offset + int(step) * self.ctx.settings.page_size))
 
     def show_page(self, session: Session, offset: int) -> PageOut:
-        """Hits `offset` .. `offset` + page size - 1 of the session's query, each drawn from
-        its source image on disk (a placeholder and a note where that cannot be read)."""
+        """Hits `offset` .. `offset` + page size - 1 of the session's query, each tile its
+        thumbnail, else drawn from its source image on disk (a placeholder and a note where
+        that cannot be read)."""
         large = self.ctx.large_gallery()
         start = time.perf_counter()
         page = large.page(session.page_query, offset, self.ctx.settings.page_size)
@@ -742,7 +744,7 @@ class Callbacks:
         session.page_offset, session.hits, session.hits_from = offset, page.hits, "large"
         tiles, problems = [], []
         for hit in page.hits:
-            picture, problem = hit_picture(hit.record, self.ctx.settings.page_tile_side)
+            picture, problem = hit_picture(hit.record, self.ctx.settings.page_tile_side, large.gallery)
             caption = self.hit_caption(hit, large.metric)
             tiles.append((picture, caption + (" · source image missing" if problem else "")))
             problems += [problem] if problem else []
@@ -766,13 +768,19 @@ class Callbacks:
 
     def _show_large_hit(self, session: Session, hit) -> tuple[str, str]:
         """(canvas message, Markdown) for a large-gallery hit: its source image read from disk,
-        the object selected on it; a placeholder with a notice when the file cannot be read."""
+        the object selected on it; when the file cannot be read, its thumbnail (else a
+        placeholder) with a notice that the full picture is missing."""
         rec = hit.record
         head = f"**#{hit.rank + 1}** score {hit.score:.4f} · source `{Path(rec.source).name}`"
         try:
             image, mask = source_and_mask(rec)
         except (OSError, ValueError, KeyError, TypeError) as exc:   # missing, unreadable, replaced, bad RLE
             problem = source_problem(rec, exc)
+            thumb = hit_thumbnail(self.ctx.large_gallery().gallery, rec)
+            if thumb is not None:
+                return self.picture_message(image_key(thumb), Path(rec.source).name, thumb,
+                                            notice=f"Full picture missing, its thumbnail shown: {problem}"), (
+                    f"{head} · ⚠️ the full picture is missing, only its thumbnail is shown ({problem})")
             picture = placeholder(2 * self.ctx.settings.page_tile_side)
             return self.picture_message("missing-source", Path(rec.source).name, picture,
                                         notice=f"Source image missing: {problem}"), (

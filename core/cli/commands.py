@@ -121,7 +121,8 @@ def index_settings_from_args(args) -> IngestSettings:
                           recall_target=args.recall_target, opq=args.opq)
     return IngestSettings(view=args.view, metric=args.metric, max_objects=args.max_objects, automask=automask,
                           oracle_masks=args.oracle_masks, checkpoint_images=args.checkpoint_every,
-                          clip_batch=args.clip_batch, workers=args.workers, index=index)
+                          clip_batch=args.clip_batch, workers=args.workers, index=index,
+                          thumbnails=not args.no_thumbnails)
 
 
 def validate_index_args(args):
@@ -267,6 +268,9 @@ def register(sub) -> None:
     p.add_argument("--max-objects", type=int, default=20, help="automatic masks kept per image")
     p.add_argument("--points-per-side", type=int, default=16, help="automatic mask grid")
     p.add_argument("--out", required=True, help="gallery folder")
+    p.add_argument("--no-thumbnails", action="store_true",
+                   help="write no object thumbnails (<out>/thumbs/, ~4 KB each); the app then draws hits from "
+                        "their source images")
     g = p.add_argument_group("adding, resuming, parallelism")
     g.add_argument("--append", action="store_true", help="add to the gallery in --out (known images are skipped)")
     g.add_argument("--overwrite", action="store_true", help="replace the gallery in --out")
