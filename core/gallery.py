@@ -34,6 +34,7 @@ from core import store
 from core.index import (METRICS, IndexSettings, IndexSpec, apply_params, build_index, choose_index,
                         empty_index, search_index, tune_index)
 from core.store import FORMAT_VERSION, GalleryBusy, GalleryCorrupt
+from core.thumbs import THUMBS_DIR, prune_thumbnails
 
 __all__ = ["METRICS", "FORMAT_VERSION", "Gallery", "GalleryMismatch", "GalleryCorrupt", "GalleryBusy",
            "ObjectRecord", "ImageEntry", "Hit", "make_index", "cleanup_gallery", "gallery_version"]
@@ -436,8 +437,6 @@ def _prune_thumbnails(directory: Path) -> list[str]:
     """Remove thumbnails (core.thumbs) of images that no version on disk holds, e.g. left by
     a killed run whose work was discarded. Skipped while an `index` run is unfinished (its
     checkpoints' thumbnails belong to no version yet) or when a version cannot be read."""
-    from core.thumbs import THUMBS_DIR, prune_thumbnails
-
     if not (directory / THUMBS_DIR).is_dir() or (directory / store.INGEST_DIR / "settings.json").exists():
         return []
     keep: set[str] = set()

@@ -32,6 +32,8 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
+from core.views import crop_to_box, expand_box, mask_to_box
+
 THUMBS_DIR = "thumbs"
 THUMB_SIDE = 128        #: longest side of a thumbnail, px
 THUMB_QUALITY = 85      #: JPEG quality
@@ -61,8 +63,6 @@ def _edge(mask: np.ndarray) -> np.ndarray:
 def render_thumbnail(image: np.ndarray, mask: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:
     """(h, w, 3) uint8, max(h, w) <= `side`: the object's box with a margin, outside dimmed,
     mask edge outlined. `mask` (H, W) bool, non-empty, the size of `image`."""
-    from core.views import crop_to_box, expand_box, mask_to_box
-
     box = expand_box(mask_to_box(mask), THUMB_MARGIN, image.shape[:2])
     crop, m = crop_to_box(image, box), crop_to_box(mask, box)
     h, w = crop.shape[:2]

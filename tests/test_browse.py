@@ -1,12 +1,14 @@
-"""core.browse: opening by path or environment, pages, sharded search, hit source + outline."""
+"""core.browse: opening by path or environment, pages, sharded search, hit source + outline,
+hit thumbnails."""
 import numpy as np
 import pytest
 from PIL import Image
 
-from core.browse import GALLERY_ENV, SHARDS_FILE, hit_source, open_gallery, outline, search_page
+from core.browse import GALLERY_ENV, SHARDS_FILE, hit_source, hit_thumbnail, open_gallery, outline, search_page
 from core.embed import l2_normalise
 from core.gallery import Gallery, ObjectRecord
 from core.masks import mask_to_rle
+from core.thumbs import OUTLINE_COLOR, THUMB_SIDE, render_thumbnail, thumb_path, thumbnail_bytes, write_thumbnails
 
 
 def _gallery(n, seed, source="x.jpg"):
@@ -53,3 +55,33 @@ def test_hit_source_and_outline(tmp_path):
     rec.image_hw = (40, 30)
     with pytest.raises(ValueError, match="changed"):
         hit_source(rec)
+
+
+def test_hit_thumbnail_by_path_gallery_and_shards(tmp_path):
+    yy, xx = np.mgrid[:300, :400]
+    image = np.stack([xx * 255 // 400, yy * 255 // 300, np.full_like(xx, 160)], -1).astype(np.uint8)
+    mask = np.zeros((300, 400), bool)
+    mask[50:250, 100:350] = True
+    shown = render_thumbnail(image, mask)
+    assert max(shown.shape[:2]) == THUMB_SIDE and (shown == OUTLINE_COLOR).all(-1).any()
+    assert shown[:3, :3].max() <= 80                                            # the margin is dimmed
+    rec = ObjectRecord("gone.jpg", (100, 50, 350, 250), "crop", mask_to_rle(mask), image_hw=(300, 400),
+                       image_key="ab" * 16)
+    auto = ObjectRecord("gone.jpg", (0, 0, 4, 4), "crop", mask_to_rle(mask[::-1]), image_key="ab" * 16)
+    g = Gallery(8, "crop")
+    g.add(l2_normalise(np.ones((2, 8))), [rec, auto])
+    g.save(tmp_path / "s" / "a")
+    _gallery(3, 1).save(tmp_path / "s" / "b")
+    assert hit_thumbnail(tmp_path / "s" / "a", rec) is None                     # none written
+    assert write_thumbnails(tmp_path / "s" / "a", [(rec, thumbnail_bytes(image, mask)),
+                                                   (auto, thumbnail_bytes(image, mask[::-1]))]) == 2
+    assert thumb_path(tmp_path, auto).name.startswith("m-")       # no object_id: named by its mask
+    (tmp_path / "s" / SHARDS_FILE).write_text("b\na\n")
+    for where in (tmp_path / "s" / "a", open_gallery(tmp_path / "s" / "a"), tmp_path / "s",
+                  open_gallery(tmp_path / "s")):
+        thumb = hit_thumbnail(where, rec)
+        assert thumb is not None and thumb.shape == shown.shape and thumb.dtype == np.uint8
+        assert np.abs(thumb.astype(int) - shown).mean() < 8                      # JPEG of the rendering
+    thumb_path(tmp_path / "s" / "a", rec).write_bytes(b"damaged")
+    assert hit_thumbnail(tmp_path / "s" / "a", rec) is None
+    assert hit_thumbnail(Gallery(8, "crop"), rec) is None                       # in memory: no directory

@@ -1,5 +1,6 @@
 """demo.biggallery and the Search tab's large gallery (`python app.py --gallery PATH`):
-paging, the model check, hits drawn from their source images, missing sources, sessions.
+paging, the model check, hits drawn from their thumbnails or source images, missing
+sources, sessions.
 
 The gallery is real and on disk: 8 COCO128 images copied to a temporary folder, ingested
 with their ground-truth masks (`core.ingest.ingest`) and embedded by the app's own untrained
@@ -19,8 +20,11 @@ from PIL import Image
 
 from core.engine import EngineSettings
 from core.gallery import Gallery, ObjectRecord
+from core.browse import hit_thumbnail
 from core.ingest import IngestSettings, coco_tasks, ingest
+from core.thumbs import THUMBS_DIR
 from demo.biggallery import OUTLINE_COLOR, LargeGallery, hit_picture, placeholder
+from demo import rendering
 from demo.callbacks import Callbacks
 from demo.context import AppContext, AppSettings
 from demo.state import Session, UserError
@@ -43,19 +47,32 @@ def _copied_tasks(coco_dir: Path, folder: Path, limit: int):
 
 
 @pytest.fixture(scope="module")
-def ctx(coco_dir, tmp_path_factory) -> AppContext:
-    """The app's context with its models loaded and a gallery of 8 COCO128 images (crop, cosine)."""
+def root(coco_dir, tmp_path_factory) -> Path:
+    """A folder holding images/ (8 COCO128 images), thumbed/coco8 (their gallery, crop,
+    cosine, with thumbnails) and coco8 (the same without thumbs/: what --no-thumbnails
+    or an older build gives, see tests/test_ingest.py)."""
     root = tmp_path_factory.mktemp("big")
     probe = AppContext(TINY, AppSettings(cache_dir=root / "cache"))
     assert probe.load_models(), probe.load_error
     tasks = _copied_tasks(coco_dir, root / "images", 8)
-    ingest(root / "coco8", tasks, probe.engine, IngestSettings(oracle_masks=True, view="crop"),
+    ingest(root / "thumbed" / "coco8", tasks, probe.engine, IngestSettings(oracle_masks=True, view="crop"),
            source="coco", warn=lambda message: None)
-    settings = AppSettings(cache_dir=root / "cache", gallery_path=root / "coco8", page_size=PAGE,
+    shutil.copytree(root / "thumbed" / "coco8", root / "coco8", ignore=shutil.ignore_patterns(THUMBS_DIR))
+    return root
+
+
+def _context(root: Path, gallery: Path) -> AppContext:
+    settings = AppSettings(cache_dir=root / "cache", gallery_path=gallery, page_size=PAGE,
                            page_tile_side=TILE, display_max_side=160, gallery_views=("crop",))
     context = AppContext(TINY, settings)
     assert context.load_models(), context.load_error   # the same models (cached per process)
     return context
+
+
+@pytest.fixture(scope="module")
+def ctx(root) -> AppContext:
+    """The app's context with its models loaded and the gallery without thumbnails."""
+    return _context(root, root / "coco8")
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +166,32 @@ def test_a_missing_source_image_gives_a_placeholder_and_a_note(cb, ctx):
     finally:
         if hidden.exists():
             hidden.rename(source)
+
+
+def test_tiles_are_thumbnails_and_need_no_source_images(root):
+    cb = Callbacks(_context(root, root / "thumbed" / "coco8"))
+    session = Session()
+    first = cb.search_large(session, "text", "a person")
+    gallery = cb.ctx.large.gallery
+    for (picture, caption), hit in zip(first.tiles, session.hits):
+        thumb = hit_thumbnail(gallery, hit.record)
+        assert thumb is not None and max(picture.shape[:2]) <= TILE and "missing" not in caption
+        assert picture.shape[:2] == rendering.thumbnail(thumb, TILE).shape[:2]
+    hidden = root / "images.hidden"
+    (root / "images").rename(hidden)                            # every source photo gone
+    try:
+        again = cb.show_page(session, 0)
+        assert [t[1] for t in again.tiles] == [t[1] for t in first.tiles]   # real tiles, no placeholders
+        assert all(np.array_equal(a[0], b[0]) for a, b in zip(again.tiles, first.tiles))
+        assert "could not be read" not in again.status
+        message, md = cb.show_hit(session, 1)                   # selected: the thumbnail, with a notice
+        shown = json.loads(message)
+        assert "Full picture missing" in shown["notice"] and "thumbnail" in md and "⚠️" in md
+        assert shown["size"] == list(hit_thumbnail(gallery, session.hits[1].record).shape[:2])
+    finally:
+        hidden.rename(root / "images")
+    message, _ = cb.show_hit(session, 1)                        # back: the full picture
+    assert "notice" not in json.loads(message)
 
 
 def test_two_sessions_page_independently(cb):

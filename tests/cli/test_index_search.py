@@ -64,17 +64,28 @@ def test_unreadable_folder_fails(tmp_path):
     assert not (tmp_path / "g" / "CURRENT").exists()
 
 
+def test_no_thumbnails_flag_maps_to_the_settings():
+    from core.cli.commands import index_settings_from_args
+    from core.cli.main import build_parser
+
+    base = ["index", "--images", "x", "--out", "y"]
+    parse = build_parser().parse_args
+    assert index_settings_from_args(parse(base)).thumbnails
+    assert not index_settings_from_args(parse(base + ["--no-thumbnails"])).thumbnails
+
+
 @pytest.mark.slow
 def test_index_append_then_search_pages(tmp_path, coco_dir):
     common = ["--coco", str(coco_dir / "instances.json"), "--images", str(coco_dir / "images"), "--oracle-masks",
               "--out", str(tmp_path / "g"), *MODELS]
-    first = json.loads(run("index", "--limit", "2", *common).stdout)
-    assert first["images_new"] == 2 and first["index"]["kind"] == "flat"
+    first = json.loads(run("index", "--limit", "2", "--no-thumbnails", *common).stdout)
+    assert first["images_new"] == 2 and first["index"]["kind"] == "flat" and not (tmp_path / "g" / "thumbs").exists()
     proc = run("index", "--limit", "3", *common, check=False)
     assert proc.returncode == 2 and "--append" in proc.stderr
     second = json.loads(run("index", "--limit", "3", "--append", *common).stdout)
     assert second["images_skipped"] == 2 and second["images_new"] == 1
     assert second["objects_total"] == first["objects_total"] + second["objects_added"]
+    assert len(list((tmp_path / "g" / "thumbs").glob("*/*/*.jpg"))) == second["objects_added"]  # the new image's
     page1 = [json.loads(l) for l in run("search", str(tmp_path / "g"), "--text", "a dog", "-k", "3", *MODELS).stdout.splitlines()]
     page2 = [json.loads(l) for l in run("search", str(tmp_path / "g"), "--text", "a dog", "-k", "3", "--offset", "3",
                                         *MODELS).stdout.splitlines()]
@@ -101,6 +112,9 @@ def test_ray_pipeline_gives_the_in_process_gallery(tmp_path, coco_dir, workers):
     assert json.loads(proc.stdout)["images_new"] == 3
     a, b = Gallery.load(tmp_path / "local"), Gallery.load(tmp_path / "ray")
     assert len(a) > 3 and list(a.records) == list(b.records)
+    thumbs = [sorted(p.relative_to(d) for p in (d / "thumbs").glob("*/*/*.jpg"))
+              for d in (tmp_path / "local", tmp_path / "ray")]
+    assert len(thumbs[0]) == len(a) and thumbs[0] == thumbs[1]   # rendered by the actors, written by the driver
     np.testing.assert_allclose(a.embeddings, b.embeddings, atol=1e-5)
     q = a.embeddings
     assert [[h.id for h in hits] for hits in a.search(q, 3)] == [[h.id for h in hits] for hits in b.search(q, 3)]
