@@ -269,7 +269,7 @@ def register(sub) -> None:
     p.add_argument("--points-per-side", type=int, default=16, help="automatic mask grid")
     p.add_argument("--out", required=True, help="gallery folder")
     p.add_argument("--no-thumbnails", action="store_true",
-                   help="write no object thumbnails (<out>/thumbs/, ~4 KB each); the app then draws hits from "
+                   help="write no object thumbnails (<out>/thumbs/, ~2.5 KB each); the app then draws hits from "
                         "their source images")
     g = p.add_argument_group("adding, resuming, parallelism")
     g.add_argument("--append", action="store_true", help="add to the gallery in --out (known images are skipped)")
