@@ -141,8 +141,9 @@ def ray_runner(engine_settings: EngineSettings, *, address: str | None = None, w
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         context.execution_options.verbose_progress = False
-        gpus = ray.cluster_resources().get("GPU", 0)
-        actor_cpus, read_cpus = cpu_shares(ray.cluster_resources().get("CPU", 1), workers)
+        resources = ray.cluster_resources()
+        gpus = resources.get("GPU", 0)
+        actor_cpus, read_cpus = cpu_shares(resources.get("CPU", 1), workers)
         per_actor_gpu = 1 if gpus >= 2 * workers else (0.5 if gpus else 0)
         ds = ray.data.from_items([{"task": json.dumps(asdict(t))} for t in tasks],
                                  override_num_blocks=max(1, min(len(tasks), 4 * workers)))
@@ -150,14 +151,12 @@ def ray_runner(engine_settings: EngineSettings, *, address: str | None = None, w
         ds = ds.map_batches(read_batch, batch_size=images_per_batch, batch_format="numpy",
                             fn_kwargs={"view": settings.view, "oracle": settings.oracle_masks, "known": frozen},
                             num_cpus=read_cpus)
-        ds = ds.map_batches(SegmentActor, batch_size=images_per_batch, batch_format="numpy",
-                            fn_constructor_kwargs={"engine_settings": engine_settings, "settings": settings,
-                                                   "threads": max(1, int(actor_cpus))},
-                            concurrency=workers, num_cpus=actor_cpus, num_gpus=per_actor_gpu)
-        ds = ds.map_batches(EmbedActor, batch_size=images_per_batch, batch_format="numpy",
-                            fn_constructor_kwargs={"engine_settings": engine_settings, "settings": settings,
-                                                   "threads": max(1, int(actor_cpus))},
-                            concurrency=workers, num_cpus=actor_cpus, num_gpus=per_actor_gpu)
+        actor = {"batch_size": images_per_batch, "batch_format": "numpy", "concurrency": workers,
+                 "num_cpus": actor_cpus, "num_gpus": per_actor_gpu,
+                 "fn_constructor_kwargs": {"engine_settings": engine_settings, "settings": settings,
+                                           "threads": int(actor_cpus)}}
+        ds = ds.map_batches(SegmentActor, **actor)
+        ds = ds.map_batches(EmbedActor, **actor)
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for result in batch["result"]:
                 yield result
