@@ -31,7 +31,7 @@ import numpy as np
 
 from core.gallery import Gallery, GalleryMismatch, Hit, ObjectRecord, _check_expectations
 from core.images import load_image
-from core.masks import rle_to_mask
+from core.masks import outer_edge, rle_to_mask
 from core.thumbs import read_thumbnail, thumb_path
 
 #: Environment variable naming the gallery the app opens (like --gallery PATH).
@@ -158,16 +158,7 @@ def outline(image: np.ndarray, mask: np.ndarray | None, box=None, color=(255, 64
     drawn `width` pixels thick in `color`."""
     out = image.copy()
     if mask is not None:
-        m = mask.astype(bool)
-        grown = m.copy()
-        for _ in range(max(1, width)):
-            g = grown.copy()
-            g[1:] |= grown[:-1]
-            g[:-1] |= grown[1:]
-            g[:, 1:] |= grown[:, :-1]
-            g[:, :-1] |= grown[:, 1:]
-            grown = g
-        out[grown & ~m] = color
+        out[outer_edge(mask, width)] = color
         return out
     if box is not None:
         h, w = image.shape[:2]

@@ -94,6 +94,21 @@ def coco_box_to_xyxy(bbox) -> np.ndarray:
     return np.array([x, y, x + w, y + h], dtype=np.float32)
 
 
+def outer_edge(mask: np.ndarray, width: int = 1) -> np.ndarray:
+    """(H, W) bool: the pixels within `width` (>= 1) 4-neighbour steps outside an (H, W)
+    bool mask (its dilation minus the mask), where an outline is drawn."""
+    mask = np.asarray(mask, dtype=bool)
+    grown = mask.copy()
+    for _ in range(max(1, int(width))):
+        step = grown.copy()
+        step[1:] |= grown[:-1]
+        step[:-1] |= grown[1:]
+        step[:, 1:] |= grown[:, :-1]
+        step[:, :-1] |= grown[:, 1:]
+        grown = step
+    return grown & ~mask
+
+
 def _as_mask(mask: np.ndarray) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.ndim != 2:

@@ -32,6 +32,7 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
+from core.masks import outer_edge
 from core.views import crop_to_box, expand_box, mask_to_box
 
 THUMBS_DIR = "thumbs"
@@ -50,16 +51,6 @@ def _shrink(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return major if major.any() else cover > 0
 
 
-def _edge(mask: np.ndarray) -> np.ndarray:
-    """Pixels just outside an (H, W) bool mask (4-neighbour dilation minus the mask)."""
-    grown = mask.copy()
-    grown[1:] |= mask[:-1]
-    grown[:-1] |= mask[1:]
-    grown[:, 1:] |= mask[:, :-1]
-    grown[:, :-1] |= mask[:, 1:]
-    return grown & ~mask
-
-
 def render_thumbnail(image: np.ndarray, mask: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:
     """(h, w, 3) uint8, max(h, w) <= `side`: the object's box with a margin, outside dimmed,
     mask edge outlined. `mask` (H, W) bool, non-empty, the size of `image`."""
@@ -72,7 +63,7 @@ def render_thumbnail(image: np.ndarray, mask: np.ndarray, side: int = THUMB_SIDE
         crop = np.asarray(Image.fromarray(crop).resize((size[1], size[0]), Image.Resampling.BILINEAR))
         m = _shrink(m, size)
     out = np.where(m[:, :, None], crop, (crop * DIM).astype(np.uint8))
-    out[_edge(m)] = OUTLINE_COLOR
+    out[outer_edge(m)] = OUTLINE_COLOR
     return out
 
 

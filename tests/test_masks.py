@@ -68,3 +68,14 @@ def test_box_to_mask_rounds_outwards_and_clips():
     mask = box_to_mask((1.5, 0.2, 3.0, 2.0), (4, 5))
     assert mask.sum() == 2 * 2 and mask[0, 1] and mask[1, 2] and not mask[2, 1]
     assert box_to_mask((-3, -3, 2, 9), (4, 5)).sum() == 4 * 2
+
+
+def test_outer_edge_is_the_ring_just_outside_the_mask():
+    from core.masks import outer_edge
+
+    mask = np.zeros((7, 7), bool)
+    mask[3, 3] = True
+    one = outer_edge(mask)
+    assert one.sum() == 4 and not (one & mask).any() and one[2, 3] and one[3, 4]
+    two = outer_edge(mask, width=2)
+    assert two.sum() == 12 and (two | ~one)[one].all()
