@@ -32,7 +32,7 @@ import numpy as np
 from core.gallery import Gallery, GalleryMismatch, Hit, ObjectRecord, _check_expectations
 from core.images import load_image
 from core.masks import outer_edge, rle_to_mask
-from core.thumbs import read_thumbnail, thumb_path
+from core.thumbs import OUTLINE_COLOR, read_thumbnail, thumb_path
 
 #: Environment variable naming the gallery the app opens (like --gallery PATH).
 GALLERY_ENV = "SAMCLIP_GALLERY"
@@ -153,7 +153,7 @@ def hit_thumbnail(gallery, record: ObjectRecord) -> np.ndarray | None:
     return None
 
 
-def outline(image: np.ndarray, mask: np.ndarray | None, box=None, color=(255, 64, 0), width: int = 3) -> np.ndarray:
+def outline(image: np.ndarray, mask: np.ndarray | None, box=None, color=OUTLINE_COLOR, width: int = 3) -> np.ndarray:
     """A copy of `image` with the object's mask boundary (or, without a mask, its XYXY box)
     drawn `width` pixels thick in `color`."""
     out = image.copy()

@@ -25,10 +25,6 @@ from core.masks import box_to_mask
 from demo import rendering
 from demo.state import UserError
 
-#: Colour of the outline drawn around a hit's object (RGB).
-OUTLINE_COLOR = (255, 64, 0)
-
-
 class LargeGallery:
     """One gallery shared read-only by all sessions. `mismatch`: the one-line reason it
     cannot be searched (built with another CLIP model), None when it can; `checked`: the
@@ -114,7 +110,7 @@ def source_with_outline(record: ObjectRecord, max_side: int, width: int = 2) -> 
         region = box_to_mask([v * scale for v in record.box], small.shape[:2])
     shown = small.copy()
     shown[~region] = shown[~region] // 2
-    return outline(shown, region, color=OUTLINE_COLOR, width=width)
+    return outline(shown, region, width=width)
 
 
 def source_problem(record: ObjectRecord, exc: BaseException) -> str:

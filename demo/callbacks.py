@@ -53,6 +53,11 @@ def _no_progress(fraction: float, note: str) -> None:
     pass
 
 
+def metric_order(metric: str) -> str:
+    """How scores of `metric` read: "higher is closer" (cosine) or "lower is closer" (l2)."""
+    return "higher is closer" if metric == "cosine" else "lower is closer"
+
+
 def _ms(start: float) -> str:
     return f"{(time.perf_counter() - start) * 1000:.0f} ms"
 
@@ -705,7 +710,7 @@ class Callbacks:
         session.hits, session.hits_from = hits, "examples"
         session.last_query = (query_source, text or "")
         tiles = [(self.hit_tile(session, h), self.hit_caption(h, metric)) for h in hits]
-        order = "higher is closer" if metric == "cosine" else "lower is closer"
+        order = metric_order(metric)
         return (session, tiles,
                 f"{len(hits)} results for {what} among {len(gallery)} objects "
                 f"(view {view}, {metric}: {order}; search {took}). Select a tile to see its source.")
@@ -758,7 +763,7 @@ class Callbacks:
     @staticmethod
     def page_line(large, page) -> str:
         """"Results 21-40 of 1,234 objects · page 2 · cosine (higher is closer), view crop"."""
-        order = "higher is closer" if large.metric == "cosine" else "lower is closer"
+        order = metric_order(large.metric)
         fixed = f"{large.metric} ({order}), view {large.view}: fixed when the gallery was built"
         if not page.hits:
             return f"No results: {large.name} holds {page.total:,} objects."

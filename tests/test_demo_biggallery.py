@@ -23,7 +23,8 @@ from core.gallery import Gallery, ObjectRecord
 from core.browse import hit_thumbnail
 from core.ingest import IngestSettings, coco_tasks, ingest
 from core.thumbs import THUMBS_DIR
-from demo.biggallery import OUTLINE_COLOR, LargeGallery, hit_picture, placeholder
+from core.thumbs import OUTLINE_COLOR
+from demo.biggallery import LargeGallery, hit_picture, placeholder
 from demo import rendering
 from demo.callbacks import Callbacks
 from demo.context import AppContext, AppSettings
