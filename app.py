@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from core import config
-from core.browse import GALLERY_ENV, gallery_path_from_env
+from core.gallery.browse import GALLERY_ENV, gallery_path_from_env
 from core.cli.args import add_model_arguments, engine_settings_from_args
 from core.views import VIEW_NAMES
 from demo.context import AppContext, AppSettings, limit_malloc_arenas
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     app.add_argument("--no-prebuild", action="store_true",
                      help="build the example gallery on the first search, not at start")
     app.add_argument("--share", action="store_true", help="also open a public gradio.live link")
-    # -- a large gallery built with `python -m core index` (opened memory-mapped; see core/browse.py)
+    # -- a large gallery built with `python -m core index` (opened memory-mapped; see core/gallery/browse.py)
     app.add_argument("--gallery", default=gallery_path_from_env(), metavar="PATH",
                      help=f"a gallery folder made by `python -m core index` (default ${GALLERY_ENV})")
     args = parser.parse_args(argv)

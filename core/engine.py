@@ -15,7 +15,7 @@ import numpy as np
 from core import config
 from core.embed import Embedder
 from core.models import load_clip, load_sam
-from core.segment import Segmenter
+from core.sam.segmenter import Segmenter
 from core.views import render_view
 
 #: What people see for each SAM in the model choice.
@@ -74,7 +74,7 @@ class Engine:
 
     @property
     def segmenter(self):
-        """The shared `core.segment.Segmenter` of the default SAM (loads it on first use)."""
+        """The shared `core.sam.segmenter.Segmenter` of the default SAM (loads it on first use)."""
         return self.segmenter_for(self.settings.sam)
 
     def segmenter_for(self, name: str | None = None):

@@ -60,14 +60,14 @@ SAM_WEIGHTS: dict[str, SamWeights] = {
     "vit_h": SamWeights("sam_vit_h_4b8939.pth",
                         "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
                         "4b8939a88964f0f4ff5f5b2642c598a6", 2560),
-    # MobileSAM (TinyViT encoder, core.tinyvit). No md5/sha256 is published; the file sits in
+    # MobileSAM (TinyViT encoder, core.sam.tinyvit). No md5/sha256 is published; the file sits in
     # the MobileSAM repository, whose tree at this commit lists it as git blob 7ef2d09...
     "vit_t": SamWeights("mobile_sam.pt",
                         "https://raw.githubusercontent.com/ChaoningZhang/MobileSAM/"
                         "34bbbfdface3c18e5221aa7de6032d7220c6c6a1/weights/mobile_sam.pt",
                         None, 41, git_blob_sha1="7ef2d090979fd9853adf17b7a99c8b94a1c5a6a7"),
 }
-#: SAM names whose image encoder is TinyViT (core.tinyvit) rather than segment_anything's ViT.
+#: SAM names whose image encoder is TinyViT (core.sam.tinyvit) rather than segment_anything's ViT.
 TINYVIT_SAM = ("vit_t",)
 #: Small SAM configuration with no published weights: for tests and quick demos only.
 UNTRAINED_ONLY_SAM = ("vit_tiny",)
@@ -244,7 +244,7 @@ def _build_sam(name: str, checkpoint: Path | None):
     if checkpoint is None:
         torch.manual_seed(UNTRAINED_SEED)
     if name in TINYVIT_SAM:
-        from core.tinyvit import build_sam_vit_t
+        from core.sam.tinyvit import build_sam_vit_t
 
         sam = build_sam_vit_t()
         if checkpoint is not None:
@@ -261,10 +261,10 @@ def load_sam(name: str = "vit_b", checkpoint: str | os.PathLike | None = None, *
              precision: str | None = None):
     """Build SAM `name` ("vit_b" | "vit_l" | "vit_h" | "vit_t" | "vit_tiny"), cached per process.
 
-    "vit_t" is MobileSAM (TinyViT image encoder from `core.tinyvit`, SAM's prompt encoder
+    "vit_t" is MobileSAM (TinyViT image encoder from `core.sam.tinyvit`, SAM's prompt encoder
     and mask decoder; checkpoint mobile_sam.pt). `untrained=True` uses seeded random
     weights (required for "vit_tiny"; for "vit_t" they equal MobileSAM's own random init). `fast=True`
-    applies `core.fast_sam.accelerate_sam` (same results, faster on CPU/GPU); `fast=False`
+    applies `core.sam.fast_sam.accelerate_sam` (same results, faster on CPU/GPU); `fast=False`
     keeps the stock module. `precision` ("auto" | "fp32" | "bf16" | "fp16", default
     `config.SAM_PRECISION`) picks the fast path's image-encoder precision.
     Returns a `segment_anything.modeling.Sam` in eval mode.
@@ -274,7 +274,7 @@ def load_sam(name: str = "vit_b", checkpoint: str | os.PathLike | None = None, *
     if name in UNTRAINED_ONLY_SAM and not untrained:
         raise WeightsNotFound(f"SAM {name} has no published weights; it exists for tests: "
                               f"use it with --untrained")
-    from core.fast_sam import accelerate_sam, parse_precision  # torch code: loaded with the model
+    from core.sam.fast_sam import accelerate_sam, parse_precision  # torch code: loaded with the model
 
     device = device or default_device()
     dtype = parse_precision(precision or config.SAM_PRECISION)  # None: the device's best

@@ -1,11 +1,11 @@
 """The large gallery of `python app.py --gallery PATH` (or $SAMCLIP_GALLERY).
 
-Opened once per process with `core.browse.open_gallery` (memory-mapped, read-only) and
+Opened once per process with `core.gallery.browse.open_gallery` (memory-mapped, read-only) and
 shared by every session; checked against the app's CLIP model; searched a page at a time
-(`core.browse.search_page`); each hit's tile is its thumbnail written at ingestion
-(`core.browse.hit_thumbnail`: no source image read), else, for galleries without
+(`core.gallery.browse.search_page`); each hit's tile is its thumbnail written at ingestion
+(`core.gallery.browse.hit_thumbnail`: no source image read), else, for galleries without
 thumbnails, drawn from its source image on disk with the object outlined
-(`core.browse.hit_source` + `outline`). The per-session paging state (query
+(`core.gallery.browse.hit_source` + `outline`). The per-session paging state (query
 vector, offset) lives in `demo.state.Session`; nothing here belongs to one person.
 
 Conventions: query (D,) float32 unit vector; images (H, W, 3) uint8 RGB; masks (H, W)
@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from core.browse import Page, check_model, hit_source, hit_thumbnail, open_gallery, outline, search_page
-from core.gallery import GalleryMismatch, ObjectRecord
-from core.masks import box_to_mask
+from core.gallery.browse import Page, check_model, hit_source, hit_thumbnail, open_gallery, outline, search_page
+from core.gallery.gallery import GalleryMismatch, ObjectRecord
+from core.io.masks import box_to_mask
 from demo import rendering
 from demo.state import UserError
 

@@ -29,13 +29,13 @@ import numpy as np
 from PIL import Image
 
 from core import config, refer
-from core.automask import AutoMaskSettings
-from core.browse import hit_thumbnail
-from core.build import FoundObject, list_images, records_for
-from core.example_gallery import combine, gallery_from_arrays
-from core.images import load_image
-from core.masks import box_to_mask, rle_to_mask
-from core.segment import image_key
+from core.sam.automask import AutoMaskSettings
+from core.gallery.browse import hit_thumbnail
+from core.gallery.build import FoundObject, list_images, records_for
+from core.gallery.examples import combine, gallery_from_arrays
+from core.io.images import load_image
+from core.io.masks import box_to_mask, rle_to_mask
+from core.sam.segmenter import image_key
 from core.views import VIEWS, mask_to_box, render_view
 from demo import maskdata, rendering
 from demo.biggallery import hit_picture, placeholder, source_and_mask, source_problem
@@ -929,23 +929,6 @@ class Callbacks:
         if getattr(expression, "corrections", ()):
             parts.append("**typos fixed:** " + ", ".join(f"{a} → {b}" for a, b in expression.corrections))
         return " · ".join(parts)
-
-    # ================================================================ the old whole-picture path
-    def render_picture(self, session: Session) -> np.ndarray | None:
-        """The whole canvas as one picture (the old path, kept for `demo.bench_browser`'s
-        comparison): automatic masks, the selected mask and the prompts drawn on the image."""
-        if session.image is None:
-            return None
-        picture = session.image
-        sel = session.selection
-        if session.auto is not None and len(session.auto.masks) and (sel is None or sel.source == "auto"):
-            picture = rendering.overlay_masks(picture, session.auto.masks,
-                                              highlight=sel.index if sel is not None else None)
-        elif sel is not None:
-            picture = rendering.overlay_mask(picture, sel.mask)
-        points, labels = session.points()
-        picture = rendering.draw_prompts(picture, points.tolist(), labels.tolist(), session.box())
-        return rendering.thumbnail(picture, self.ctx.settings.display_max_side)
 
 
 def iter_load(cb: Callbacks, session: Session, path, name: str) -> Iterator[SegmentOut]:

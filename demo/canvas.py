@@ -96,7 +96,7 @@ def mask_canvas(preview: Callable | None = None, *, readonly: bool = False, name
     """A browser canvas. `preview` is the server function for fast masks (it must be named
     `preview`; it gets the list of the JavaScript call's arguments); read-only canvases
     (e.g. a search hit's source) need none. `name`: the page's `window.samcanvas[name]`
-    (state and timings, for tests and `demo.bench_browser`)."""
+    (state and timings, for tests and `demo.tools.bench_browser`)."""
     return gr.HTML(value="", html_template=TEMPLATE, css_template=CSS, js_on_load=JS,
                    server_functions=[preview] if preview is not None else None,
                    readonly=readonly, canvas_name=name, elem_id=elem_id,

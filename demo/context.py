@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from core import config
-from core.automask import AutoMaskSettings
+from core.sam.automask import AutoMaskSettings
 from core.engine import Engine, EngineSettings, sam_label
-from core.example_gallery import SharedGallerySet
-from core.images import load_image
+from core.gallery.examples import SharedGallerySet
+from core.io.images import load_image
 from core.views import VIEW_NAMES
 from demo.biggallery import LargeGallery
 from demo.state import UserError

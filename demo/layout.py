@@ -11,7 +11,6 @@ image that is no longer current (`Stale`) is dropped silently.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import traceback
 from pathlib import Path
@@ -26,7 +25,6 @@ from demo.callbacks import Callbacks, PageOut, SegmentOut
 from demo.canvas import mask_canvas
 from demo.context import TITLE, AppContext
 from demo.errors import error_message, guard
-from demo.legacy import build_picture_demo
 from demo.state import Session
 
 INTRO = (f"# {TITLE}\n"
@@ -70,11 +68,7 @@ def _event_data(evt) -> dict:
 def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
     """The whole app as a `gr.Blocks` (not launched).
 
-    `gpu` decorates the callbacks that run models (e.g. `spaces.GPU` on a ZeroGPU Space).
-    With $SAMCLIP_CANVAS=picture the old whole-picture canvas is built instead (kept for
-    `demo.bench_browser`'s comparison)."""
-    if os.environ.get("SAMCLIP_CANVAS", "").strip().lower() == "picture":
-        return build_picture_demo(ctx, gpu)
+    `gpu` decorates the callbacks that run models (e.g. `spaces.GPU` on a ZeroGPU Space)."""
     cb = Callbacks(ctx)
     cb.upload_dirs = [gr.utils.get_upload_folder()]
     # canvas pictures and session downloads are served in place: Gradio keeps no copy that

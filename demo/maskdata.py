@@ -21,8 +21,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from core import config
-from core.images import pil_to_rgb
-from core.masks import mask_to_rle
+from core.io.images import pil_to_rgb
+from core.io.masks import mask_to_rle
 from demo.state import UserError
 
 #: Uploads with more pixels than this are refused, from the header, before decoding

@@ -70,7 +70,7 @@ class Session:
     """What one browser session has: its image, prompts, masks, selection, gallery additions."""
 
     image: np.ndarray | None = None           # (H, W, 3) uint8 RGB working image
-    image_key: str = ""                       # content hash of `image` (core.segment.image_key)
+    image_key: str = ""                       # content hash of `image` (core.sam.segmenter.image_key)
     image_name: str = ""                      # the file name as uploaded / the example's name
     original_size: tuple[int, int] = (0, 0)   # (H, W) of the file; > image size when downscaled
     source: str = ""                          # the file the image came from (for full-size exports)
@@ -80,8 +80,8 @@ class Session:
     sam_model: str = ""                       # this session's SAM ("" : the app's default)
     prompts: list[Prompt] = field(default_factory=list)
     prompt_version: int = 0                   # the canvas's counter of the prompts last committed
-    candidates: Any = None                    # core.segment.MaskPrediction for `prompts`
-    auto: Any = None                          # core.automask.AutoMasks of `image`
+    candidates: Any = None                    # core.sam.segmenter.MaskPrediction for `prompts`
+    auto: Any = None                          # core.sam.automask.AutoMasks of `image`
     selection: Selection | None = None        # the selected object
     # The person's own gallery additions: records + one (N, D) float32 block per view.
     user_records: list[Any] = field(default_factory=list)

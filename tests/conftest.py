@@ -28,7 +28,7 @@ def coco_json(coco_dir) -> dict:
 def tiny_segmenter():
     """A Segmenter over the small untrained SAM ("vit_tiny", fast path on)."""
     from core.models import load_sam
-    from core.segment import Segmenter
+    from core.sam.segmenter import Segmenter
 
     return Segmenter(load_sam("vit_tiny", untrained=True, device="cpu"))
 
@@ -45,7 +45,7 @@ def embedder():
 @pytest.fixture(scope="session")
 def coco_image(coco_dir, coco_json):
     """(image (H, W, 3) uint8, image_info, its non-crowd annotations) of a COCO128 image with many objects."""
-    from core.images import load_image
+    from core.io.images import load_image
 
     anns_by_image: dict = {}
     for ann in coco_json["annotations"]:

@@ -25,9 +25,9 @@ def test_gallery_flag_and_environment_reach_the_context(tmp_path, monkeypatch):
     import numpy as np
     import pytest
 
-    from core.browse import GALLERY_ENV
+    from core.gallery.browse import GALLERY_ENV
     from core.embed import l2_normalise
-    from core.gallery import Gallery, ObjectRecord
+    from core.gallery.gallery import Gallery, ObjectRecord
 
     g = Gallery(8, "mask", "l2")
     g.add(l2_normalise(np.random.default_rng(0).normal(size=(5, 8))),

@@ -3,9 +3,9 @@ paging, the model check, hits drawn from their thumbnails or source images, miss
 sources, sessions.
 
 The gallery is real and on disk: 8 COCO128 images copied to a temporary folder, ingested
-with their ground-truth masks (`core.ingest.ingest`) and embedded by the app's own untrained
+with their ground-truth masks (`core.gallery.ingest.ingest`) and embedded by the app's own untrained
 CLIP ViT-B-32, so the app's model matches it; a second one made with the fake embedder
-(tests/fakes.py) does not.
+(core/bench/fakes.py) does not.
 """
 from __future__ import annotations
 
@@ -19,19 +19,18 @@ import pytest
 from PIL import Image
 
 from core.engine import EngineSettings
-from core.gallery import Gallery, ObjectRecord
-from core.browse import hit_thumbnail
-from core.ingest import IngestSettings, coco_tasks, ingest
-from core.thumbs import THUMBS_DIR
-from core.thumbs import OUTLINE_COLOR
+from core.gallery.gallery import Gallery, ObjectRecord
+from core.gallery.browse import hit_thumbnail
+from core.gallery.ingest import IngestSettings, coco_tasks, ingest
+from core.gallery.thumbs import THUMBS_DIR
+from core.gallery.thumbs import OUTLINE_COLOR
 from demo.biggallery import LargeGallery, hit_picture, placeholder
 from demo import rendering
 from demo.callbacks import Callbacks
 from demo.context import AppContext, AppSettings
 from demo.state import Session, UserError
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fakes import fake_models  # noqa: E402
+from core.bench.fakes import fake_models
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = EngineSettings(sam="vit_tiny", untrained=True, device="cpu", clip="ViT-B-32")

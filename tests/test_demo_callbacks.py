@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from core.engine import EngineSettings
-from core.masks import png_to_mask, rle_to_mask
+from core.io.masks import png_to_mask, rle_to_mask
 from demo import maskdata
 from demo.callbacks import Callbacks, Stale, iter_load
 from demo.context import AppContext, AppSettings, ModelsUnavailable
@@ -226,7 +226,7 @@ def test_cutout_has_alpha_equal_to_the_mask_and_coco_holds_all_objects(cb):
 
 
 def test_everything_then_pick_smallest_or_nearest(cb):
-    from core.automask import AutoMasks
+    from core.sam.automask import AutoMasks
 
     session = loaded(cb)
     out = cb.everything(session, session.image_key)
@@ -350,7 +350,7 @@ def test_sessions_are_isolated(cb):
 
 
 def test_example_gallery_is_cached_on_disk(ctx, small_examples):
-    from core.example_gallery import SharedGallerySet
+    from core.gallery.examples import SharedGallerySet
 
     first = ctx.galleries()
     again = SharedGallerySet(small_examples, ctx.settings.cache_dir, ctx.settings.gallery_views,
@@ -392,7 +392,7 @@ def test_parse_expression_shows_noun_and_direction(cb):
 def test_refer_chooses_by_direction_and_draws_on_the_canvas(cb):
     """With two candidate objects (left and right squares) 'on the left' picks the left one,
     makes it the selection and sends it to the canvas."""
-    from core.automask import AutoMasks
+    from core.sam.automask import AutoMasks
 
     session = loaded(cb)
     h, w = session.image.shape[:2]
@@ -411,10 +411,3 @@ def test_refer_chooses_by_direction_and_draws_on_the_canvas(cb):
     np.testing.assert_array_equal(maskdata.decode_mask(sel, display), maskdata.to_display(left, display))
     cb.refer(session, "the cat on the right")
     assert np.array_equal(session.selected_mask(), right)
-
-
-def test_old_whole_picture_path_still_renders(cb):
-    session = loaded(cb)
-    click(cb, session, [[60, 40, 1]])
-    picture = cb.render_picture(session)
-    assert picture.ndim == 3 and max(picture.shape[:2]) <= 120

@@ -130,16 +130,3 @@ def test_canvas_javascript_triggers_the_events_layout_wires():
     for event in canvas.EVENTS:
         assert f"trigger('{event}'" in canvas.JS, event
     assert "server.preview(" in canvas.JS and "watch('value'" in canvas.JS
-
-
-def test_old_whole_picture_canvas_is_reachable_for_the_benchmark(tmp_path, monkeypatch):
-    import gradio as gr
-
-    from demo.layout import build_demo
-
-    monkeypatch.setenv("SAMCLIP_CANVAS", "picture")
-    ctx = AppContext(EngineSettings(sam="vit_tiny", untrained=True, device="cpu"),
-                     AppSettings(cache_dir=tmp_path, gallery_views=("mask", "crop")))
-    demo = build_demo(ctx)
-    canvas = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "canvas")
-    assert isinstance(canvas, gr.Image)

@@ -3,8 +3,10 @@
 core/ has four layers: the library (core/*.py and core/refer/), the evaluations
 (core/evaluate/), the benchmarks (core/bench/) and the command line (core/cli/, __main__).
 Imports run one way: the library imports none of the others and never gradio; evaluations
-and benchmarks import the library only; demo/ imports no model library. Project modules are
-imported at module top (explicit, visible in the import graph), never by string.
+and benchmarks import the library only; demo/ imports no model library, and its UI modules
+never import the tools that drive the app from outside (demo/tools/: browser benchmark,
+load test). Nothing under core/ or demo/ imports test code. Project modules are imported at
+module top (explicit, visible in the import graph), never by string.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ MODEL_LIBRARIES = ("torch", "torchvision", "faiss", "spacy", "open_clip", "segme
 def _layer(path: Path) -> str:
     parts = path.relative_to(ROOT).parts
     if parts[0] == "demo":
-        return "demo"
+        return "tools" if len(parts) > 2 and parts[1] == "tools" else "demo"
     if parts[0] == "app.py":
         return "app"
     if len(parts) > 2 and parts[1] in ("cli", "evaluate", "bench"):
@@ -47,6 +49,10 @@ def _imports(path: Path) -> list[tuple[str, bool]]:
 
 def _layer_of_module(name: str) -> str | None:
     parts = name.split(".")
+    if parts[0] == "demo":
+        return "tools" if len(parts) > 1 and parts[1] == "tools" else "demo"
+    if parts[0] in ("tests", "fakes", "conftest"):
+        return "tests"
     if parts[0] != "core":
         return None
     if len(parts) > 1 and parts[1] in ("cli", "evaluate", "bench"):
@@ -62,8 +68,9 @@ ALLOWED = {
     "evaluate": {"library", "evaluate"},
     "bench": {"library", "bench"},
     "cli": {"library", "evaluate", "bench", "cli"},
-    "demo": {"library"},
-    "app": {"library", "cli"},
+    "demo": {"library", "demo"},
+    "tools": {"library", "demo", "tools"},
+    "app": {"library", "cli", "demo"},
 }
 
 
@@ -76,13 +83,13 @@ def test_imports_run_one_way(path):
             assert target in ALLOWED[layer], f"{path.relative_to(ROOT)} ({layer}) imports {name} ({target})"
         if layer in ("library", "evaluate", "bench", "cli"):
             assert name.split(".")[0] != "gradio", f"{path.relative_to(ROOT)} imports gradio"
-        if layer == "demo":
+        if layer in ("demo", "tools"):
             assert name.split(".")[0] not in MODEL_LIBRARIES, f"{path.relative_to(ROOT)} imports {name}"
 
 
 #: Project modules that are torch code through and through: only the model loader imports
 #: them, inside its loader, so that importing the engine (and starting the app) stays light.
-HEAVY_PROJECT_MODULES = ("core.fast_sam", "core.tinyvit", "core.fast_tinyvit", "core.fast_common")
+HEAVY_PROJECT_MODULES = ("core.sam.fast_sam", "core.sam.tinyvit", "core.sam.fast_tinyvit", "core.sam.fast_common")
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -99,6 +106,8 @@ def test_the_checker_sees_a_violation(tmp_path):
     bad = ROOT / "core" / "_layer_probe.py"
     assert _layer(bad) == "library" and _layer_of_module("core.cli.args") == "cli"
     assert "cli" not in ALLOWED["library"] and "bench" not in ALLOWED["evaluate"]
+    assert _layer(ROOT / "demo" / "shell.py") == "demo" and _layer_of_module("demo.tools.loadtest") == "tools"
+    assert "tools" not in ALLOWED["demo"] and "tests" not in ALLOWED["bench"]
     probe = tmp_path / "probe.py"
     probe.write_text("import os\nfrom core.cli.main import main\n\ndef f():\n    from core.views import render_view\n")
     assert _imports(probe) == [("os", True), ("core.cli.main.main", True), ("core.views.render_view", False)]

@@ -83,7 +83,7 @@ def test_untrained_is_seeded_and_shared():
 def test_sam_precision_switch_picks_the_fast_path_dtype(monkeypatch):
     import torch
 
-    from core import fast_sam
+    from core.sam import fast_sam
 
     exact = models.load_sam("vit_tiny", untrained=True, device="cpu", precision="fp32")
     assert fast_sam.is_accelerated(exact) and fast_sam.fast_dtype(exact) == torch.float32

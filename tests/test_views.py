@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from core.masks import coco_ann_to_mask
+from core.io.masks import coco_ann_to_mask
 from core.views import VIEW_NAMES, expand_box, mask_to_box, render_view, render_views
 
 

@@ -43,9 +43,9 @@ from core.bench import sam as sam_bench
 from core.bench.sam import SamBenchResult, SamSetup, TargetCheck
 from core.bench.timing import cpu_info, median_seconds
 from core.embed import Embedder
-from core.images import load_image
+from core.io.images import load_image
 from core.models import load_clip, load_sam
-from core.segment import Segmenter
+from core.sam.segmenter import Segmenter
 
 #: Targets of the benchmark issue (2-core CPU).
 TARGETS = {

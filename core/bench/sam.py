@@ -1,4 +1,4 @@
-"""SAM speed and equivalence measurements: stock float32 eager vs the fast path (core.fast_sam).
+"""SAM speed and equivalence measurements: stock float32 eager vs the fast path (core.sam.fast_sam).
 
 Each step returns plain numbers (medians over ``repeats`` in seconds ``*_s`` or
 milliseconds ``*_ms``, ratios fast/stock measured in the same run); :func:`bench_sam`
@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from segment_anything import SamAutomaticMaskGenerator
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from core import fast_sam
-from core.automask import AutoMaskSettings
+from core.sam import fast_sam
+from core.sam.automask import AutoMaskSettings
 from core.bench.timing import cpu_info, machine_load, median_seconds
-from core.images import load_image
+from core.io.images import load_image
 from core.models import load_sam
-from core.segment import Segmenter
+from core.sam.segmenter import Segmenter
 
 REPO = Path(__file__).resolve().parents[2]
 COCO_IMAGES = REPO.parent / "shared" / "data" / "coco128" / "images"
@@ -133,7 +133,7 @@ def bench_encoder(setup: SamSetup, repeats: int = 3, quick: bool = False) -> Dic
 
 
 def bench_click(setup: SamSetup, repeats: int = 20, quick: bool = False) -> Dict[str, float]:
-    """Click-to-mask latency with a cached embedding through core.segment.Segmenter (fast vs stock).
+    """Click-to-mask latency with a cached embedding through core.sam.segmenter.Segmenter (fast vs stock).
 
     One positive point per click (3 candidate masks, upsampled to the original
     size), points spread over the image; also the cost of set_image on an

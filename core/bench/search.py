@@ -5,13 +5,13 @@
     python -m core bench-gallery resume --kills 5
 
 `index`: for each size, a `Gallery` over 512-d unit vectors gets the index
-`core.index.choose_index` picks (default IndexSettings: 1 GB budget, recall@10 >= 0.95),
+`core.gallery.index.choose_index` picks (default IndexSettings: 1 GB budget, recall@10 >= 0.95),
 built from chunks and tuned on held-out gallery vectors; measured: build seconds, index
 file bytes, median single-query latency through `Gallery.search` (re-ranking included),
 recall@10 against exact search on separate queries. Vectors: "clustered" (1000 Gaussian
 clusters on the sphere, core.bench.run) or "coco" (untrained-CLIP embeddings of COCO128
 ground-truth objects, each repeated with small noise up to the size: real object structure,
-synthetic count). `ingest`: images/s and objects/s of `core.ingest.ingest` over COCO128
+synthetic count). `ingest`: images/s and objects/s of `core.gallery.ingest.ingest` over COCO128
 (ground-truth masks, untrained CLIP) in-process, with worker processes and on a local Ray.
 `resume`: SIGKILL an ingestion at random moments, resume, compare with an uninterrupted
 build (duplicated / lost objects). JSON on stdout.
@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 
 from core.bench.run import cluster_centres, synthetic_vectors
-from core.distributed import ray_available, ray_runner
+from core.gallery.ray_runner import ray_available, ray_runner
 from core.embed import Embedder
 from core.engine import Engine, EngineSettings
-from core.gallery import Gallery, ObjectRecord
-from core.index import IndexSettings, exact_neighbours, recall
-from core.ingest import IngestSettings, coco_tasks, ingest
+from core.gallery.gallery import Gallery, ObjectRecord
+from core.gallery.index import IndexSettings, exact_neighbours, recall
+from core.gallery.ingest import IngestSettings, coco_tasks, ingest
 from core.models import load_clip
 
 DIM = 512
@@ -162,9 +162,9 @@ def bench_ingest(images: int, workers: list[int], ray_workers: list[int]) -> lis
 
 RESUME_RUN = """
 import sys
-sys.path.insert(0, {repo!r}); sys.path.insert(0, {tests!r})
-from core.ingest import IngestSettings, coco_tasks, ingest
-from fakes import fake_models
+sys.path.insert(0, {repo!r})
+from core.gallery.ingest import IngestSettings, coco_tasks, ingest
+from core.bench.fakes import fake_models
 tasks = coco_tasks({coco!r} + "/instances.json", {coco!r} + "/images", limit={limit})
 ingest({out!r}, tasks, fake_models(delay=0.05), IngestSettings(oracle_masks=True, checkpoint_images=1),
        source="coco", append=True)
@@ -175,13 +175,11 @@ def bench_resume(kills: int, limit: int = 40, seed: int = 0) -> dict:
     """Kill an ingestion `kills` times at random moments, then let it finish; count
     duplicated and lost objects against an uninterrupted build."""
     repo = Path(__file__).resolve().parents[2]
-    sys.path.insert(0, str(repo / "tests"))
-    from fakes import fake_models
 
     tmp = Path(tempfile.mkdtemp())
     tasks = coco_tasks(COCO / "instances.json", COCO / "images", limit=limit)
     ingest(tmp / "ref", tasks, fake_models(), IngestSettings(oracle_masks=True), source="coco")
-    script = RESUME_RUN.format(repo=str(repo), tests=str(repo / "tests"), coco=str(COCO), out=str(tmp / "g"),
+    script = RESUME_RUN.format(repo=str(repo), coco=str(COCO), out=str(tmp / "g"),
                                limit=limit)
     rng = random.Random(seed)
     moments = []

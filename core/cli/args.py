@@ -10,7 +10,7 @@ import json
 import sys
 
 from core import config
-from core.automask import AutoMaskSettings
+from core.sam.automask import AutoMaskSettings
 from core.engine import Engine, EngineSettings
 from core.embed import GRID_RESIZES
 from core.refer import GLOBAL_EMPHASES, LOCAL_FILLS, METHODS, SCORINGS, GroundingSettings

@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 
 from core import config
-from core.automask import AutoMaskSettings
+from core.sam.automask import AutoMaskSettings
 from core.bench.timing import cpu_info
-from core.browse import check_model, search_page
+from core.gallery.browse import check_model, search_page
 from core.cli.args import add_model_arguments, engine_from_args, engine_settings_from_args, print_json
-from core.distributed import ray_available, ray_runner
-from core.gallery import METRICS, Gallery
-from core.index import INDEX_KINDS, IndexSettings
-from core.ingest import IngestSettings, coco_tasks, folder_tasks, ingest
-from core.images import load_image
-from core.masks import mask_to_png, mask_to_rle
+from core.gallery.ray_runner import ray_available, ray_runner
+from core.gallery.gallery import METRICS, Gallery
+from core.gallery.index import INDEX_KINDS, IndexSettings
+from core.gallery.ingest import IngestSettings, coco_tasks, folder_tasks, ingest
+from core.io.images import load_image
+from core.io.masks import mask_to_png, mask_to_rle
 from core.models import fetch_weights
 from core.views import VIEW_NAMES, mask_to_box, render_view
 

@@ -11,8 +11,8 @@ from core.cli.args import (
     engine_from_args,
     grounding_settings_from_args,
 )
-from core.images import load_image
-from core.masks import mask_to_png
+from core.io.images import load_image
+from core.io.masks import mask_to_png
 from core.refer import ground, parse
 
 

@@ -36,10 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.coco import annotation_mask
+from core.io.coco import annotation_mask
 from core.evaluate.refer_data import ReferDataset, ReferSample
-from core.images import load_image
-from core.masks import intersection_and_union
+from core.io.images import load_image
+from core.io.masks import intersection_and_union
 from core.refer import (
     METHODS,
     Candidates,

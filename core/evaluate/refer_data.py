@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from core.coco import annotation_mask, read_coco
-from core.masks import coco_box_to_xyxy, mask_to_rle
+from core.io.coco import annotation_mask, read_coco
+from core.io.masks import coco_box_to_xyxy, mask_to_rle
 from core.refer import direction_order
 
 # ----------------------------------------------------------------------------- records

@@ -10,7 +10,7 @@ Protocol:
   2. segment each object with SAM prompted by its annotation box (best-scoring mask), or take
      the ground-truth mask (`--oracle-masks`) to separate segmentation error from embedding error;
   3. render every requested view (`core.views`) and embed it with CLIP (L2-normalised);
-  4. for each view x metric, put all objects in a `core.gallery.Gallery` and query with every
+  4. for each view x metric, put all objects in a `core.gallery.gallery.Gallery` and query with every
      object against all the others (never itself); a hit is an object of the same category;
   5. report Precision@K, Recall@K and mAP (`core.metrics`, formulas there) averaged over the
      queries that have at least one other object of their category, overall and per category.
@@ -31,12 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from core.coco import CocoData, read_coco
+from core.io.coco import CocoData, read_coco
 from core.engine import Engine
 from core.evaluate import metrics as M
-from core.gallery import Gallery, ObjectRecord
-from core.images import load_image
-from core.masks import box_to_mask, coco_ann_to_mask, coco_box_to_xyxy, mask_iou
+from core.gallery.gallery import Gallery, ObjectRecord
+from core.io.images import load_image
+from core.io.masks import box_to_mask, coco_ann_to_mask, coco_box_to_xyxy, mask_iou
 from core.views import get_view, render_view
 
 PAPER_CATEGORIES = ("person", "dog", "cat", "car", "bicycle")
@@ -238,7 +238,7 @@ def embed_objects(objects: list[EvalObject], images_dir: str | Path, views, embe
 
 def leave_one_out_relevance(embeddings: np.ndarray, labels, metric: str, view: str = "",
                             model_info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Rank all other objects for every object through a `core.gallery.Gallery`.
+    """Rank all other objects for every object through a `core.gallery.gallery.Gallery`.
 
     embeddings: (N, D) float32 unit rows; labels: (N,) category names.
     Returns (relevant (N, N-1) bool, best first; n_relevant (N,) int = other objects with the

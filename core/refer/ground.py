@@ -36,9 +36,9 @@ import numpy as np
 from PIL import Image
 
 from core import views
-from core.automask import AutoMaskSettings
+from core.sam.automask import AutoMaskSettings
 from core.embed import GRID_RESIZES, l2_normalise, mask_to_token_grid
-from core.images import load_image
+from core.io.images import load_image
 from core.refer.choose import check_positive_int, choose
 from core.refer.parse import Expression, parse
 
@@ -103,7 +103,7 @@ class GroundingSettings:
     max_candidate_pixels: keep at most this many mask pixels of SAM candidates in all
         (N x H x W, bytes of the bool masks; None = no cap): 2**28 leaves the 64 candidates of
         any photo alone but keeps 8 of an 800 x 40000 image.
-    automask: the :class:`core.automask.AutoMaskSettings` of SAM's automatic masks.
+    automask: the :class:`core.sam.automask.AutoMaskSettings` of SAM's automatic masks.
     batch_size: CLIP image batch size.
     """
 
@@ -489,7 +489,7 @@ def image_candidates(segmenter, embedder, image: np.ndarray, settings: Grounding
                      masks=None, need_local: bool | None = None, need_global: bool | None = None) -> Candidates:
     """Stage 1: the candidates of ``image`` with their CLIP features (no sentence involved).
 
-    segmenter: core.segment.Segmenter (unused when ``masks`` is given); embedder:
+    segmenter: core.sam.segmenter.Segmenter (unused when ``masks`` is given); embedder:
     core.embed.Embedder, or None for no features (then scores must be given in stage 2);
     image: (H, W, 3) uint8; masks: (N, H, W) bool to use instead of SAM's automatic masks
     (e.g. ground truth); need_local / need_global: which features to compute (default: what
@@ -651,9 +651,9 @@ def ground(segmenter, embedder, image, text, *, settings: GroundingSettings | No
            candidate_masks=None, candidate_scores=None) -> Grounding:
     """Segment the object a referring expression names (stage 1, then stage 2).
 
-    segmenter: core.segment.Segmenter (unused when ``candidate_masks`` is given);
+    segmenter: core.sam.segmenter.Segmenter (unused when ``candidate_masks`` is given);
     embedder: core.embed.Embedder (unused when ``candidate_scores`` is given);
-    image: (H, W, 3) uint8 RGB (anything core.images.load_image accepts is converted);
+    image: (H, W, 3) uint8 RGB (anything core.io.images.load_image accepts is converted);
     text: the sentence, or an already parsed :class:`Expression`;
     settings: :class:`GroundingSettings` (defaults: Global-Local CLIP, v 0.85, r 0.5, masking
         from block 9, top-3 direction rule);

@@ -2,7 +2,7 @@
 import numpy as np
 
 import core.bench.search as search
-from core.index import IndexSettings
+from core.gallery.index import IndexSettings
 
 
 def test_vectors_on_disk_equal_vectors_in_memory(tmp_path, monkeypatch):

@@ -96,12 +96,12 @@ def test_index_append_then_search_pages(tmp_path, coco_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ray_pipeline_gives_the_in_process_gallery(tmp_path, coco_dir, workers):
-    from core.distributed import ray_available
+    from core.gallery.ray_runner import ray_available
 
     reason = ray_available()
     if reason:
         pytest.skip(reason)
-    from core.gallery import Gallery
+    from core.gallery.gallery import Gallery
 
     common = ["--coco", str(coco_dir / "instances.json"), "--images", str(coco_dir / "images"), "--limit", "3",
               "--checkpoint-every", "2", *MODELS]

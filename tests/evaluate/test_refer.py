@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.masks import mask_to_rle
+from core.io.masks import mask_to_rle
 from core.refer import parse
-from core.coco import annotation_mask
+from core.io.coco import annotation_mask
 from core.evaluate.refer import (
     PAPER_ROWS,
     ReferReport,

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from core.coco import index_coco
+from core.io.coco import index_coco
 from core.evaluate import retrieval as ev
 
 

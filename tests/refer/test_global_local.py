@@ -12,7 +12,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from core.coco import annotation_mask
+from core.io.coco import annotation_mask
 from core.refer import (
     MAX_EXPRESSION_CHARS,
     GroundingSettings,

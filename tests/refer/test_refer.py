@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from core.automask import AutoMaskSettings
+from core.sam.automask import AutoMaskSettings
 from core.refer import (
     DIRECTIONS,
     Expression,
