@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from core import config, refer
+from core import refer
 from core.sam.automask import AutoMaskSettings
 from core.gallery.browse import hit_thumbnail
 from core.gallery.build import FoundObject, list_images, records_for
@@ -38,6 +38,7 @@ from core.io.masks import box_to_mask, rle_to_mask
 from core.sam.segmenter import image_key
 from core.views import VIEWS, mask_to_box, render_view
 from demo import maskdata, rendering
+from demo import settings as serving
 from demo.biggallery import hit_picture, placeholder, source_and_mask, source_problem
 from demo.context import AppContext
 from demo.state import Prompt, Selection, Session, UserError
@@ -258,9 +259,9 @@ class Callbacks:
     def check_text(text: str, what: str) -> str:
         """`text` stripped; UserError when it is longer than the models are given."""
         text = (text or "").strip()
-        if len(text) > config.MAX_TEXT_CHARS:
+        if len(text) > serving.MAX_TEXT_CHARS:
             raise UserError(f"The {what} is {len(text)} characters long; the limit is "
-                            f"{config.MAX_TEXT_CHARS}.")
+                            f"{serving.MAX_TEXT_CHARS}.")
         return text
 
     def set_model(self, session: Session, name: str) -> SegmentOut:

@@ -23,6 +23,7 @@ from core.engine import Engine, EngineSettings, sam_label
 from core.gallery.examples import SharedGallerySet
 from core.io.images import load_image
 from core.views import VIEW_NAMES
+from demo import settings as serving
 from demo.biggallery import LargeGallery
 from demo.state import UserError
 
@@ -93,9 +94,9 @@ class AppSettings:
     automask: AutoMaskSettings | None = None       # everything + gallery (None: per model)
     cache_dir: Path = config.CACHE_DIR / "galleries"
     display_max_side: int = 1024                  # the canvas shows images at most this big
-    work_max_side: int = config.WORK_MAX_SIDE     # bigger uploads are downscaled to this for SAM
-    sam_choices: tuple[str, ...] = config.SAM_CHOICES  # SAMs a person may switch to (per session)
-    display_files: int = config.DISPLAY_FILES     # canvas pictures kept on disk (oldest go)
+    work_max_side: int = serving.WORK_MAX_SIDE     # bigger uploads are downscaled to this for SAM
+    sam_choices: tuple[str, ...] = serving.SAM_CHOICES  # SAMs a person may switch to (per session)
+    display_files: int = serving.DISPLAY_FILES     # canvas pictures kept on disk (oldest go)
     neighbours: int = 4                           # nearest objects shown per view in Compare
     gallery_path: Path | None = None              # a large gallery (`python -m core index`) to search
     page_size: int = 20                           # its hits shown per page

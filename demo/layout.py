@@ -18,9 +18,9 @@ from typing import Callable
 
 import gradio as gr
 
-from core import config
 from core.engine import sam_label
 from core.views import VIEWS
+from demo import settings as serving
 from demo.callbacks import Callbacks, PageOut, SegmentOut
 from demo.canvas import mask_canvas
 from demo.context import TITLE, AppContext
@@ -89,11 +89,11 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
             traceback.print_exc(file=sys.stderr)
             return {"key": None, "ok": False, "reason": error_message(exc)}
 
-    with gr.Blocks(title=TITLE, delete_cache=(config.CACHE_SWEEP_S, config.CACHE_MAX_AGE_S)) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=(serving.CACHE_SWEEP_S, serving.CACHE_MAX_AGE_S)) as demo:
         # Per-session state: dropped (with the session's files) SESSION_TTL_S after its last
         # event, or at once when the page is closed (demo.unload below: Gradio runs it when
         # the page's heartbeat request ends).
-        session = gr.State(Session(), time_to_live=config.SESSION_TTL_S, delete_callback=cb.end_session)
+        session = gr.State(Session(), time_to_live=serving.SESSION_TTL_S, delete_callback=cb.end_session)
         gr.Markdown(INTRO, elem_id="header")
         with gr.Row():
             banner = gr.Markdown(ctx.banner(), elem_id="banner")
@@ -170,7 +170,7 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
                         query_source = gr.Radio(["selected object", "text"], value="selected object",
                                                 label="Query with", elem_id="query-source")
                         query_text = gr.Textbox(label="Text query", placeholder="a cat",
-                                                max_length=config.MAX_TEXT_CHARS, elem_id="query-text")
+                                                max_length=serving.MAX_TEXT_CHARS, elem_id="query-text")
                         if queries.get("search"):
                             gr.Examples([[q] for q in queries["search"]], inputs=[query_text],
                                         label="Example texts")
@@ -210,7 +210,7 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
                     with gr.Column(scale=1, min_width=260):
                         refer_text = gr.Textbox(label="Referring expression",
                                                 placeholder="the cat on the left",
-                                                max_length=config.MAX_TEXT_CHARS, elem_id="refer-text")
+                                                max_length=serving.MAX_TEXT_CHARS, elem_id="refer-text")
                         refer_btn = gr.Button("Find it", variant="primary", elem_id="refer-btn")
                         if queries.get("refer"):
                             gr.Examples([[q["text"]] for q in queries["refer"]], inputs=[refer_text],
@@ -330,7 +330,7 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
         quiet = {"show_progress": "hidden"}
         private = {"api_visibility": "private"}
         light = {"concurrency_id": "light", "concurrency_limit": 4, **private}
-        click = {"concurrency_id": "click", "concurrency_limit": config.CLICK_WORKERS, **private}
+        click = {"concurrency_id": "click", "concurrency_limit": serving.CLICK_WORKERS, **private}
         encoder = {"concurrency_id": "encoder", "concurrency_limit": 1, "show_progress": "minimal",
                    "show_progress_on": [status], **private}
         allmasks = {"concurrency_id": "everything", "concurrency_limit": 1, **private}
@@ -378,8 +378,8 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
         page = {f for block in demo.blocks.values() for f in getattr(block, "keep_in_cache", set())}
         return page | cb.in_use()
 
-    ctx.start_sweeper(cb.upload_dirs + [str(ctx.display_dir)], config.CACHE_SWEEP_S,
-                      config.CACHE_MAX_AGE_S, kept_files, also=cb.sweep_session_folders)
+    ctx.start_sweeper(cb.upload_dirs + [str(ctx.display_dir)], serving.CACHE_SWEEP_S,
+                      serving.CACHE_MAX_AGE_S, kept_files, also=cb.sweep_session_folders)
     return demo
 
 

@@ -20,16 +20,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from core import config
 from core.io.images import pil_to_rgb
 from core.io.masks import mask_to_rle
+from demo import settings as serving
 from demo.state import UserError
 
 #: Uploads with more pixels than this are refused, from the header, before decoding
 #: (smaller ones bigger than the working size are downscaled). $SAMCLIP_MAX_UPLOAD_PIXELS.
-MAX_UPLOAD_PIXELS = config.MAX_UPLOAD_PIXELS
+MAX_UPLOAD_PIXELS = serving.MAX_UPLOAD_PIXELS
 #: Uploads bigger than this many bytes are refused. $SAMCLIP_MAX_UPLOAD_BYTES.
-MAX_UPLOAD_BYTES = config.MAX_UPLOAD_BYTES
+MAX_UPLOAD_BYTES = serving.MAX_UPLOAD_BYTES
 #: Images with more pixels than this are decoded one at a time (their decoded copies are
 #: what costs memory: ~4 bytes per pixel while converting), so N such uploads at once do
 #: not cost N times the memory.

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import config
 from core.engine import EngineSettings
 from demo import maskdata
+from demo import settings as serving
 from demo.callbacks import Callbacks, Stale
 from demo.context import AppContext, AppSettings, sweep_old_files
 from demo.state import Session, UserError
@@ -178,7 +178,7 @@ def test_closing_a_page_deletes_files_its_first_click_made(ctx):
 
 def test_text_limits(cb):
     session = Session()
-    long = "a" * (config.MAX_TEXT_CHARS + 1)
+    long = "a" * (serving.MAX_TEXT_CHARS + 1)
     with pytest.raises(UserError, match="limit"):
         cb.search(session, "text", long, "crop", "cosine", 4, True)
     with pytest.raises(UserError, match="limit"):

@@ -52,7 +52,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from core import config
+from demo import settings as serving
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -514,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         memory.start()
         report["load_start"] = os.getloadavg()
         if args.faults:
-            report["faults"] = run_faults(app, config.MAX_UPLOAD_BYTES)
+            report["faults"] = run_faults(app, serving.MAX_UPLOAD_BYTES)
         stats = Stats()
         encoding = threading.Event()
         deadline = time.monotonic() + args.seconds

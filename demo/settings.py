@@ -1,0 +1,34 @@
+"""Serving settings of the app: environment-backed constants, read once at import.
+
+Only the app reads these (sessions, uploads, files, click workers); the library's own
+settings (weights, device, cache, image limits) stay in core/config.py.
+"""
+from __future__ import annotations
+
+import os
+
+from core.config import env_int as _env_int
+
+#: SAM models a person may choose between in the app (comma-separated; the first of
+#: SAMCLIP_SAM_MODEL is the default). Each is loaded once per process and shared.
+SAM_CHOICES: tuple[str, ...] = tuple(
+    n.strip() for n in os.environ.get("SAMCLIP_SAM_MODELS", "vit_t,vit_b").split(",") if n.strip())
+#: Uploads are downscaled to this longer side for SAM (SAM itself works at 1024).
+WORK_MAX_SIDE: int = _env_int("SAMCLIP_WORK_MAX_SIDE", 1024)
+#: Largest upload the web server accepts, in bytes (refused before it is stored).
+MAX_UPLOAD_BYTES: int = _env_int("SAMCLIP_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
+#: Largest upload in pixels (checked from the header, before decoding).
+MAX_UPLOAD_PIXELS: int = _env_int("SAMCLIP_MAX_UPLOAD_PIXELS", 40_000_000)
+#: A session's state (and its files) are dropped this many seconds after its last event,
+#: or when its page is closed.
+SESSION_TTL_S: int = _env_int("SAMCLIP_SESSION_TTL", 1800)
+#: Gradio's cache (uploads, outputs): checked every N seconds, files older than M removed.
+CACHE_SWEEP_S: int = _env_int("SAMCLIP_CACHE_SWEEP", 300)
+CACHE_MAX_AGE_S: int = _env_int("SAMCLIP_CACHE_MAX_AGE", 1800)
+#: Pictures kept for the canvases (one JPEG per image shown; oldest removed beyond this).
+DISPLAY_FILES: int = _env_int("SAMCLIP_DISPLAY_FILES", 256)
+#: Longest text a model gets (search text, referring expression), in characters.
+MAX_TEXT_CHARS: int = _env_int("SAMCLIP_MAX_TEXT", 200)
+#: Gradio workers for clicks (decoder calls, ~30 ms each); encodes, everything-mode and
+#: CLIP work each run one at a time, so a 2-core machine is not oversubscribed.
+CLICK_WORKERS: int = _env_int("SAMCLIP_CLICK_WORKERS", 2)
