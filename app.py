@@ -22,7 +22,7 @@ from core.cli.args import add_model_arguments, engine_settings_from_args
 from core.views import VIEW_NAMES
 from demo import settings as serving
 from demo.context import AppContext, AppSettings, limit_malloc_arenas
-from demo.layout import CSS, build_demo
+from demo.shell import CSS, build_demo
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     # On ZeroGPU the GPU exists only inside decorated callbacks: build the gallery there.
     ctx.start(build_gallery=not args.no_prebuild and gpu is None)
     demo = build_demo(ctx, gpu=gpu)
-    # Each kind of work has its own concurrency group (demo/layout.py); this default only
+    # Each kind of work has its own concurrency group (demo/shell.py); this default only
     # covers events without one. Uploads over the limit are refused before they are stored.
     demo.queue(default_concurrency_limit=2, max_size=256)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS,

@@ -4,7 +4,7 @@ The picture is sent once (a URL the browser loads); afterwards Python sends only
 "canvas messages" (`demo.callbacks.Callbacks.canvas_message`) as the component's value, with
 masks as run lengths at display size. The page calls `preview` (a server function, the
 fast path for clicks, drags and hover) directly and reports what the person did with
-`trigger(...)` events, which `demo.layout` wires to session callbacks:
+`trigger(...)` events, which `demo.shell` wires to session callbacks:
 
 - ``prompts`` {key, points: [[x, y, label]...], box, chosen, version}: the prompts changed;
 - ``pick`` {key, x, y}: a click in 'Everything' mode;

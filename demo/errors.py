@@ -16,9 +16,8 @@ from typing import Callable
 
 import gradio as gr
 
-from demo.callbacks import Stale
 from demo.context import ModelsUnavailable
-from demo.state import UserError
+from demo.state import Stale, UserError
 
 
 def error_message(exc: BaseException) -> str:

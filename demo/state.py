@@ -25,6 +25,10 @@ class UserError(ValueError):
     Its message is shown in the UI as it is."""
 
 
+class Stale(Exception):
+    """A request about an image that is no longer the session's current one: dropped."""
+
+
 @dataclass(frozen=True)
 class Prompt:
     """One prompt the person made, in working-image pixels.
@@ -96,7 +100,9 @@ class Session:
     page_what: str = ""                             # what it was ("text 'a cat'")
     page_offset: int = 0                            # rank of the first hit of the page shown
     files_dir: str = ""                       # this session's folder for downloads (made by
-                                              # Callbacks.files_dir, deleted when it ends)
+                                              # SessionFiles.files_dir, deleted when it ends)
+    exported: tuple | None = None             # (what was exported, demo.outputs.Exports, ...): the
+                                              # downloads are written once per selection
 
     # ---- prompts -------------------------------------------------------------------
     def points(self) -> tuple[np.ndarray, np.ndarray]:

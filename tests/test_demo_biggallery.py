@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -82,9 +81,9 @@ def cb(ctx) -> Callbacks:
 
 def _all_pages(cb: Callbacks, session: Session, text: str) -> list:
     """Every page of a text query: search, then Next until there is no next page."""
-    pages = [cb.search_large(session, "text", text)]
+    pages = [cb.search.search_large(session, "text", text)]
     while pages[-1].has_next:
-        pages.append(cb.turn_page(session, 1))
+        pages.append(cb.search.turn_page(session, 1))
     return pages
 
 
@@ -104,33 +103,33 @@ def test_pages_are_disjoint_consecutive_and_make_up_the_top_k(cb, ctx):
     direct = Gallery.load(ctx.settings.gallery_path).search(query, k=total)[0]
     shown = []
     for number in range(len(pages)):
-        page = cb.show_page(session, number * PAGE)
+        page = cb.search.show_page(session, number * PAGE)
         shown += [h.record.object_id for h in page.session.hits]
     assert shown == [h.record.object_id for h in direct]
     # the session keeps the query vector and the offset, and only the page shown
     assert session.page_query.shape == (query.shape[1],) and len(session.hits) <= PAGE
     # Previous goes back; on page 1 it is refused with a message
-    cb.show_page(session, PAGE)
-    back = cb.turn_page(session, -1)
+    cb.search.show_page(session, PAGE)
+    back = cb.search.turn_page(session, -1)
     assert session.page_offset == 0 and not back.has_prev
     with pytest.raises(UserError, match="first page"):
-        cb.turn_page(session, -1)
+        cb.search.turn_page(session, -1)
     # a new query starts on page 1
-    cb.turn_page(session, 1)
-    again = cb.search_large(session, "text", "a red car")
+    cb.search.turn_page(session, 1)
+    again = cb.search.search_large(session, "text", "a red car")
     assert session.page_offset == 0 and not again.has_prev and again.line.startswith("Results 1-")
 
 
 def test_tiles_are_small_outlined_source_images(cb, ctx):
     session = Session()
-    out = cb.search_large(session, "text", "a person")
+    out = cb.search.search_large(session, "text", "a person")
     for picture, caption in out.tiles:
         assert max(picture.shape[:2]) <= TILE and picture.dtype == np.uint8
         assert (picture == OUTLINE_COLOR).all(-1).any(), caption   # the object is outlined
         assert caption.startswith("#") and "cos" in caption and "missing" not in caption
     assert "Select a tile" in out.status and "could not be read" not in out.status
     # selected: the source image, larger, on the hit canvas, its object selected there
-    message, md = cb.show_hit(session, 2)
+    message, md = cb.search.show_hit(session, 2)
     shown = json.loads(message)
     hit = session.hits[2]
     h, w = Image.open(hit.record.source).size[::-1]
@@ -141,12 +140,12 @@ def test_tiles_are_small_outlined_source_images(cb, ctx):
 
 def test_a_missing_source_image_gives_a_placeholder_and_a_note(cb, ctx):
     session = Session()
-    first = cb.search_large(session, "text", "a cup")
+    first = cb.search.search_large(session, "text", "a cup")
     source = Path(session.hits[1].record.source)
     hidden = source.with_suffix(".hidden")
     source.rename(hidden)
     try:
-        out = cb.show_page(session, 0)
+        out = cb.search.show_page(session, 0)
         missing = [i for i, h in enumerate(session.hits) if h.record.source == str(source)]
         assert 1 in missing
         for i in missing:
@@ -154,7 +153,7 @@ def test_a_missing_source_image_gives_a_placeholder_and_a_note(cb, ctx):
             assert np.array_equal(picture, placeholder(TILE)) and "source image missing" in caption
         assert "could not be read" in out.status and source.name in out.status and "\n" not in out.status
         assert str(source.parent) not in out.status                 # the name, not the server path
-        message, md = cb.show_hit(session, 1)                       # no exception: a notice
+        message, md = cb.search.show_hit(session, 1)                       # no exception: a notice
         assert "Source image missing" in json.loads(message)["notice"] and "⚠️" in md
         assert [t[1] for t in out.tiles if "missing" not in t[1]] == \
                [t[1] for i, t in enumerate(first.tiles) if i not in missing]
@@ -171,7 +170,7 @@ def test_a_missing_source_image_gives_a_placeholder_and_a_note(cb, ctx):
 def test_tiles_are_thumbnails_and_need_no_source_images(root):
     cb = Callbacks(_context(root, root / "thumbed" / "coco8"))
     session = Session()
-    first = cb.search_large(session, "text", "a person")
+    first = cb.search.search_large(session, "text", "a person")
     gallery = cb.ctx.large.gallery
     for (picture, caption), hit in zip(first.tiles, session.hits):
         thumb = hit_thumbnail(gallery, hit.record)
@@ -180,28 +179,28 @@ def test_tiles_are_thumbnails_and_need_no_source_images(root):
     hidden = root / "images.hidden"
     (root / "images").rename(hidden)                            # every source photo gone
     try:
-        again = cb.show_page(session, 0)
+        again = cb.search.show_page(session, 0)
         assert [t[1] for t in again.tiles] == [t[1] for t in first.tiles]   # real tiles, no placeholders
         assert all(np.array_equal(a[0], b[0]) for a, b in zip(again.tiles, first.tiles))
         assert "could not be read" not in again.status
-        message, md = cb.show_hit(session, 1)                   # selected: the thumbnail, with a notice
+        message, md = cb.search.show_hit(session, 1)                   # selected: the thumbnail, with a notice
         shown = json.loads(message)
         assert "Full picture missing" in shown["notice"] and "thumbnail" in md and "⚠️" in md
         assert shown["size"] == list(hit_thumbnail(gallery, session.hits[1].record).shape[:2])
     finally:
         hidden.rename(root / "images")
-    message, _ = cb.show_hit(session, 1)                        # back: the full picture
+    message, _ = cb.search.show_hit(session, 1)                        # back: the full picture
     assert "notice" not in json.loads(message)
 
 
 def test_two_sessions_page_independently(cb):
     a, b = Session(), Session()
-    a_first = cb.search_large(a, "text", "a dog")
-    b_first = cb.search_large(b, "text", "a bowl of food")
-    cb.turn_page(a, 1)
-    a_third = cb.turn_page(a, 1)
+    a_first = cb.search.search_large(a, "text", "a dog")
+    b_first = cb.search.search_large(b, "text", "a bowl of food")
+    cb.search.turn_page(a, 1)
+    a_third = cb.search.turn_page(a, 1)
     assert a.page_offset == 2 * PAGE and b.page_offset == 0
-    b_second = cb.turn_page(b, 1)
+    b_second = cb.search.turn_page(b, 1)
     assert b.page_offset == PAGE and a.page_offset == 2 * PAGE
     assert b_second.line.startswith(f"Results {PAGE + 1}-") and a_third.line.startswith(f"Results {2 * PAGE + 1}-")
     assert not np.array_equal(a.page_query, b.page_query)
@@ -223,7 +222,7 @@ def test_a_gallery_of_another_model_says_so_and_the_examples_still_work(cb, ctx,
     # searching it: one clear message, no traceback
     monkeypatch.setattr(ctx, "large", other.large)
     with pytest.raises(UserError, match="another model") as caught:
-        cb.search_large(Session(), "text", "a dog")
+        cb.search.search_large(Session(), "text", "a dog")
     assert "\n" not in str(caught.value) and "clip: gallery has 'fake'" in str(caught.value)
     # the example gallery is searched as before
     example = tmp_path / "examples"
@@ -236,14 +235,14 @@ def test_a_gallery_of_another_model_says_so_and_the_examples_still_work(cb, ctx,
                                                   gallery_path=tmp_path / "fake")))
     assert mine.ctx.load_models()
     mine.ctx.large.check(mine.ctx.engine.embedder.model_info)
-    _, tiles, status = mine.search(Session(), "text", "a cup", "crop", "cosine", 2, False)
+    _, tiles, status = mine.search.search(Session(), "text", "a cup", "crop", "cosine", 2, False)
     assert tiles and "results for text 'a cup'" in status
 
 
 def test_the_search_tab_offers_the_gallery_and_pages(ctx, tmp_path):
     import gradio as gr
 
-    from demo.layout import build_demo
+    from demo.shell import build_demo
 
     demo = build_demo(ctx)
     blocks = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}

@@ -19,9 +19,10 @@ from PIL import Image
 from core.engine import EngineSettings
 from core.io.masks import png_to_mask, rle_to_mask
 from demo import maskdata
-from demo.callbacks import Callbacks, Stale, iter_load
+from demo.callbacks import Callbacks
+from demo.panels.segment import iter_load
 from demo.context import AppContext, AppSettings, ModelsUnavailable
-from demo.state import Session, UserError
+from demo.state import Session, Stale, UserError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = EngineSettings(sam="vit_tiny", untrained=True, device="cpu", clip="ViT-B-32")
@@ -55,19 +56,19 @@ def cb(ctx) -> Callbacks:
 
 def loaded(cb: Callbacks, index: int = 0) -> Session:
     session = Session()
-    out = cb.load_example(session, index)
+    out = cb.segment.load_example(session, index)
     assert out.session is session and session.embedding is not None
     return session
 
 
 def click(cb: Callbacks, session: Session, points, box=None, chosen: int = 0):
-    return cb.commit_prompts(session, {"key": session.image_key, "points": points, "box": box,
+    return cb.segment.commit_prompts(session, {"key": session.image_key, "points": points, "box": box,
                                        "chosen": chosen, "version": session.prompt_version + 1})
 
 
 def test_load_shows_the_picture_once_then_the_embedding(cb):
     session = Session()
-    steps = list(iter_load(cb, session, cb.example_paths()[0], "chelsea_cat.jpg"))
+    steps = list(iter_load(cb.segment, session, cb.segment.example_paths()[0], "chelsea_cat.jpg"))
     first = json.loads(steps[0].canvas)
     # the picture travels as a URL; the canvas message has sizes, never pixels
     assert first["src"].startswith("gradio_api/file=") and first["src"].endswith(".jpg")
@@ -78,7 +79,8 @@ def test_load_shows_the_picture_once_then_the_embedding(cb):
         assert "encoding" in steps[0].status
         assert json.loads(steps[1].canvas)["phase"] == "ready"
     assert "Loaded chelsea_cat.jpg" in steps[-1].status and "No object selected" in steps[-1].info
-    assert steps[-1].exports.cutout is None and "Select an object" in steps[-1].exports.why
+    exports = cb.segment.exports(session)
+    assert exports.cutout is None and "Select an object" in exports.why
     src = Path(first["src"].split("=", 1)[1])
     assert src.is_file() and Image.open(src).size == (first["display"][1], first["display"][0])
 
@@ -86,9 +88,9 @@ def test_load_shows_the_picture_once_then_the_embedding(cb):
 def test_preview_is_the_fast_path_with_compact_masks(cb):
     session = loaded(cb)
     h, w = session.image.shape[:2]
-    out = cb.preview({"key": session.image_key, "points": [[w / 2, h / 2, 1]]})
+    out = cb.segment.preview({"key": session.image_key, "points": [[w / 2, h / 2, 1]]})
     assert out["ok"] and out["key"] == session.image_key and len(out["masks"]) == 3
-    display = cb.display_size(session)
+    display = cb.ws.display_size(session)
     for m in out["masks"]:
         mask = maskdata.decode_mask(m, display)
         assert mask.shape == display and isinstance(m["score"], float)
@@ -96,12 +98,12 @@ def test_preview_is_the_fast_path_with_compact_masks(cb):
     click(cb, session, [[w / 2, h / 2, 1]])
     best = maskdata.decode_mask(out["masks"][0], display)
     assert np.array_equal(best, maskdata.to_display(session.selected_mask(), display))
-    hover = cb.preview({"key": session.image_key, "points": [[w / 3, h / 3, 1]], "best_only": True})
+    hover = cb.segment.preview({"key": session.image_key, "points": [[w / 3, h / 3, 1]], "best_only": True})
     assert len(hover["masks"]) == 1
     # no session state is touched by the fast path; unknown images are answered, not raised
-    assert cb.preview({"key": "nope", "points": [[1, 1, 1]]}) == {"key": "nope", "ok": False,
+    assert cb.segment.preview({"key": "nope", "points": [[1, 1, 1]]}) == {"key": "nope", "ok": False,
                                                                   "reason": "not encoded"}
-    assert not cb.preview({"key": session.image_key, "points": [[1, 1, 7]]})["ok"]
+    assert not cb.segment.preview({"key": session.image_key, "points": [[1, 1, 7]]})["ok"]
 
 
 def test_commit_points_box_negative_and_candidates(cb):
@@ -128,16 +130,16 @@ def test_commit_points_box_negative_and_candidates(cb):
 def test_stale_and_out_of_order_results_are_dropped(cb):
     session = loaded(cb)
     with pytest.raises(Stale):
-        cb.commit_prompts(session, {"key": "another-image", "points": [[1, 1, 1]]})
+        cb.segment.commit_prompts(session, {"key": "another-image", "points": [[1, 1, 1]]})
     click(cb, session, [[10, 10, 1]])
     newer = session.prompt_version
     with pytest.raises(Stale):
-        cb.commit_prompts(session, {"key": session.image_key, "points": [[20, 20, 1]],
+        cb.segment.commit_prompts(session, {"key": session.image_key, "points": [[20, 20, 1]],
                                     "version": newer - 1})
     with pytest.raises(Stale):
-        cb.pick(session, {"key": "old", "x": 1, "y": 1})
+        cb.segment.pick(session, {"key": "old", "x": 1, "y": 1})
     with pytest.raises(Stale):
-        cb.everything(session, "old")
+        cb.segment.everything(session, "old")
 
 
 def test_upload_then_example_while_encoding_keeps_the_last_choice(cb, tmp_path):
@@ -145,10 +147,10 @@ def test_upload_then_example_while_encoding_keeps_the_last_choice(cb, tmp_path):
     path = tmp_path / "my photo.png"
     Image.new("RGB", (90, 60), (40, 160, 90)).save(path)
     session = Session()
-    upload = iter_load(cb, session, path, "my photo.png")
+    upload = iter_load(cb.segment, session, path, "my photo.png")
     first = next(upload)                                 # shown, encoding...
     assert json.loads(first.canvas)["name"] == "my photo.png"
-    example = list(iter_load(cb, session, cb.example_paths()[1], "coffee.jpg"))
+    example = list(iter_load(cb.segment, session, cb.segment.example_paths()[1], "coffee.jpg"))
     with pytest.raises(Stale):                           # the upload's embedding is dropped
         list(upload)
     assert session.image_name == "coffee.jpg" and "coffee.jpg" in example[-1].info
@@ -161,32 +163,32 @@ def test_uploads_are_checked_with_our_own_messages(cb, tmp_path):
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
     with pytest.raises(UserError, match="'empty.jpg' is empty"):
-        cb.begin_load(session, empty, "empty.jpg")
+        cb.segment.begin_load(session, empty, "empty.jpg")
     text = tmp_path / "notes.png"
     text.write_bytes(b"hello, this is text")
     with pytest.raises(UserError, match="not an image"):
-        cb.begin_load(session, text, "notes.png")
+        cb.segment.begin_load(session, text, "notes.png")
     good = io.BytesIO()
     Image.new("RGB", (300, 200), (200, 30, 30)).save(good, format="JPEG")
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(good.getvalue()[: len(good.getvalue()) // 3])
     with pytest.raises(UserError, match="damaged or truncated|cannot be read"):
-        cb.begin_load(session, corrupt, "corrupt.jpg")
+        cb.segment.begin_load(session, corrupt, "corrupt.jpg")
     assert session.image_key == key                     # the session is unchanged
     with pytest.raises(UserError, match="not an upload"):
-        cb.upload_path("/etc/passwd", [str(tmp_path)])
+        cb.files.upload_path("/etc/passwd", [str(tmp_path)])
 
 
 def test_large_images_are_downscaled_and_exports_keep_the_original_size(cb, tmp_path, monkeypatch):
     path = tmp_path / "Big Photo.jpg"
     Image.new("RGB", (900, 600), (10, 120, 200)).save(path, quality=90)
     session = Session()
-    out = cb.load_all(session, path, "Big Photo.jpg")
+    out = cb.segment.load_all(session, path, "Big Photo.jpg")
     assert max(session.image.shape[:2]) == 200 and session.original_size == (600, 900)
     assert "downscaled from 900x600" in "".join(o.status for o in [out]) or "900x600" in out.info
     h, w = session.image.shape[:2]
-    out = click(cb, session, [[w / 2, h / 2, 1]])
-    ex = out.exports
+    click(cb, session, [[w / 2, h / 2, 1]])
+    ex = cb.segment.exports(session)
     assert Path(ex.cutout).name == "Big Photo_cutout.png" and Path(ex.mask_png).name == "Big Photo_mask.png"
     mask = png_to_mask(Path(ex.mask_png).read_bytes())
     assert mask.shape == (600, 900)
@@ -196,18 +198,18 @@ def test_large_images_are_downscaled_and_exports_keep_the_original_size(cb, tmp_
     # too many pixels: refused with the app's own message (header only, nothing decoded)
     monkeypatch.setattr(maskdata, "MAX_UPLOAD_PIXELS", 500_000)
     with pytest.raises(UserError, match="megapixels"):
-        cb.begin_load(Session(), path, "Big Photo.jpg")
+        cb.segment.begin_load(Session(), path, "Big Photo.jpg")
 
 
 def test_cutout_has_alpha_equal_to_the_mask_and_coco_holds_all_objects(cb):
     session = loaded(cb)
     h, w = session.image.shape[:2]
-    cb.everything(session)
-    out = click(cb, session, [[w / 2, h / 2, 1]])
+    cb.segment.everything(session)
+    click(cb, session, [[w / 2, h / 2, 1]])
     mask = session.selected_mask()
     if not mask.any():
         pytest.skip("the untrained model gave an empty mask for this click")
-    ex = out.exports
+    ex = cb.segment.exports(session)
     rgba = np.asarray(Image.open(ex.cutout))
     assert rgba.shape[2] == 4
     ys, xs = np.nonzero(mask)
@@ -229,7 +231,7 @@ def test_everything_then_pick_smallest_or_nearest(cb):
     from core.sam.automask import AutoMasks
 
     session = loaded(cb)
-    out = cb.everything(session, session.image_key)
+    out = cb.segment.everything(session, session.image_key)
     assert session.auto is not None
     if len(session.auto.masks):
         message = json.loads(out.canvas)
@@ -242,13 +244,13 @@ def test_everything_then_pick_smallest_or_nearest(cb):
     far[10:40, 80:100] = True
     session.auto = AutoMasks(masks=np.stack([big, small, far]), scores=np.array([.9, .8, .7], np.float32),
                              boxes=np.zeros((3, 4), np.float32))
-    cb.pick(session, {"key": session.image_key, "x": 25, "y": 25})
+    cb.segment.pick(session, {"key": session.image_key, "x": 25, "y": 25})
     assert session.selection.source == "auto" and session.selection.index == 1
-    cb.pick(session, {"key": session.image_key, "x": 40, "y": 40})
+    cb.segment.pick(session, {"key": session.image_key, "x": 40, "y": 40})
     assert session.selection.index == 0
-    cb.pick(session, {"key": session.image_key, "x": 77.5, "y": 20})   # 2.5 px left of `far`
+    cb.segment.pick(session, {"key": session.image_key, "x": 77.5, "y": 20})   # 2.5 px left of `far`
     assert session.selection.index == 2
-    out = cb.pick(session, {"key": session.image_key, "x": 120, "y": 100})
+    out = cb.segment.pick(session, {"key": session.image_key, "x": 120, "y": 100})
     assert session.selection.index == 2 and "No automatic mask there" in out.status
 
 
@@ -277,37 +279,37 @@ def test_mask_encodings_round_trip():
 def test_errors_are_user_errors_with_clear_messages(cb):
     session = Session()
     with pytest.raises(UserError, match="upload one or pick an example"):
-        cb.everything(session)
+        cb.segment.everything(session)
     session = loaded(cb)
     with pytest.raises(UserError, match="No object selected"):
-        cb.compare(session)
+        cb.compare.compare(session)
     with pytest.raises(UserError, match="Type a text"):
-        cb.search(session, "text", "  ", "crop", "cosine", 5, True)
+        cb.search.search(session, "text", "  ", "crop", "cosine", 5, True)
     with pytest.raises(UserError, match="No object selected"):
-        cb.search(session, "selected object", "", "crop", "cosine", 5, True)
+        cb.search.search(session, "selected object", "", "crop", "cosine", 5, True)
     with pytest.raises(UserError, match="Type a referring expression"):
-        cb.refer(session, "   ")
+        cb.refer.refer(session, "   ")
     with pytest.raises(UserError, match="Unknown metric"):
-        cb.search(session, "text", "a cat", "crop", "dot", 5, True)
+        cb.search.search(session, "text", "a cat", "crop", "dot", 5, True)
     with pytest.raises(UserError, match="No automatic masks"):
-        cb.pick(session, {"key": session.image_key, "x": 1, "y": 1})
+        cb.segment.pick(session, {"key": session.image_key, "x": 1, "y": 1})
 
 
 def test_search_text_and_object_cosine_and_l2_rank_alike(cb, ctx):
     session = loaded(cb)
-    _, tiles, status = cb.search(session, "text", "a cat", "crop", "cosine", 3, True)
+    _, tiles, status = cb.search.search(session, "text", "a cat", "crop", "cosine", 3, True)
     total = len(ctx.gallery_set.get_ready()["crop"])
     assert len(tiles) == min(3, total) and f"among {total} objects" in status
     assert session.last_query == ("text", "a cat")
     click(cb, session, [[60, 40, 1]])
-    _, tiles_cos, _ = cb.search(session, "selected object", "", "crop", "cosine", 5, True)
+    _, tiles_cos, _ = cb.search.search(session, "selected object", "", "crop", "cosine", 5, True)
     ids_cos = [h.id for h in session.hits]
     cos_scores = [h.score for h in session.hits]
-    _, tiles_l2, _ = cb.search(session, "selected object", "", "crop", "l2", 5, True)
+    _, tiles_l2, _ = cb.search.search(session, "selected object", "", "crop", "l2", 5, True)
     assert ids_cos == [h.id for h in session.hits]              # unit vectors: same ranking
     np.testing.assert_allclose([h.score for h in session.hits], 2 - 2 * np.array(cos_scores), atol=1e-4)
     assert tiles_l2[0][1].startswith("#1 d²") and tiles_cos[0][1].startswith("#1 cos")
-    canvas, md = cb.show_hit(session, 0)
+    canvas, md = cb.search.show_hit(session, 0)
     message = json.loads(canvas)
     assert message["src"].startswith("gradio_api/file=") and "selection" in message and "score" in md
 
@@ -319,7 +321,7 @@ def test_compare_shows_every_view_with_neighbours_where_indexed(cb):
     click(cb, session, [[60, 40, 1]])
     if not session.selected_mask().any():
         pytest.skip("empty mask from the untrained model")
-    _, views, tiles, status = cb.compare(session)
+    _, views, tiles, status = cb.compare.compare(session)
     assert len(views) == len(tiles) == len(VIEW_NAMES)
     for name, view, nn in zip(VIEW_NAMES, views, tiles):
         assert view.ndim == 3 and view.dtype == np.uint8
@@ -334,11 +336,11 @@ def test_sessions_are_isolated(cb):
     assert b.prompts == [] and b.candidates is None and b.selection is None
     assert a.image_name != b.image_name
     if a.selected_mask().any():
-        _, info, status = cb.add_selected(a)
+        _, info, status = cb.galleries.add_selected(a)
         assert "Added 1 object" in status and "1 object(s)" in info
         assert b.user_records == [] and b.user_embeddings == {}
-        _, tiles_a, _ = cb.search(a, "text", "a cat", "crop", "cosine", 50, True)
-        _, tiles_b, _ = cb.search(b, "text", "a cat", "crop", "cosine", 50, True)
+        _, tiles_a, _ = cb.search.search(a, "text", "a cat", "crop", "cosine", 50, True)
+        _, tiles_b, _ = cb.search.search(b, "text", "a cat", "crop", "cosine", 50, True)
         assert len(tiles_a) == len(tiles_b) + 1
         assert any("mine:" in caption for _, caption in tiles_a)
         assert not any("mine:" in caption for _, caption in tiles_b)
@@ -377,16 +379,16 @@ def test_missing_weights_are_explained_and_untrained_is_offered(tmp_path):
     banner = context.banner()
     assert "weights are missing" in banner and "Use untrained models" in banner
     with pytest.raises(ModelsUnavailable, match="untrained"):
-        Callbacks(context).load_example(Session(), 0)
-    assert not Callbacks(context).preview({"key": "x", "points": [[1, 1, 1]]})["ok"]
+        Callbacks(context).segment.load_example(Session(), 0)
+    assert not Callbacks(context).segment.preview({"key": "x", "points": [[1, 1, 1]]})["ok"]
 
 
 def test_parse_expression_shows_noun_and_direction(cb):
-    md = cb.parse_expression("the second cat from the rigth")
+    md = cb.refer.parse_expression("the second cat from the rigth")
     assert "**noun:** cat" in md and "**direction:** right" in md and "**ordinal:** 2" in md
     assert "rigth → right" in md
     with pytest.raises(UserError, match="Type a referring expression"):
-        cb.parse_expression("")
+        cb.refer.parse_expression("")
 
 
 def test_refer_chooses_by_direction_and_draws_on_the_canvas(cb):
@@ -402,12 +404,62 @@ def test_refer_chooses_by_direction_and_draws_on_the_canvas(cb):
     masks = np.stack([right, left])
     boxes = np.array([[2 * w // 3, h // 4, w - 5, 3 * h // 4], [5, h // 4, w // 3, 3 * h // 4]], np.float32)
     session.auto = AutoMasks(masks=masks, scores=np.array([0.9, 0.8], np.float32), boxes=boxes)
-    out, tiles = cb.refer(session, "the cat on the left")
+    out, tiles = cb.refer.refer(session, "the cat on the left")
     assert np.array_equal(session.selected_mask(), left) and session.selection.source == "refer"
     assert len(tiles) == 2 and sum("CHOSEN" in c for _, c in tiles) == 1
     assert "direction 'left'" in out.status and "referring expression" in out.info
     sel = json.loads(out.canvas)["selection"]
-    display = cb.display_size(session)
+    display = cb.ws.display_size(session)
     np.testing.assert_array_equal(maskdata.decode_mask(sel, display), maskdata.to_display(left, display))
-    cb.refer(session, "the cat on the right")
+    cb.refer.refer(session, "the cat on the right")
     assert np.array_equal(session.selected_mask(), right)
+
+
+def _decoder_runs(segmenter):
+    """A list that grows by one for every forward of SAM's mask decoder, and its hook."""
+    runs = []
+    handle = segmenter.sam.mask_decoder.register_forward_hook(lambda *a: runs.append(1))
+    return runs, handle
+
+
+def _hover_click_commit(cb, session, points, point) -> None:
+    """What the canvas sends for one click with hover on: the hover preview at the pointer
+    (best only), the click's preview (all candidates), then the commit."""
+    key, seen = session.image_key, [p[:] for p in points]
+    cb.segment.preview({"key": key, "points": seen + [[*point, 1]], "best_only": True})
+    cb.segment.preview({"key": key, "points": seen + [[*point, 1]]})
+    click(cb, session, seen + [[*point, 1]])
+
+
+def test_one_decoder_run_per_click_with_hover_on(cb, monkeypatch):
+    session = loaded(cb, 1)
+    seg = cb.ws.segmenter(session)
+    runs, handle = _decoder_runs(seg)
+    try:
+        h, w = session.image.shape[:2]
+        clicks = [(w * 0.31, h * 0.42), (w * 0.57, h * 0.36), (w * 0.44, h * 0.71)]
+        points = []
+        for x, y in clicks:
+            _hover_click_commit(cb, session, points, (x, y))
+            points.append([x, y, 1])
+        assert len(runs) == len(clicks)              # one decoder run per click (was 3)
+        assert session.selection is not None and session.selection.source == "prompt"
+        # the counter can fail: with the prediction cache off, each click costs three runs
+        monkeypatch.setattr(seg.predictions, "size", 0)
+        runs.clear()
+        _hover_click_commit(cb, session, points, (w * 0.2, h * 0.2))
+        assert len(runs) == 3
+    finally:
+        handle.remove()
+
+
+def test_downloads_are_written_once_per_selection(cb):
+    session = loaded(cb, 1)
+    h, w = session.image.shape[:2]
+    click(cb, session, [[w / 2, h / 2, 1]])
+    first = cb.segment.exports(session)
+    stamp = Path(first.mask_png).stat().st_mtime_ns
+    assert cb.segment.exports(session) is first                    # nothing written again
+    assert Path(first.mask_png).stat().st_mtime_ns == stamp
+    click(cb, session, [[w / 2, h / 2, 1], [w / 4, h / 4, 1]])   # a new selection: new files
+    assert cb.segment.exports(session) is not first

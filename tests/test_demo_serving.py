@@ -14,9 +14,9 @@ from PIL import Image
 from core.engine import EngineSettings
 from demo import maskdata
 from demo import settings as serving
-from demo.callbacks import Callbacks, Stale
+from demo.callbacks import Callbacks
 from demo.context import AppContext, AppSettings, sweep_old_files
-from demo.state import Session, UserError
+from demo.state import Session, Stale, UserError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,46 +42,47 @@ def cb(ctx) -> Callbacks:
 
 def test_model_choice_is_per_session_and_models_are_shared(cb, ctx):
     a, b = Session(), Session()
-    cb.load_example(a, 0)
-    cb.load_example(b, 0)
-    out = cb.set_model(b, "fast (MobileSAM)")            # the label works too
+    cb.segment.load_example(a, 0)
+    cb.segment.load_example(b, 0)
+    out = cb.segment.set_model(b, "fast (MobileSAM)")            # the label works too
     assert b.sam_model == "vit_t" and a.sam_model == ""
     assert json.loads(out.canvas)["phase"] == "encoding" and json.loads(out.canvas)["model"] == "vit_t"
-    cb.finish_load(b, b.image_key)
-    assert cb.segmenter(b) is ctx.engine.segmenter_for("vit_t")
-    assert cb.segmenter(a) is ctx.engine.segmenter and cb.segmenter(a) is not cb.segmenter(b)
+    cb.segment.finish_load(b, b.image_key)
+    assert cb.ws.segmenter(b) is ctx.engine.segmenter_for("vit_t")
+    assert cb.ws.segmenter(a) is ctx.engine.segmenter and cb.ws.segmenter(a) is not cb.ws.segmenter(b)
     assert ctx.encode_measured("vit_t") is not None
     assert "vit_t" in ctx.model_line("vit_t") and "on this machine" in ctx.model_line("vit_t")
     # the fast path answers with the session's model (the canvas sends it)
     h, w = b.image.shape[:2]
-    r = cb.preview({"key": b.image_key, "model": "vit_t", "points": [[w / 2, h / 2, 1]]})
+    r = cb.segment.preview({"key": b.image_key, "model": "vit_t", "points": [[w / 2, h / 2, 1]]})
     assert r["ok"], r
     with pytest.raises(UserError, match="Unknown SAM"):
-        cb.set_model(a, "vit_h_not_offered")
+        cb.segment.set_model(a, "vit_h_not_offered")
     with pytest.raises(Stale):
-        cb.set_model(b, "vit_t")
+        cb.segment.set_model(b, "vit_t")
     # the session holds the key of its embedding, never the tensor
     assert isinstance(b.embedding, str)
 
 
 def test_session_end_frees_state_and_files(cb, ctx, tmp_path):
-    cb.upload_dirs = [str(tmp_path)]
+    cb.files.upload_dirs = [str(tmp_path)]
     upload = tmp_path / "abc" / "mine.png"
     upload.parent.mkdir()
     Image.fromarray(np.full((50, 60, 3), 90, np.uint8)).save(upload)
     session = Session()
-    cb.register(session, "hash1")
-    cb.load_all(session, str(upload), "mine.png")
+    cb.files.register(session, "hash1")
+    cb.segment.load_all(session, str(upload), "mine.png")
     h, w = session.image.shape[:2]
-    cb.commit_prompts(session, {"key": session.image_key, "points": [[w / 2, h / 2, 1]], "version": 1})
+    cb.segment.commit_prompts(session, {"key": session.image_key, "points": [[w / 2, h / 2, 1]], "version": 1})
+    cb.segment.exports(session)
     folder = Path(session.files_dir)
     assert any(folder.iterdir())
     picture = ctx.display_dir / f"{session.image_key}.jpg"
     assert picture.exists()
-    cb.end_session_of("hash1")
+    cb.files.end_session_of("hash1")
     assert not folder.exists() and not upload.exists() and not picture.exists()
-    assert session.image is None and cb.live_sessions() == 0
-    cb.end_session(session)                               # twice is fine
+    assert session.image is None and cb.files.live_sessions() == 0
+    cb.files.end_session(session)                               # twice is fine
 
 
 def _upload(folder: Path, name: str = "mine.png", value: int = 90) -> Path:
@@ -93,63 +94,66 @@ def _upload(folder: Path, name: str = "mine.png", value: int = 90) -> Path:
 
 
 def _click(cb, session):
+    """A click committed, and its downloads written (as the page's chained event does)."""
     h, w = session.image.shape[:2]
-    return cb.commit_prompts(session, {"key": session.image_key, "points": [[w / 2, h / 2, 1]],
-                                       "version": 1})
+    out = cb.segment.commit_prompts(session, {"key": session.image_key, "points": [[w / 2, h / 2, 1]],
+                                              "version": 1})
+    cb.segment.exports(session)
+    return out
 
 
 def test_ending_one_session_keeps_what_another_still_holds(cb, ctx, tmp_path):
     """Uploads and canvas pictures are named by content: two people may hold the same one."""
-    cb.upload_dirs = [str(tmp_path)]
+    cb.files.upload_dirs = [str(tmp_path)]
     upload = _upload(tmp_path)
     a, b = Session(), Session()
     for session in (a, b):
-        cb.load_all(session, str(upload), "mine.png")
+        cb.segment.load_all(session, str(upload), "mine.png")
         _click(cb, session)
     picture, b_files = ctx.display_path(b.image_key), Path(b.files_dir)
-    cb.end_session(a)
-    cb.end_session(a)                                     # twice is fine
+    cb.files.end_session(a)
+    cb.files.end_session(a)                                     # twice is fine
     assert upload.exists() and picture.exists() and any(b_files.iterdir())
-    assert b.image is not None and str(upload) in cb.in_use()
-    cb.end_session(b)
+    assert b.image is not None and str(upload) in cb.files.in_use()
+    cb.files.end_session(b)
     assert not upload.exists() and not picture.exists() and not b_files.exists()
 
 
 def test_orphaned_session_folders_are_swept_live_ones_kept(cb, ctx, tmp_path, monkeypatch):
     monkeypatch.setattr(ctx, "files_root", tmp_path / "sessions")
     live, dropped, ended = Session(), Session(), Session()
-    live_dir, dropped_dir, ended_dir = (cb.files_dir(s) for s in (live, dropped, ended))
+    live_dir, dropped_dir, ended_dir = (cb.files.files_dir(s) for s in (live, dropped, ended))
     assert live_dir.parent == ctx.files_root and live_dir != dropped_dir
     stray = ctx.files_root / "session_from_nowhere"
     stray.mkdir()
-    cb.end_session(ended)
+    cb.files.end_session(ended)
     del dropped                                           # Gradio let go of it without ending it
     gc.collect()
-    assert cb.sweep_session_folders() == 2
+    assert cb.files.sweep_session_folders() == 2
     assert live_dir.is_dir() and not dropped_dir.exists() and not stray.exists()
-    assert not ended_dir.exists() and cb.files_dir(live) == live_dir
-    assert cb.sweep_session_folders() == 0
+    assert not ended_dir.exists() and cb.files.files_dir(live) == live_dir
+    assert cb.files.sweep_session_folders() == 0
 
 
 def test_cache_sweep_never_deletes_a_live_sessions_files(cb, ctx, tmp_path):
-    cb.upload_dirs = [str(tmp_path)]
+    cb.files.upload_dirs = [str(tmp_path)]
     upload, stale = _upload(tmp_path, value=40), _upload(tmp_path, "old.png", value=41)
     session = Session()
-    cb.load_all(session, str(upload), "mine.png")
+    cb.segment.load_all(session, str(upload), "mine.png")
     picture = ctx.display_path(session.image_key)
-    sweep_old_files([str(tmp_path), str(ctx.display_dir)], -60, cb.in_use())   # all count as old
+    sweep_old_files([str(tmp_path), str(ctx.display_dir)], -60, cb.files.in_use())   # all count as old
     assert upload.exists() and picture.exists() and not stale.exists()
-    cb.end_session(session)
+    cb.files.end_session(session)
     assert not upload.exists() and not picture.exists()
 
 
 def test_an_upload_the_app_cannot_read_is_deleted(cb, tmp_path):
-    cb.upload_dirs = [str(tmp_path)]
+    cb.files.upload_dirs = [str(tmp_path)]
     bad = tmp_path / "h1" / "noise.png"
     bad.parent.mkdir()
     bad.write_bytes(b"not a picture")
     with pytest.raises(UserError):
-        cb.begin_load(Session(), str(bad), "noise.png")
+        cb.segment.begin_load(Session(), str(bad), "noise.png")
     assert not bad.exists()
 
 
@@ -158,17 +162,19 @@ def test_closing_a_page_deletes_files_its_first_click_made(ctx):
     event with files is a click), and downloads are served in place: no copy outlives it."""
     import gradio as gr
 
-    from demo.layout import build_demo
+    from demo.shell import build_demo
 
     demo = build_demo(ctx)
     session = Session()
-    Callbacks(ctx).load_example(session, 0)
+    Callbacks(ctx).segment.load_example(session, 0)
     prompts = next(fn for fn in demo.fns.values() if any(t[1] == "prompts" for t in fn.targets))
     unload = next(fn for fn in demo.fns.values() if any(t[1] == "unload" for t in fn.targets))
     h, w = session.image.shape[:2]
     payload = {"key": session.image_key, "points": [[w / 2, h / 2, 1]], "version": 1}
     out = prompts.fn(session, gr.EventData(None, payload), gr.Request(session_hash="page1"))
     assert out[0] is session and "Mask updated" in out[3]
+    exports = next(fn for fn in demo.fns.values() if getattr(fn.fn, "__name__", "") == "on_exports")
+    exports.fn(session, gr.Request(session_hash="page1"))   # chained after the commit
     folder = Path(session.files_dir)
     cutout = folder / "cat_cutout.png"
     assert cutout.exists() and gr.utils.is_static_file(str(cutout))
@@ -180,9 +186,9 @@ def test_text_limits(cb):
     session = Session()
     long = "a" * (serving.MAX_TEXT_CHARS + 1)
     with pytest.raises(UserError, match="limit"):
-        cb.search(session, "text", long, "crop", "cosine", 4, True)
+        cb.search.search(session, "text", long, "crop", "cosine", 4, True)
     with pytest.raises(UserError, match="limit"):
-        cb.parse_expression(long)
+        cb.refer.parse_expression(long)
 
 
 def test_untrained_switch_refused_while_models_work(ctx):
@@ -190,7 +196,7 @@ def test_untrained_switch_refused_while_models_work(ctx):
 
 
 def test_events_are_not_api_endpoints(ctx):
-    from demo.layout import build_demo
+    from demo.shell import build_demo
 
     demo = build_demo(ctx)
     info = demo.get_api_info()

@@ -55,6 +55,48 @@ class MaskPrediction:
     logits: np.ndarray
 
 
+class PredictionCache:
+    """The last few predictions per (image key, prompts): a hover, the click on the same
+    spot and the commit that follows ask SAM's decoder the same question, so only the
+    first one runs it. Masks are kept bit-packed (1/8 of their bool size); entries are
+    returned as fresh arrays, so callers may modify them. Thread-safe; LRU beyond `size`."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._entries: OrderedDict[tuple, tuple] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+
+    @staticmethod
+    def key(emb_key: str, points, box, multimask: bool) -> tuple:
+        """(image key, points rounded to 1/1000 px with labels, box rounded, multimask)."""
+        pts = () if points is None else tuple(
+            (round(float(x), 3), round(float(y), 3), int(lab)) for (x, y), lab in zip(points[0], points[1]))
+        bx = None if box is None else tuple(round(float(v), 3) for v in box)
+        return emb_key, pts, bx, bool(multimask)
+
+    def get(self, key: tuple) -> MaskPrediction | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+        packed, shape, scores, logits = entry
+        masks = np.unpackbits(packed, count=int(np.prod(shape))).reshape(shape).astype(bool)
+        return MaskPrediction(masks, scores.copy(), logits.copy())
+
+    def put(self, key: tuple, pred: MaskPrediction) -> None:
+        if self.size <= 0:
+            return
+        entry = (np.packbits(pred.masks.ravel()), pred.masks.shape, pred.scores.copy(), pred.logits.copy())
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
 def image_key(image: np.ndarray) -> str:
     """Content hash of an image array (shape, dtype and pixels)."""
     digest = hashlib.blake2b(digest_size=16)
@@ -192,6 +234,8 @@ class Segmenter:
         self._everything_lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self.decodes = 0                            # decoder runs for prompts (not cache hits)
+        self.predictions = PredictionCache(config.PREDICTION_CACHE_SIZE)
         self.encode_seconds: float | None = None   # last measured encoder time
         self.priority = CLICK_PRIORITY
         self.priority.install(sam)
@@ -258,16 +302,28 @@ class Segmenter:
 
         multimask=None means: 3 candidates for a lone point (ambiguous), 1 otherwise.
         `mask_input` (1, 256, 256) float logits from a previous prediction refines it.
-        Returns masks at the original image size, best score first.
+        Returns masks at the original image size, best score first. The same prompts on
+        the same image (without `mask_input`) are answered from `self.predictions`.
         """
-        import torch
-
         pts = validate_points(points, labels, emb.original_size)
         bx = validate_box(box, emb.original_size)
         if pts is None and bx is None:
             raise PromptError("give at least one point or a box")
         if multimask is None:
             multimask = bx is None and pts is not None and len(pts[0]) == 1
+        if mask_input is not None:
+            return self._predict(emb, pts, bx, multimask, mask_input)
+        key = self.predictions.key(emb.key, pts, bx, multimask)
+        found = self.predictions.get(key)
+        if found is None:
+            found = self._predict(emb, pts, bx, multimask, None)
+            self.predictions.put(key, found)
+        return found
+
+    def _predict(self, emb: ImageEmbedding, pts, bx, multimask: bool, mask_input) -> MaskPrediction:
+        """One decoder run on validated prompts (see `predict`)."""
+        import torch
+
         coords = labels_t = box_t = mask_t = None
         if pts is not None:
             coords = torch.as_tensor(self.transform.apply_coords(pts[0], emb.original_size),
@@ -281,6 +337,7 @@ class Segmenter:
                                      device=self.device)
         with self.priority.click(), self._decode_lock, torch.inference_mode():
             masks, scores, logits = self._decode(emb, coords, labels_t, box_t, mask_t, multimask)
+            self.decodes += 1
         order = np.argsort(-scores, kind="stable")
         return MaskPrediction(masks[order], scores[order], logits[order])
 

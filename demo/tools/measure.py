@@ -36,22 +36,22 @@ def measure(sam: str, clicks: int, views: tuple[str, ...], example: int = 0) -> 
     _, result["build_example_gallery_ms"] = _timed(ctx.galleries)
     cb = Callbacks(ctx)
     session = Session()
-    _, result["load_example_ms (SAM image embedding)"] = _timed(cb.load_example, session, example)
+    _, result["load_example_ms (SAM image embedding)"] = _timed(cb.segment.load_example, session, example)
     h, w = session.image.shape[:2]
     times, previews = [], []
     for i in range(clicks):
         point = [[w * (0.3 + 0.4 * i / max(clicks, 1)), h * 0.5, 1]]
-        _, ms = _timed(cb.preview, {"key": session.image_key, "points": point})
+        _, ms = _timed(cb.segment.preview, {"key": session.image_key, "points": point})
         previews.append(ms)
-        _, ms = _timed(cb.commit_prompts, session, {"key": session.image_key, "points": point})
+        _, ms = _timed(cb.segment.commit_prompts, session, {"key": session.image_key, "points": point})
         times.append(ms)
     result["preview_ms_median (canvas fast path: predict + mask data)"] = statistics.median(previews)
     result["commit_ms_median (predict + info + exports)"] = statistics.median(times)
-    _, result["compare_views_ms"] = _timed(cb.compare, session)
-    _, result["search_selected_object_ms"] = _timed(cb.search, session, "selected object", "",
+    _, result["compare_views_ms"] = _timed(cb.compare.compare, session)
+    _, result["search_selected_object_ms"] = _timed(cb.search.search, session, "selected object", "",
                                                      views[0], "cosine", 8, True)
-    _, result["search_text_ms"] = _timed(cb.search, session, "text", "a cat", views[0], "cosine", 8, True)
-    _, result["everything_ms"] = _timed(cb.everything, session)
+    _, result["search_text_ms"] = _timed(cb.search.search, session, "text", "a cat", views[0], "cosine", 8, True)
+    _, result["everything_ms"] = _timed(cb.segment.everything, session)
     result["automatic_masks"] = len(session.auto.masks)
     result["loadavg_after"] = os.getloadavg()[0]
     return {k: (round(v, 1) if isinstance(v, float) else v) for k, v in result.items()}

@@ -200,3 +200,29 @@ def test_background_wait_is_bounded():
         with gate.background(), torch.inference_mode():
             model(torch.zeros(1, 2))
         assert time.perf_counter() - start < 1.0   # ... delays a background job only boundedly
+
+
+def test_same_prompts_are_decoded_once(tiny_segmenter, coco_image):
+    emb = tiny_segmenter.set_image(coco_image[0])
+    before = tiny_segmenter.decodes
+    first = tiny_segmenter.predict(emb, points=[[40.25, 30.5]], labels=[1])
+    first.masks[:] = False                                   # callers get their own arrays
+    again = tiny_segmenter.predict(emb, points=[[40.25, 30.5]], labels=[1])
+    assert tiny_segmenter.decodes == before + 1
+    fresh = tiny_segmenter._predict(emb, (np.array([[40.25, 30.5]], np.float32), np.array([1])), None, True, None)
+    np.testing.assert_array_equal(again.masks, fresh.masks)
+    np.testing.assert_array_equal(again.scores, fresh.scores)
+    before = tiny_segmenter.decodes
+    tiny_segmenter.predict(emb, points=[[40.25, 30.5]], labels=[0])          # another label: decoded
+    tiny_segmenter.predict(emb, points=[[40.25, 30.5]], labels=[1], multimask=False)
+    assert tiny_segmenter.decodes == before + 2
+
+
+def test_prediction_cache_is_bounded():
+    from core.sam.segmenter import MaskPrediction, PredictionCache
+
+    cache = PredictionCache(2)
+    pred = MaskPrediction(np.ones((3, 5, 7), bool), np.zeros(3, np.float32), np.zeros((3, 4, 4), np.float32))
+    for i in range(3):
+        cache.put(("k", i), pred)
+    assert cache.get(("k", 0)) is None and cache.get(("k", 2)).masks.shape == (3, 5, 7)

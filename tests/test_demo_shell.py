@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_demo_imports_no_heavy_libraries():
     """demo/ (and app.py's start-up path) never import torch, faiss, spaCy, open_clip or SAM."""
-    code = ("import sys, demo.layout, demo.callbacks, demo.context, demo.rendering, demo.state, app\n"
+    code = ("import sys, demo.shell, demo.callbacks, demo.context, demo.rendering, demo.state, app\n"
             "heavy = [m for m in ('torch', 'faiss', 'spacy', 'open_clip', 'segment_anything') "
             "if m in sys.modules]\n"
             "print(','.join(heavy))")
@@ -37,7 +37,7 @@ def test_demo_source_has_no_heavy_imports():
 def test_build_demo_has_the_widgets_the_tests_and_people_use(tmp_path):
     import gradio as gr
 
-    from demo.layout import build_demo
+    from demo.shell import build_demo
 
     ctx = AppContext(EngineSettings(sam="vit_tiny", untrained=True, device="cpu"),
                      AppSettings(cache_dir=tmp_path, gallery_views=("mask", "crop")))

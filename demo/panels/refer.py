@@ -1,0 +1,112 @@
+"""Refer: a referring expression ("the cat on the left") grounded in the session's image."""
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+import numpy as np
+
+from core import refer
+from demo import rendering
+from demo import settings as serving
+from demo.outputs import TILE_SIDE, Progress, ms_since, no_progress
+from demo.state import Selection, Session, UserError
+from demo.wiring import PanelHost, progress_adapter
+from demo.workspace import Workspace
+
+
+class ReferCallbacks:
+    """The Refer panel's work."""
+
+    def __init__(self, ws: Workspace):
+        self.ws = ws
+        self.ctx = ws.ctx
+
+    def parse_expression(self, text: str) -> str:
+        """What the app understood of a referring expression, as Markdown (fast: spaCy only)."""
+        text = self.ws.check_text(text, "referring expression")
+        if not text:
+            raise UserError("Type a referring expression, e.g. 'the cat on the left'.")
+        return self.expression_markdown(refer.parse(text))
+
+    def refer(self, session: Session, text: str, progress: Progress = no_progress) -> tuple:
+        """Ground a referring expression in the session's image; the chosen object becomes
+        the selection and is drawn on the canvas. Returns (SegmentOut, candidate tiles)."""
+        image = session.require_image()
+        key = session.image_key
+        text = self.ws.check_text(text, "referring expression")
+        if not text:
+            raise UserError("Type a referring expression, e.g. 'the cat on the left'.")
+        settings = refer.GroundingSettings(automask=self.ws.automask_settings())
+        # reuse the automatic masks the person already computed ('Everything')
+        given = session.auto.masks if session.auto is not None and len(session.auto.masks) else None
+        progress(0.1, "scoring candidate objects against the text")
+        start = time.perf_counter()
+        grounding = refer.ground(self.ws.segmenter(session), self.ws.engine.embedder, image, text,
+                                 settings=settings, candidate_masks=given)
+        took = ms_since(start)
+        self.ws.check_key(session, key)
+        tiles = []
+        for i in range(min(8, len(grounding))):
+            caption = (f"#{i + 1} score {float(grounding.scores[i]):.3f} "
+                       f"(local {float(grounding.local_scores[i]):.2f}, "
+                       f"global {float(grounding.global_scores[i]):.2f})")
+            if i == grounding.chosen:
+                caption += " CHOSEN"
+            tiles.append((rendering.thumbnail(rendering.overlay_mask(image, grounding.masks[i]),
+                                              TILE_SIDE), caption))
+        mask = np.asarray(grounding.mask, dtype=bool)
+        session.prompts, session.candidates = [], None
+        session.selection = Selection("refer", mask, int(grounding.chosen),
+                                      float(grounding.scores[grounding.chosen]), len(grounding))
+        how = (f"the direction '{grounding.expression.direction}' chose candidate "
+               f"#{grounding.chosen + 1} among the top {settings.top_k}"
+               if grounding.direction_applied else "the best score chose")
+        status = (f"Grounded '{text.strip()}' in {took} among {len(grounding)} candidates: {how}. "
+                  "It is drawn on the canvas and is now the selected object (Compare and Search use it).")
+        canvas = self.ws.canvas_message(session, selection=self.ws.mask_payload(
+            mask, self.ws.display_size(session), source="refer"))
+        return self.ws.segment_out(session, status, canvas), tiles
+
+    @staticmethod
+    def expression_markdown(expression) -> str:
+        parts = [f"**noun:** {expression.noun or '(none found)'}",
+                 f"**direction:** {expression.direction or '(none)'}"]
+        if getattr(expression, "ordinal", 1) and expression.ordinal != 1:
+            parts.append(f"**ordinal:** {expression.ordinal}")
+        if getattr(expression, "corrections", ()):
+            parts.append("**typos fixed:** " + ", ".join(f"{a} → {b}" for a, b in expression.corrections))
+        return " · ".join(parts)
+
+
+# ---------------------------------------------------------------------------- the panel
+def build(sh: PanelHost) -> None:
+    """The expression box, what was understood, the top candidates; the chosen object is
+    drawn on the canvas and becomes the selection."""
+    with gr.Row():
+        with gr.Column(scale=1, min_width=260):
+            refer_text = gr.Textbox(label="Referring expression", placeholder="the cat on the left",
+                                    max_length=serving.MAX_TEXT_CHARS, elem_id="refer-text")
+            refer_btn = gr.Button("Find it", variant="primary", elem_id="refer-btn")
+            if sh.queries.get("refer"):
+                gr.Examples([[q["text"]] for q in sh.queries["refer"]], inputs=[refer_text],
+                            label="Example expressions (pick the matching example image)")
+            parsed = gr.Markdown("", elem_id="refer-parsed")
+        with gr.Column(scale=2):
+            gr.Markdown("The chosen object is drawn on the canvas above and becomes the selected object.")
+            refer_candidates = gr.Gallery(label="Top candidates", columns=4, height=220, allow_preview=False,
+                                          elem_id="refer-candidates", elem_classes=["cols4"])
+
+    def on_parse(text: str):
+        return sh.cb.refer.parse_expression(text), "Parsed; grounding it in the image..."
+
+    def on_refer(sess: Session, text: str, request: gr.Request, progress=gr.Progress()):
+        if not text or not text.strip():
+            return {sh.status: gr.skip()}   # on_parse already said why
+        out, tiles = sh.cb.refer.refer(sess, text, progress_adapter(progress))
+        return (*sh.segment_values(out, request), tiles)
+
+    for trigger in (refer_btn.click, refer_text.submit):
+        parse = trigger(sh.guard(on_parse), [refer_text], [parsed, sh.status], **sh.q["click"])
+        sh.after_segment(parse.then(sh.heavy(on_refer, True), [sh.session, refer_text],
+                                    sh.seg_outputs + [refer_candidates], **sh.q["everything"]))
