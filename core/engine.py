@@ -16,11 +16,8 @@ from core import config
 from core.embed import Embedder
 from core.models import load_clip, load_sam
 from core.sam.segmenter import Segmenter
+from core.sam.variants import sam_variant
 from core.views import render_view
-
-#: What people see for each SAM in the model choice.
-SAM_LABELS = {"vit_t": "fast (MobileSAM)", "vit_b": "SAM ViT-B, as in the papers",
-              "vit_l": "SAM ViT-L", "vit_h": "SAM ViT-H", "vit_tiny": "tiny test SAM (untrained only)"}
 
 UNTRAINED_NOTICE = ("UNTRAINED weights (random, for trying the interface): masks, scores "
                     "and search results are meaningless")
@@ -45,8 +42,12 @@ class EngineSettings:
 
 
 def sam_label(name: str) -> str:
-    """"fast (MobileSAM)" for "vit_t", the name itself for unknown ones."""
-    return SAM_LABELS.get(name, name)
+    """What people see for SAM `name` (its registered label, e.g. "fast (MobileSAM)" for
+    "vit_t"); the name itself for unknown ones."""
+    try:
+        return sam_variant(name).label
+    except ValueError:
+        return name
 
 
 class Engine:

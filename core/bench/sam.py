@@ -26,6 +26,7 @@ from core.bench.timing import cpu_info, machine_load, median_seconds
 from core.io.images import load_image
 from core.models import load_sam
 from core.sam.segmenter import Segmenter
+from core.sam.variants import sam_variant
 
 REPO = Path(__file__).resolve().parents[2]
 COCO_IMAGES = REPO.parent / "shared" / "data" / "coco128" / "images"
@@ -270,9 +271,17 @@ VIT_T_TARGETS = (
 )
 
 
+def _encoder_family(model: str) -> str:
+    """The registered image-encoder family of SAM `model` ("vit" for unregistered names)."""
+    try:
+        return sam_variant(model).encoder
+    except ValueError:
+        return "vit"
+
+
 def targets_for(model: str, amx: bool | None = None) -> tuple:
     """The target rows that apply to SAM `model` on this CPU (`amx`: None = read /proc/cpuinfo)."""
-    if model == "vit_t":
+    if _encoder_family(model) == "tinyvit":
         return VIT_T_TARGETS
     amx = cpu_info().amx if amx is None else amx
     return tuple((n, label, target if n != "encoder_ratio" or amx else 0.45, higher)

@@ -11,10 +11,16 @@ import sys
 
 from core import config
 from core.sam.automask import AutoMaskSettings
-from core.engine import Engine, EngineSettings
+from core.engine import Engine, EngineSettings, sam_label
 from core.embed import GRID_RESIZES
+from core.sam.variants import sam_variant_names
 from core.refer import GLOBAL_EMPHASES, LOCAL_FILLS, METHODS, SCORINGS, GroundingSettings
 from core.views import VIEW_NAMES
+
+
+def sam_choices_help() -> str:
+    """"vit_b (SAM ViT-B, as in the papers) | vit_t (fast (MobileSAM)) | ...": the registered SAMs."""
+    return " | ".join(f"{n} ({sam_label(n)})" for n in sam_variant_names())
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, sam: bool = True, clip: bool = True) -> None:
@@ -23,7 +29,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, sam: bool = True, cl
     group.add_argument("--untrained", action="store_true",
                        help="random weights (no download); outputs are meaningless and say so")
     if sam:
-        group.add_argument("--sam", default=config.SAM_MODEL, help="vit_t (MobileSAM, fast on CPUs) | vit_b | vit_l | vit_h (default %(default)s)")
+        group.add_argument("--sam", default=config.SAM_MODEL, help=f"{sam_choices_help()} (default %(default)s)")
         group.add_argument("--sam-checkpoint", default=None, help="path to the SAM .pth file")
         group.add_argument("--no-fast", action="store_true", help="stock SAM (turn the fast path off)")
         group.add_argument("--sam-precision", default=config.SAM_PRECISION, choices=config.SAM_PRECISIONS,

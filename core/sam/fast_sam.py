@@ -772,7 +772,8 @@ def _restore(sam) -> None:
 
 
 def accelerate_sam(sam, device=None, *, enable: bool = True, dtype: Optional[torch.dtype] = None,
-                   decoder_dtype: Optional[torch.dtype] = torch.float32, fp32_residual: bool = True):
+                   decoder_dtype: Optional[torch.dtype] = torch.float32, fp32_residual: bool = True,
+                   encoder: Optional[str] = None):
     """Make a segment_anything ``Sam`` fast in place and return the same module.
 
     device: where the model lives/should go (default: where it already is).
@@ -787,6 +788,8 @@ def accelerate_sam(sam, device=None, *, enable: bool = True, dtype: Optional[tor
     fp32_residual: keep the encoder's residual stream, LayerNorms and neck in
         float32 while attention and MLPs compute in ``dtype`` (costs ~0.1 s on
         vit_b; halves the encoder's deviation from the float32 reference).
+    encoder: the image-encoder family, "vit" | "tinyvit" (``SamVariant.encoder`` in
+        core.sam.variants), which picks the encoder's fast path; None: read from the module.
 
     Contract: ``image_encoder``, ``prompt_encoder`` and ``mask_decoder`` still
     take float32 tensors and return float32 tensors; the prompt encoder stays
@@ -806,7 +809,7 @@ def accelerate_sam(sam, device=None, *, enable: bool = True, dtype: Optional[tor
     if dev.type == "cpu":
         set_threads()
     sam.eval()
-    if is_tinyvit(sam):
+    if (encoder or ("tinyvit" if is_tinyvit(sam) else "vit")) == "tinyvit":
         accelerate_encoder(sam.image_encoder, dtype)
     else:
         _accelerate_vit_encoder(sam, dev, dtype, fp32_residual)
