@@ -27,8 +27,9 @@ CACHE_DIR: Path = _env_path("SAMCLIP_CACHE", Path.home() / ".cache" / "samclip")
 #: Explicit weight files (override the cache and the download).
 SAM_CHECKPOINT: str | None = os.environ.get("SAMCLIP_SAM_CHECKPOINT") or None
 CLIP_CHECKPOINT: str | None = os.environ.get("SAMCLIP_CLIP_CHECKPOINT") or None
-#: Default model names.
-SAM_MODEL: str = os.environ.get("SAMCLIP_SAM_MODEL", "vit_b")
+#: Default model names. SAM: None = by device (`core.models.default_sam_model`: vit_t on a
+#: CPU, vit_b on a GPU); the evaluations default to vit_b whatever this says.
+SAM_MODEL: str | None = os.environ.get("SAMCLIP_SAM_MODEL", "").strip() or None
 CLIP_MODEL: str = os.environ.get("SAMCLIP_CLIP_MODEL", "ViT-B-32")
 CLIP_PRETRAINED: str = os.environ.get("SAMCLIP_CLIP_PRETRAINED", "openai")
 #: Fast-path SAM precision: "auto" (bf16 on CPUs/GPUs with native support, else fp32),

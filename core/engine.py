@@ -14,7 +14,7 @@ import numpy as np
 
 from core import config
 from core.embed import Embedder
-from core.models import load_clip, load_sam
+from core.models import default_sam_model, load_clip, load_sam
 from core.sam.segmenter import Segmenter
 from core.sam.variants import sam_variant
 from core.views import render_view
@@ -25,9 +25,13 @@ UNTRAINED_NOTICE = ("UNTRAINED weights (random, for trying the interface): masks
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """Which models to load. Paths override the cache; `untrained` builds random weights."""
+    """Which models to load. Paths override the cache; `untrained` builds random weights.
 
-    sam: str = config.SAM_MODEL
+    sam None (the default) becomes `core.models.default_sam_model(device)` on construction
+    (vit_t on a CPU, vit_b on a GPU, or $SAMCLIP_SAM_MODEL), so `settings.sam` is always a name.
+    """
+
+    sam: str | None = None
     sam_checkpoint: str | None = None
     clip: str = config.CLIP_MODEL
     pretrained: str = config.CLIP_PRETRAINED
@@ -36,6 +40,10 @@ class EngineSettings:
     fast: bool = True
     sam_precision: str = config.SAM_PRECISION
     device: str | None = None
+
+    def __post_init__(self):
+        if not self.sam:
+            object.__setattr__(self, "sam", default_sam_model(self.device))
 
     def with_(self, **changes) -> "EngineSettings":
         return replace(self, **changes)

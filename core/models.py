@@ -58,6 +58,16 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def default_sam_model(device: str | None = None) -> str:
+    """The SAM to use when none is named: $SAMCLIP_SAM_MODEL (config.SAM_MODEL) when set, else
+    "vit_t" (MobileSAM, light) on a CPU and "vit_b" on a GPU. device: a torch device name
+    ("cpu", "cuda:1"); None = `default_device()`."""
+    if config.SAM_MODEL:
+        return config.SAM_MODEL
+    kind = str(device or default_device()).split(":")[0]
+    return "vit_t" if kind == "cpu" else "vit_b"
+
+
 # ----------------------------------------------------------------------------- files
 
 
@@ -207,10 +217,12 @@ def _build_sam(name: str, checkpoint: Path | None):
     return sam
 
 
-def load_sam(name: str = "vit_b", checkpoint: str | os.PathLike | None = None, *,
+def load_sam(name: str | None = None, checkpoint: str | os.PathLike | None = None, *,
              untrained: bool = False, fast: bool = True, device: str | None = None,
              precision: str | None = None):
     """Build SAM `name` (any name of `sam_model_names()`, core.sam.variants), cached per process.
+
+    name None: `default_sam_model(device)` (vit_t on a CPU, vit_b on a GPU, or $SAMCLIP_SAM_MODEL).
 
     "vit_t" is MobileSAM (TinyViT image encoder from `core.sam.tinyvit`, SAM's prompt encoder
     and mask decoder; checkpoint mobile_sam.pt). `untrained=True` uses seeded random
@@ -220,13 +232,14 @@ def load_sam(name: str = "vit_b", checkpoint: str | os.PathLike | None = None, *
     `config.SAM_PRECISION`) picks the fast path's image-encoder precision.
     Returns a `segment_anything.modeling.Sam` in eval mode.
     """
+    device = device or default_device()
+    name = name or default_sam_model(device)
     variant = sam_variant(name)   # ValueError listing the valid names
     if variant.untrained_only and not untrained:
         raise WeightsNotFound(f"SAM {name} has no published weights; it exists for tests: "
                               f"use it with --untrained")
     from core.sam.fast_sam import accelerate_sam, parse_precision  # torch code: loaded with the model
 
-    device = device or default_device()
     dtype = parse_precision(precision or config.SAM_PRECISION)  # None: the device's best
     path = None if untrained else resolve_sam_checkpoint(name, checkpoint)
     key = ("sam", name, str(path), untrained, fast, device, dtype if fast else None)
@@ -394,8 +407,9 @@ def load_spacy():
         return _LOADED["spacy"]
 
 
-def fetch_weights(sam: str = "vit_b", clip: str = "ViT-B-32", pretrained: str = "openai") -> dict:
-    """Download (or find) the weights of `sam` and `clip`/`pretrained` into the cache."""
-    sam_path = resolve_sam_checkpoint(sam, download=True)
+def fetch_weights(sam: str | None = None, clip: str = "ViT-B-32", pretrained: str = "openai") -> dict:
+    """Download (or find) the weights of `sam` (None: `default_sam_model()`) and
+    `clip`/`pretrained` into the cache."""
+    sam_path = resolve_sam_checkpoint(sam or default_sam_model(), download=True)
     load_clip(clip, pretrained, device="cpu")
     return {"sam": str(sam_path), "clip_cache": str(clip_cache_dir())}

@@ -23,13 +23,19 @@ def sam_choices_help() -> str:
     return " | ".join(f"{n} ({sam_label(n)})" for n in sam_variant_names())
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, *, sam: bool = True, clip: bool = True) -> None:
-    """The model options every model-using command (and the app) shares."""
+def add_model_arguments(parser: argparse.ArgumentParser, *, sam: bool = True, clip: bool = True,
+                        sam_default: str | None = None) -> None:
+    """The model options every model-using command (and the app) shares.
+
+    sam_default: the --sam default; None = by device (`core.models.default_sam_model`: vit_t on a
+    CPU, vit_b on a GPU, or $SAMCLIP_SAM_MODEL), resolved when the settings are built.
+    """
     group = parser.add_argument_group("models")
     group.add_argument("--untrained", action="store_true",
                        help="random weights (no download); outputs are meaningless and say so")
     if sam:
-        group.add_argument("--sam", default=config.SAM_MODEL, help=f"{sam_choices_help()} (default %(default)s)")
+        default = sam_default or "$SAMCLIP_SAM_MODEL, else vit_t on a CPU and vit_b on a GPU"
+        group.add_argument("--sam", default=sam_default, help=f"{sam_choices_help()} (default: {default})")
         group.add_argument("--sam-checkpoint", default=None, help="path to the SAM .pth file")
         group.add_argument("--no-fast", action="store_true", help="stock SAM (turn the fast path off)")
         group.add_argument("--sam-precision", default=config.SAM_PRECISION, choices=config.SAM_PRECISIONS,
@@ -45,7 +51,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, sam: bool = True, cl
 def engine_settings_from_args(args: argparse.Namespace) -> EngineSettings:
     """The `EngineSettings` of the model options in `args` (those a parser left out keep defaults)."""
     return EngineSettings(
-        sam=getattr(args, "sam", config.SAM_MODEL), sam_checkpoint=getattr(args, "sam_checkpoint", None),
+        sam=getattr(args, "sam", None), sam_checkpoint=getattr(args, "sam_checkpoint", None),
         clip=getattr(args, "clip", config.CLIP_MODEL), pretrained=getattr(args, "pretrained", config.CLIP_PRETRAINED),
         clip_checkpoint=getattr(args, "clip_checkpoint", None), untrained=args.untrained,
         fast=not getattr(args, "no_fast", False),
