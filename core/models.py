@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core import config
+from core.sam.precision import PrecisionChoice, choose_cpu_precision, cpu_model_name
+from core.sam.precision import attach as attach_precision
+from core.sam.precision import cache_key as precision_cache_key
 from core.sam.variants import SamWeights, sam_variant, sam_variant_names
 
 UNTRAINED_SEED = 0
@@ -238,9 +241,9 @@ def load_sam(name: str | None = None, checkpoint: str | os.PathLike | None = Non
     if variant.untrained_only and not untrained:
         raise WeightsNotFound(f"SAM {name} has no published weights; it exists for tests: "
                               f"use it with --untrained")
-    from core.sam.fast_sam import accelerate_sam, parse_precision  # torch code: loaded with the model
+    from core.sam.fast_sam import PRECISIONS, accelerate_sam, parse_precision  # torch code: loaded with the model
 
-    dtype = parse_precision(precision or config.SAM_PRECISION)  # None: the device's best
+    dtype = parse_precision(precision or config.SAM_PRECISION)  # None: "auto", decided on first load
     path = None if untrained else resolve_sam_checkpoint(name, checkpoint)
     key = ("sam", name, str(path), untrained, fast, device, dtype if fast else None)
     with _LOCK:
@@ -248,9 +251,40 @@ def load_sam(name: str | None = None, checkpoint: str | os.PathLike | None = Non
             sam = _build_sam(name, path).to(device).eval()
             sam.requires_grad_(False)
             if fast:
-                sam = accelerate_sam(sam, device, dtype=dtype, encoder=variant.encoder)
+                choice = sam_precision_choice(sam, name, device, precision or config.SAM_PRECISION)
+                sam = accelerate_sam(sam, device, dtype=PRECISIONS[choice.dtype], encoder=variant.encoder)
+                attach_precision(sam, choice)
             _LOADED[key] = sam
         return _LOADED[key]
+
+
+def sam_precision_choice(sam, name: str, device: str, requested: str = "auto") -> PrecisionChoice:
+    """The fast-path precision for the stock float32 SAM `sam` (variant `name`) on `device`.
+
+    requested: "fp32" | "bf16" | "fp16" (taken as given, source "explicit") or "auto": the
+    variant's own policy when it names one, else on a GPU the device's support (`best_dtype`,
+    source "flags"), on a CPU `core.sam.precision.choose_cpu_precision` (fp32 without native
+    bf16; else the cached or freshly measured faster of fp32 / bf16).
+    """
+    import torch
+
+    from core.sam import fast_sam
+
+    key = str(requested).strip().lower()
+    fast_sam.parse_precision(key)   # ValueError for unknown names
+    policy = sam_variant(name).precision
+    if key != "auto":
+        return PrecisionChoice(key, "explicit")
+    if policy != "auto":
+        return PrecisionChoice(policy, "variant")
+    dev = torch.device(device)
+    if dev.type != "cpu":
+        return PrecisionChoice(fast_sam.precision_name(fast_sam.best_dtype(dev)), "flags")
+    threads = fast_sam.set_threads()   # time with the threads the model will run with
+    cache = precision_cache_key(name, cpu=cpu_model_name(), flags=fast_sam.cpu_flags(),
+                                torch_version=torch.__version__, threads=threads)
+    return choose_cpu_precision(cache, capable=fast_sam.cpu_supports_bf16(), time_fn=lambda p: fast_sam.encoder_seconds(
+        sam, sam_variant(name).encoder, p))
 
 
 # ----------------------------------------------------------------------------- CLIP

@@ -96,7 +96,9 @@ def test_sam_precision_switch_picks_the_fast_path_dtype(monkeypatch):
     exact = models.load_sam("vit_tiny", untrained=True, device="cpu", precision="fp32")
     assert fast_sam.is_accelerated(exact) and fast_sam.fast_dtype(exact) == torch.float32
     auto = models.load_sam("vit_tiny", untrained=True, device="cpu", precision="auto")
-    assert auto is not exact and fast_sam.fast_dtype(auto) == fast_sam.best_dtype("cpu")
+    from core.sam.precision import precision_of
+
+    assert auto is not exact and fast_sam.fast_dtype(auto) == fast_sam.PRECISIONS[precision_of(auto).dtype]
     monkeypatch.setattr(config, "SAM_PRECISION", "FP32")
     assert models.load_sam("vit_tiny", untrained=True, device="cpu") is exact
     with pytest.raises(ValueError, match="unknown SAM precision 'int4'.*fp32"):

@@ -39,7 +39,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, sam: bool = True, cl
         group.add_argument("--sam-checkpoint", default=None, help="path to the SAM .pth file")
         group.add_argument("--no-fast", action="store_true", help="stock SAM (turn the fast path off)")
         group.add_argument("--sam-precision", default=config.SAM_PRECISION, choices=config.SAM_PRECISIONS,
-                           help="fast-path precision: auto = bf16 where the CPU/GPU supports it; fp32 gives "
+                           help="fast-path precision: auto = on a CPU with native bf16 the faster of fp32/bf16 "
+                                "(measured once, remembered), fp32 on other CPUs, bf16/fp16 on a GPU; fp32 gives "
                                 "masks identical to stock SAM (default %(default)s)")
     if clip:
         group.add_argument("--clip", default=config.CLIP_MODEL, help="open_clip model name (default %(default)s)")
