@@ -1,8 +1,10 @@
 """Launch the Gradio app (what `make run` and a Hugging Face Space run).
 
-    python app.py [--untrained] [--sam vit_b] [--clip ViT-B-32 --pretrained openai] [--port N]
+    python app.py [--untrained] [--sam vit_t|vit_b] [--clip ViT-B-32 --pretrained openai] [--port N]
                   [--gallery PATH]     # also search a gallery made by `python -m core index`
 
+SAM: --sam, else $SAMCLIP_SAM_MODEL, else `core.models.default_sam_model` of the device
+(vit_t on a CPU, vit_b on a GPU), the same default as the command line's.
 Port: --port, else $GRADIO_SERVER_PORT, else 7860. Host: --host, else $GRADIO_SERVER_NAME,
 else 0.0.0.0 (what Spaces expects). Models load in the background so the page is up at
 once; when weights are missing it says so and offers the untrained mode. On a ZeroGPU

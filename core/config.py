@@ -27,11 +27,13 @@ CACHE_DIR: Path = _env_path("SAMCLIP_CACHE", Path.home() / ".cache" / "samclip")
 #: Explicit weight files (override the cache and the download).
 SAM_CHECKPOINT: str | None = os.environ.get("SAMCLIP_SAM_CHECKPOINT") or None
 CLIP_CHECKPOINT: str | None = os.environ.get("SAMCLIP_CLIP_CHECKPOINT") or None
-#: Default model names.
-SAM_MODEL: str = os.environ.get("SAMCLIP_SAM_MODEL", "vit_b")
+#: Default model names. SAM: None = by device (`core.models.default_sam_model`: vit_t on a
+#: CPU, vit_b on a GPU); the evaluations default to vit_b whatever this says.
+SAM_MODEL: str | None = os.environ.get("SAMCLIP_SAM_MODEL", "").strip() or None
 CLIP_MODEL: str = os.environ.get("SAMCLIP_CLIP_MODEL", "ViT-B-32")
 CLIP_PRETRAINED: str = os.environ.get("SAMCLIP_CLIP_PRETRAINED", "openai")
-#: Fast-path SAM precision: "auto" (bf16 on CPUs/GPUs with native support, else fp32),
+#: Fast-path SAM precision: "auto" (on a CPU with native bf16, the faster of fp32/bf16 as
+#: measured once and remembered, see core.sam.precision; fp32 on other CPUs; bf16/fp16 on GPUs),
 #: "fp32" (masks identical to stock SAM, slower), "bf16" or "fp16".
 SAM_PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 SAM_PRECISION: str = os.environ.get("SAMCLIP_SAM_PRECISION", "auto")

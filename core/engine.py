@@ -14,13 +14,10 @@ import numpy as np
 
 from core import config
 from core.embed import Embedder
-from core.models import load_clip, load_sam
+from core.models import default_sam_model, load_clip, load_sam
 from core.sam.segmenter import Segmenter
+from core.sam.variants import sam_variant
 from core.views import render_view
-
-#: What people see for each SAM in the model choice.
-SAM_LABELS = {"vit_t": "fast (MobileSAM)", "vit_b": "SAM ViT-B, as in the papers",
-              "vit_l": "SAM ViT-L", "vit_h": "SAM ViT-H", "vit_tiny": "tiny test SAM (untrained only)"}
 
 UNTRAINED_NOTICE = ("UNTRAINED weights (random, for trying the interface): masks, scores "
                     "and search results are meaningless")
@@ -28,9 +25,13 @@ UNTRAINED_NOTICE = ("UNTRAINED weights (random, for trying the interface): masks
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """Which models to load. Paths override the cache; `untrained` builds random weights."""
+    """Which models to load. Paths override the cache; `untrained` builds random weights.
 
-    sam: str = config.SAM_MODEL
+    sam None (the default) becomes `core.models.default_sam_model(device)` on construction
+    (vit_t on a CPU, vit_b on a GPU, or $SAMCLIP_SAM_MODEL), so `settings.sam` is always a name.
+    """
+
+    sam: str | None = None
     sam_checkpoint: str | None = None
     clip: str = config.CLIP_MODEL
     pretrained: str = config.CLIP_PRETRAINED
@@ -40,13 +41,21 @@ class EngineSettings:
     sam_precision: str = config.SAM_PRECISION
     device: str | None = None
 
+    def __post_init__(self):
+        if not self.sam:
+            object.__setattr__(self, "sam", default_sam_model(self.device))
+
     def with_(self, **changes) -> "EngineSettings":
         return replace(self, **changes)
 
 
 def sam_label(name: str) -> str:
-    """"fast (MobileSAM)" for "vit_t", the name itself for unknown ones."""
-    return SAM_LABELS.get(name, name)
+    """What people see for SAM `name` (its registered label, e.g. "fast (MobileSAM)" for
+    "vit_t"); the name itself for unknown ones."""
+    try:
+        return sam_variant(name).label
+    except ValueError:
+        return name
 
 
 class Engine:

@@ -24,6 +24,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core import config
+from core.sam.precision import PrecisionChoice, choose_cpu_precision, cpu_model_name
+from core.sam.precision import attach as attach_precision
+from core.sam.precision import cache_key as precision_cache_key
+from core.sam.variants import SamWeights, sam_variant, sam_variant_names
 
 UNTRAINED_SEED = 0
 _LOCK = threading.RLock()
@@ -34,48 +38,18 @@ class WeightsNotFound(RuntimeError):
     """Raised when a weight file is neither given, cached nor downloadable."""
 
 
-@dataclass(frozen=True)
-class SamWeights:
-    """An official SAM checkpoint: file name, source URL, checksum(s) and approximate size.
-
-    md5: the published md5 (Meta's SAM files carry its first digits in their names).
-    git_blob_sha1: for files published inside a git repository, the blob id git lists
-    for the file (sha1 of b"blob <size>\0" + content), checked the same way.
-    """
-
-    filename: str
-    url: str
-    md5: str | None
-    size_mb: int
-    git_blob_sha1: str | None = None
-
-
-SAM_WEIGHTS: dict[str, SamWeights] = {
-    "vit_b": SamWeights("sam_vit_b_01ec64.pth",
-                        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
-                        "01ec64d29a2fca3f0661936605ae66f8", 375),
-    "vit_l": SamWeights("sam_vit_l_0b3195.pth",
-                        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
-                        "0b3195507c641ddb6910d2bb5adee89c", 1250),
-    "vit_h": SamWeights("sam_vit_h_4b8939.pth",
-                        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
-                        "4b8939a88964f0f4ff5f5b2642c598a6", 2560),
-    # MobileSAM (TinyViT encoder, core.sam.tinyvit). No md5/sha256 is published; the file sits in
-    # the MobileSAM repository, whose tree at this commit lists it as git blob 7ef2d09...
-    "vit_t": SamWeights("mobile_sam.pt",
-                        "https://raw.githubusercontent.com/ChaoningZhang/MobileSAM/"
-                        "34bbbfdface3c18e5221aa7de6032d7220c6c6a1/weights/mobile_sam.pt",
-                        None, 41, git_blob_sha1="7ef2d090979fd9853adf17b7a99c8b94a1c5a6a7"),
-}
-#: SAM names whose image encoder is TinyViT (core.sam.tinyvit) rather than segment_anything's ViT.
-TINYVIT_SAM = ("vit_t",)
-#: Small SAM configuration with no published weights: for tests and quick demos only.
-UNTRAINED_ONLY_SAM = ("vit_tiny",)
-
-
 def sam_model_names() -> list[str]:
-    """All SAM names `load_sam` accepts."""
-    return list(SAM_WEIGHTS) + list(UNTRAINED_ONLY_SAM)
+    """All SAM names `load_sam` accepts (the registry in core.sam.variants)."""
+    return sam_variant_names()
+
+
+def sam_weights(name: str) -> SamWeights:
+    """The official weight file of SAM `name`; ValueError for unknown or untrained-only names."""
+    variant = sam_variant(name)
+    if variant.weights is None:
+        raise ValueError(f"SAM {name} has no published weights (untrained only); "
+                         f"SAMs with weights: {[n for n in sam_variant_names() if sam_variant(n).weights]}")
+    return variant.weights
 
 
 def default_device() -> str:
@@ -85,6 +59,16 @@ def default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_sam_model(device: str | None = None) -> str:
+    """The SAM to use when none is named: $SAMCLIP_SAM_MODEL (config.SAM_MODEL) when set, else
+    "vit_t" (MobileSAM, light) on a CPU and "vit_b" on a GPU. device: a torch device name
+    ("cpu", "cuda:1"); None = `default_device()`."""
+    if config.SAM_MODEL:
+        return config.SAM_MODEL
+    kind = str(device or default_device()).split(":")[0]
+    return "vit_t" if kind == "cpu" else "vit_b"
 
 
 # ----------------------------------------------------------------------------- files
@@ -132,15 +116,13 @@ def download_file(url: str, dest: Path, md5: str | None = None, *, git_sha1: str
 
 def sam_cache_path(name: str) -> Path:
     """Where the SAM checkpoint `name` is cached."""
-    return config.CACHE_DIR / "sam" / SAM_WEIGHTS[name].filename
+    return config.CACHE_DIR / "sam" / sam_weights(name).filename
 
 
 def resolve_sam_checkpoint(name: str, checkpoint: str | os.PathLike | None = None,
                            *, download: bool | None = None) -> Path:
     """Find the SAM weight file for `name` (see module docstring for the order)."""
-    if name not in SAM_WEIGHTS:
-        raise ValueError(f"unknown SAM model {name!r}; choose one of {sam_model_names()}")
-    info = SAM_WEIGHTS[name]
+    info = sam_weights(name)
     explicit = checkpoint or config.SAM_CHECKPOINT
     if explicit:
         path = Path(explicit).expanduser()
@@ -167,14 +149,6 @@ def resolve_sam_checkpoint(name: str, checkpoint: str | os.PathLike | None = Non
 
 
 # ----------------------------------------------------------------------------- SAM
-
-
-def _build_sam_tiny():
-    """A small SAM (64-d, 2 blocks, 1 global) with the real prompt encoder and decoder."""
-    from segment_anything.build_sam import _build_sam
-
-    return _build_sam(encoder_embed_dim=64, encoder_depth=2, encoder_num_heads=2,
-                      encoder_global_attn_indexes=[1], checkpoint=None)
 
 
 class BadWeightsFile(WeightsNotFound, ValueError):
@@ -235,31 +209,23 @@ def load_sam_state(sam, path: Path) -> None:
 
 
 def _build_sam(name: str, checkpoint: Path | None):
+    """SAM `name` built by its registered builder: seeded random weights, or `checkpoint`'s."""
     import torch
-    from segment_anything import sam_model_registry
 
-    if name in UNTRAINED_ONLY_SAM:
-        torch.manual_seed(UNTRAINED_SEED)
-        return _build_sam_tiny()
     if checkpoint is None:
         torch.manual_seed(UNTRAINED_SEED)
-    if name in TINYVIT_SAM:
-        from core.sam.tinyvit import build_sam_vit_t
-
-        sam = build_sam_vit_t()
-        if checkpoint is not None:
-            load_sam_state(sam, checkpoint)
-        return sam
-    sam = sam_model_registry[name](checkpoint=None)
+    sam = sam_variant(name).builder()
     if checkpoint is not None:   # read here, tensors only (segment_anything's own torch.load is not)
         load_sam_state(sam, checkpoint)
     return sam
 
 
-def load_sam(name: str = "vit_b", checkpoint: str | os.PathLike | None = None, *,
+def load_sam(name: str | None = None, checkpoint: str | os.PathLike | None = None, *,
              untrained: bool = False, fast: bool = True, device: str | None = None,
              precision: str | None = None):
-    """Build SAM `name` ("vit_b" | "vit_l" | "vit_h" | "vit_t" | "vit_tiny"), cached per process.
+    """Build SAM `name` (any name of `sam_model_names()`, core.sam.variants), cached per process.
+
+    name None: `default_sam_model(device)` (vit_t on a CPU, vit_b on a GPU, or $SAMCLIP_SAM_MODEL).
 
     "vit_t" is MobileSAM (TinyViT image encoder from `core.sam.tinyvit`, SAM's prompt encoder
     and mask decoder; checkpoint mobile_sam.pt). `untrained=True` uses seeded random
@@ -269,15 +235,15 @@ def load_sam(name: str = "vit_b", checkpoint: str | os.PathLike | None = None, *
     `config.SAM_PRECISION`) picks the fast path's image-encoder precision.
     Returns a `segment_anything.modeling.Sam` in eval mode.
     """
-    if name not in sam_model_names():
-        raise ValueError(f"unknown SAM model {name!r}; choose one of {sam_model_names()}")
-    if name in UNTRAINED_ONLY_SAM and not untrained:
+    device = device or default_device()
+    name = name or default_sam_model(device)
+    variant = sam_variant(name)   # ValueError listing the valid names
+    if variant.untrained_only and not untrained:
         raise WeightsNotFound(f"SAM {name} has no published weights; it exists for tests: "
                               f"use it with --untrained")
-    from core.sam.fast_sam import accelerate_sam, parse_precision  # torch code: loaded with the model
+    from core.sam.fast_sam import PRECISIONS, accelerate_sam, parse_precision  # torch code: loaded with the model
 
-    device = device or default_device()
-    dtype = parse_precision(precision or config.SAM_PRECISION)  # None: the device's best
+    dtype = parse_precision(precision or config.SAM_PRECISION)  # None: "auto", decided on first load
     path = None if untrained else resolve_sam_checkpoint(name, checkpoint)
     key = ("sam", name, str(path), untrained, fast, device, dtype if fast else None)
     with _LOCK:
@@ -285,9 +251,40 @@ def load_sam(name: str = "vit_b", checkpoint: str | os.PathLike | None = None, *
             sam = _build_sam(name, path).to(device).eval()
             sam.requires_grad_(False)
             if fast:
-                sam = accelerate_sam(sam, device, dtype=dtype)
+                choice = sam_precision_choice(sam, name, device, precision or config.SAM_PRECISION)
+                sam = accelerate_sam(sam, device, dtype=PRECISIONS[choice.dtype], encoder=variant.encoder)
+                attach_precision(sam, choice)
             _LOADED[key] = sam
         return _LOADED[key]
+
+
+def sam_precision_choice(sam, name: str, device: str, requested: str = "auto") -> PrecisionChoice:
+    """The fast-path precision for the stock float32 SAM `sam` (variant `name`) on `device`.
+
+    requested: "fp32" | "bf16" | "fp16" (taken as given, source "explicit") or "auto": the
+    variant's own policy when it names one, else on a GPU the device's support (`best_dtype`,
+    source "flags"), on a CPU `core.sam.precision.choose_cpu_precision` (fp32 without native
+    bf16; else the cached or freshly measured faster of fp32 / bf16).
+    """
+    import torch
+
+    from core.sam import fast_sam
+
+    key = str(requested).strip().lower()
+    fast_sam.parse_precision(key)   # ValueError for unknown names
+    policy = sam_variant(name).precision
+    if key != "auto":
+        return PrecisionChoice(key, "explicit")
+    if policy != "auto":
+        return PrecisionChoice(policy, "variant")
+    dev = torch.device(device)
+    if dev.type != "cpu":
+        return PrecisionChoice(fast_sam.precision_name(fast_sam.best_dtype(dev)), "flags")
+    threads = fast_sam.set_threads()   # time with the threads the model will run with
+    cache = precision_cache_key(name, cpu=cpu_model_name(), flags=fast_sam.cpu_flags(),
+                                torch_version=torch.__version__, threads=threads)
+    return choose_cpu_precision(cache, capable=fast_sam.cpu_supports_bf16(), time_fn=lambda p: fast_sam.encoder_seconds(
+        sam, sam_variant(name).encoder, p))
 
 
 # ----------------------------------------------------------------------------- CLIP
@@ -444,8 +441,9 @@ def load_spacy():
         return _LOADED["spacy"]
 
 
-def fetch_weights(sam: str = "vit_b", clip: str = "ViT-B-32", pretrained: str = "openai") -> dict:
-    """Download (or find) the weights of `sam` and `clip`/`pretrained` into the cache."""
-    sam_path = resolve_sam_checkpoint(sam, download=True)
+def fetch_weights(sam: str | None = None, clip: str = "ViT-B-32", pretrained: str = "openai") -> dict:
+    """Download (or find) the weights of `sam` (None: `default_sam_model()`) and
+    `clip`/`pretrained` into the cache."""
+    sam_path = resolve_sam_checkpoint(sam or default_sam_model(), download=True)
     load_clip(clip, pretrained, device="cpu")
     return {"sam": str(sam_path), "clip_cache": str(clip_cache_dir())}

@@ -5,6 +5,14 @@ import pytest
 
 from core import config, models
 from core.models import SamWeights, WeightsNotFound
+from core.sam import variants
+
+
+def _with_weights(monkeypatch, name: str, weights: SamWeights) -> None:
+    """Give the registered SAM `name` other weights for this test."""
+    import dataclasses
+
+    monkeypatch.setitem(variants._VARIANTS, name, dataclasses.replace(variants.sam_variant(name), weights=weights))
 
 
 @pytest.fixture
@@ -48,11 +56,11 @@ def test_download_verifies_checksum_and_is_atomic(empty_cache, tmp_path, monkeyp
     source = tmp_path / "weights.pth"
     source.write_bytes(b"pretend weights" * 100)
     good = hashlib.md5(source.read_bytes()).hexdigest()
-    monkeypatch.setitem(models.SAM_WEIGHTS, "vit_b", SamWeights("sam_vit_b_01ec64.pth", source.as_uri(), "0" * 32, 1))
+    _with_weights(monkeypatch, "vit_b", SamWeights("sam_vit_b_01ec64.pth", source.as_uri(), "0" * 32, 1))
     with pytest.raises(WeightsNotFound, match="checksum mismatch"):
         models.resolve_sam_checkpoint("vit_b", download=True)
     assert not list((empty_cache / "sam").glob("*"))  # nothing half-written left behind
-    monkeypatch.setitem(models.SAM_WEIGHTS, "vit_b", SamWeights("sam_vit_b_01ec64.pth", source.as_uri(), good, 1))
+    _with_weights(monkeypatch, "vit_b", SamWeights("sam_vit_b_01ec64.pth", source.as_uri(), good, 1))
     path = models.resolve_sam_checkpoint("vit_b", download=True)
     assert path.read_bytes() == source.read_bytes()
 
@@ -88,7 +96,9 @@ def test_sam_precision_switch_picks_the_fast_path_dtype(monkeypatch):
     exact = models.load_sam("vit_tiny", untrained=True, device="cpu", precision="fp32")
     assert fast_sam.is_accelerated(exact) and fast_sam.fast_dtype(exact) == torch.float32
     auto = models.load_sam("vit_tiny", untrained=True, device="cpu", precision="auto")
-    assert auto is not exact and fast_sam.fast_dtype(auto) == fast_sam.best_dtype("cpu")
+    from core.sam.precision import precision_of
+
+    assert auto is not exact and fast_sam.fast_dtype(auto) == fast_sam.PRECISIONS[precision_of(auto).dtype]
     monkeypatch.setattr(config, "SAM_PRECISION", "FP32")
     assert models.load_sam("vit_tiny", untrained=True, device="cpu") is exact
     with pytest.raises(ValueError, match="unknown SAM precision 'int4'.*fp32"):
@@ -135,7 +145,7 @@ def test_git_blob_sha1_is_gits_object_id(tmp_path):
 
 def test_vit_t_is_registered_with_mobile_sams_file(empty_cache, monkeypatch):
     assert "vit_t" in models.sam_model_names()
-    info = models.SAM_WEIGHTS["vit_t"]
+    info = models.sam_weights("vit_t")
     assert info.filename == "mobile_sam.pt" and info.md5 is None and len(info.git_blob_sha1) == 40
     monkeypatch.setattr(config, "OFFLINE", True)
     with pytest.raises(WeightsNotFound, match=r"mobile_sam\.pt \(~41 MB\)"):
@@ -145,13 +155,13 @@ def test_vit_t_is_registered_with_mobile_sams_file(empty_cache, monkeypatch):
 def test_download_verifies_git_blob_checksum(empty_cache, tmp_path, monkeypatch):
     source = tmp_path / "mobile_sam.pt"
     source.write_bytes(b"pretend mobile sam" * 100)
-    info = models.SAM_WEIGHTS["vit_t"]
-    monkeypatch.setitem(models.SAM_WEIGHTS, "vit_t", SamWeights(info.filename, source.as_uri(), None, 1,
+    info = models.sam_weights("vit_t")
+    _with_weights(monkeypatch, "vit_t", SamWeights(info.filename, source.as_uri(), None, 1,
                                                                  git_blob_sha1="0" * 40))
     with pytest.raises(WeightsNotFound, match="checksum mismatch"):
         models.resolve_sam_checkpoint("vit_t", download=True)
     assert not list((empty_cache / "sam").glob("*"))
-    monkeypatch.setitem(models.SAM_WEIGHTS, "vit_t", SamWeights(info.filename, source.as_uri(), None, 1,
+    _with_weights(monkeypatch, "vit_t", SamWeights(info.filename, source.as_uri(), None, 1,
                                                                  git_blob_sha1=models.git_blob_sha1(source)))
     assert models.resolve_sam_checkpoint("vit_t", download=True).read_bytes() == source.read_bytes()
 

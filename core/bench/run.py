@@ -493,6 +493,8 @@ def format_table(results: BenchResults) -> str:
              f"loadavg at start {m['loadavg_start'][0]:.2f}; {'trained' if s.trained else 'untrained'} weights)"]
     for sam in results.sam or []:
         lines.append(f"SAM {sam.model} ({sam.fast_precision or '?'} fast path, device {sam.device}):")
+        if sam.precision_choice:
+            lines.append(f"  precision auto chose {sam.precision_choice}")
         lines += [f"  {item}" for item in sam.table_lines()]
     cache = results.cache
     if cache:

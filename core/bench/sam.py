@@ -26,6 +26,8 @@ from core.bench.timing import cpu_info, machine_load, median_seconds
 from core.io.images import load_image
 from core.models import load_sam
 from core.sam.segmenter import Segmenter
+from core.sam.precision import precision_of
+from core.sam.variants import sam_variant
 
 REPO = Path(__file__).resolve().parents[2]
 COCO_IMAGES = REPO.parent / "shared" / "data" / "coco128" / "images"
@@ -103,6 +105,12 @@ def _encoder_input(sam, image):
     return sam.preprocess(x), resized.shape[:2]
 
 
+def _choice_text(sam) -> str | None:
+    """How load_sam chose the fast path's precision: "fp32 (flags)", "bf16 (measured: ...)"."""
+    choice = precision_of(sam)
+    return None if choice is None else choice.describe()
+
+
 def _precision(sam) -> str:
     return fast_sam.precision_name(fast_sam.fast_dtype(sam))
 
@@ -124,6 +132,7 @@ def bench_encoder(setup: SamSetup, repeats: int = 3, quick: bool = False) -> Dic
         t_stock = median_seconds(lambda: stock.image_encoder(x), stock_reps, warmup=0)
     return {
         "threads": torch.get_num_threads(), "fast_precision": _precision(fast),
+        "precision_choice": _choice_text(fast),
         "encoder_load_avg": machine_load(),
         "encoder_stock_fp32_s": t_stock, "encoder_fast_s": t_fast, "encoder_ratio": t_fast / t_stock,
         "encoder_fast_fp32_s": t_exact, "encoder_fast_fp32_ratio": t_exact / t_stock,
@@ -270,9 +279,17 @@ VIT_T_TARGETS = (
 )
 
 
+def _encoder_family(model: str) -> str:
+    """The registered image-encoder family of SAM `model` ("vit" for unregistered names)."""
+    try:
+        return sam_variant(model).encoder
+    except ValueError:
+        return "vit"
+
+
 def targets_for(model: str, amx: bool | None = None) -> tuple:
     """The target rows that apply to SAM `model` on this CPU (`amx`: None = read /proc/cpuinfo)."""
-    if model == "vit_t":
+    if _encoder_family(model) == "tinyvit":
         return VIT_T_TARGETS
     amx = cpu_info().amx if amx is None else amx
     return tuple((n, label, target if n != "encoder_ratio" or amx else 0.45, higher)
@@ -327,6 +344,7 @@ class SamBenchResult:
     untrained: bool
     threads: int | None = None
     fast_precision: str | None = None
+    precision_choice: str | None = None
     encoder_load_avg: float | None = None
     encoder_stock_fp32_s: float | None = None
     encoder_fast_s: float | None = None

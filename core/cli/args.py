@@ -11,23 +11,36 @@ import sys
 
 from core import config
 from core.sam.automask import AutoMaskSettings
-from core.engine import Engine, EngineSettings
+from core.engine import Engine, EngineSettings, sam_label
 from core.embed import GRID_RESIZES
+from core.sam.variants import sam_variant_names
 from core.refer import GLOBAL_EMPHASES, LOCAL_FILLS, METHODS, SCORINGS, GroundingSettings
 from core.views import VIEW_NAMES
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, *, sam: bool = True, clip: bool = True) -> None:
-    """The model options every model-using command (and the app) shares."""
+def sam_choices_help() -> str:
+    """"vit_b (SAM ViT-B, as in the papers) | vit_t (fast (MobileSAM)) | ...": the registered SAMs."""
+    return " | ".join(f"{n} ({sam_label(n)})" for n in sam_variant_names())
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, sam: bool = True, clip: bool = True,
+                        sam_default: str | None = None) -> None:
+    """The model options every model-using command (and the app) shares.
+
+    sam_default: the --sam default; None = by device (`core.models.default_sam_model`: vit_t on a
+    CPU, vit_b on a GPU, or $SAMCLIP_SAM_MODEL), resolved when the settings are built.
+    """
     group = parser.add_argument_group("models")
     group.add_argument("--untrained", action="store_true",
                        help="random weights (no download); outputs are meaningless and say so")
     if sam:
-        group.add_argument("--sam", default=config.SAM_MODEL, help="vit_t (MobileSAM, fast on CPUs) | vit_b | vit_l | vit_h (default %(default)s)")
+        default = sam_default or "$SAMCLIP_SAM_MODEL, else vit_t on a CPU and vit_b on a GPU"
+        group.add_argument("--sam", default=sam_default, help=f"{sam_choices_help()} (default: {default})")
         group.add_argument("--sam-checkpoint", default=None, help="path to the SAM .pth file")
         group.add_argument("--no-fast", action="store_true", help="stock SAM (turn the fast path off)")
         group.add_argument("--sam-precision", default=config.SAM_PRECISION, choices=config.SAM_PRECISIONS,
-                           help="fast-path precision: auto = bf16 where the CPU/GPU supports it; fp32 gives "
+                           help="fast-path precision: auto = on a CPU with native bf16 the faster of fp32/bf16 "
+                                "(measured once, remembered), fp32 on other CPUs, bf16/fp16 on a GPU; fp32 gives "
                                 "masks identical to stock SAM (default %(default)s)")
     if clip:
         group.add_argument("--clip", default=config.CLIP_MODEL, help="open_clip model name (default %(default)s)")
@@ -39,7 +52,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, sam: bool = True, cl
 def engine_settings_from_args(args: argparse.Namespace) -> EngineSettings:
     """The `EngineSettings` of the model options in `args` (those a parser left out keep defaults)."""
     return EngineSettings(
-        sam=getattr(args, "sam", config.SAM_MODEL), sam_checkpoint=getattr(args, "sam_checkpoint", None),
+        sam=getattr(args, "sam", None), sam_checkpoint=getattr(args, "sam_checkpoint", None),
         clip=getattr(args, "clip", config.CLIP_MODEL), pretrained=getattr(args, "pretrained", config.CLIP_PRETRAINED),
         clip_checkpoint=getattr(args, "clip_checkpoint", None), untrained=args.untrained,
         fast=not getattr(args, "no_fast", False),

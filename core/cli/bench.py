@@ -18,6 +18,7 @@ from core.bench.run import (
 )
 from core.bench.timing import cpu_info
 from core.cli.args import csv_list
+from core.sam.variants import sam_variant_names
 
 
 def _log(msg: str) -> None:
@@ -77,7 +78,8 @@ def register(subparsers) -> None:
     parser.add_argument("--distribution", choices=("clustered", "uniform"), default="clustered",
                         help="synthetic vectors (default: %(default)s)")
     parser.add_argument("--sam", default="vit_t,vit_b",
-                        help="SAM models, comma-separated, measured side by side (default: %(default)s)")
+                        help=f"SAM models, comma-separated, measured side by side, of "
+                             f"{', '.join(sam_variant_names())} (default: %(default)s)")
     parser.add_argument("--clip", default="ViT-B-32", help="CLIP model (default: %(default)s)")
     parser.add_argument("--trained", action="store_true", help="load real weights (timings do not need them)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")

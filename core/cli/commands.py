@@ -304,7 +304,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("fetch-weights", help="download SAM and CLIP weights into the cache "
                                              f"({config.CACHE_DIR})")
-    p.add_argument("--sam", default=config.SAM_MODEL)
+    p.add_argument("--sam", default=None, help="SAM model (default: $SAMCLIP_SAM_MODEL, else vit_t on a CPU, "
+                                               "vit_b on a GPU)")
     p.add_argument("--clip", default=config.CLIP_MODEL)
     p.add_argument("--pretrained", default=config.CLIP_PRETRAINED)
     p.set_defaults(func=run_fetch_weights)

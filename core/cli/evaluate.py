@@ -14,6 +14,7 @@ from core.cli.args import (
     engine_from_args,
     grounding_settings_from_args,
 )
+from core.evaluate import PAPER_SAM
 from core.evaluate import refer as refer_eval
 from core.evaluate import refer_data, retrieval
 from core.evaluate.retrieval import SelectionSettings
@@ -89,7 +90,7 @@ def add_retrieval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="CLIP batch size (default: %(default)s)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_model_arguments(parser)
+    add_model_arguments(parser, sam_default=PAPER_SAM)
 
 
 
@@ -191,7 +192,7 @@ def add_refer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/refer", help="output folder (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_grounding_arguments(parser, ablation_flags=False, points_per_side=32)
-    add_model_arguments(parser)
+    add_model_arguments(parser, sam_default=PAPER_SAM)
 
 
 def register(subparsers) -> None:

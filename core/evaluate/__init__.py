@@ -7,3 +7,7 @@
 
 The library never imports this package; the command line (core/cli/evaluate.py) does.
 """
+
+#: The SAM the evaluations default to: the papers' model, so rows stay comparable (the app's
+#: and the other commands' default depends on the device; pass --sam to evaluate another).
+PAPER_SAM = "vit_b"

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from core.io.coco import CocoData, read_coco
-from core.engine import Engine
+from core.engine import Engine, EngineSettings
+from core.evaluate import PAPER_SAM
 from core.evaluate import metrics as M
 from core.gallery.gallery import Gallery, ObjectRecord
 from core.io.images import load_image
@@ -493,7 +494,7 @@ def run_evaluation(coco_path, images_dir, views, metrics, k: int, selection: Sel
                    progress: bool = True) -> RetrievalReport:
     """The whole protocol; returns its :class:`RetrievalReport` (report.json is its to_json()).
 
-    engine: a `core.engine.Engine` (default: `Engine()` with the configured models); its
+    engine: a `core.engine.Engine` (default: SAM `PAPER_SAM` (vit_b) + the configured CLIP); its
     segmenter is used unless `oracle_masks`, its embedder always.
     """
     for view in views:
@@ -511,7 +512,7 @@ def run_evaluation(coco_path, images_dir, views, metrics, k: int, selection: Sel
                          "or lower --min-per-category / --min-area")
     _log(f"selected {len(objects)} objects in {len({o.image_id for o in objects})} images")
 
-    engine = engine or Engine()
+    engine = engine or Engine(EngineSettings(sam=PAPER_SAM))
     embedder = engine.embedder
     segmenter = None if oracle_masks else engine.segmenter
     embedded = embed_objects(objects, images_dir, views, embedder, segmenter=segmenter,

@@ -36,9 +36,11 @@ switch users see is ``core.models.load_sam(fast=False)``, a stock module.
 from __future__ import annotations
 
 import collections
+import copy
 import functools
 import os
 import threading
+import time
 import types
 import weakref
 from dataclasses import dataclass
@@ -90,9 +92,10 @@ def cpu_supports_bf16() -> bool:
 
 
 def best_dtype(device=None) -> torch.dtype:
-    """The fastest precision that keeps SAM's results on ``device`` ("cpu", "cuda", "cuda:0", torch.device).
+    """The precision ``device``'s capability flags suggest ("cpu", "cuda", "cuda:0", torch.device).
 
-    CPU: bfloat16 where the CPU supports it natively, else float32.
+    CPU: bfloat16 where the CPU supports it natively, else float32 (a flag is not speed:
+    ``core.models.load_sam``'s "auto" measures on such CPUs, see core.sam.precision).
     CUDA: bfloat16 where the GPU supports it, else float16. Anything else: float32.
     """
     dev = torch.device(device) if device is not None else torch.device("cpu")
@@ -772,7 +775,8 @@ def _restore(sam) -> None:
 
 
 def accelerate_sam(sam, device=None, *, enable: bool = True, dtype: Optional[torch.dtype] = None,
-                   decoder_dtype: Optional[torch.dtype] = torch.float32, fp32_residual: bool = True):
+                   decoder_dtype: Optional[torch.dtype] = torch.float32, fp32_residual: bool = True,
+                   encoder: Optional[str] = None):
     """Make a segment_anything ``Sam`` fast in place and return the same module.
 
     device: where the model lives/should go (default: where it already is).
@@ -787,6 +791,8 @@ def accelerate_sam(sam, device=None, *, enable: bool = True, dtype: Optional[tor
     fp32_residual: keep the encoder's residual stream, LayerNorms and neck in
         float32 while attention and MLPs compute in ``dtype`` (costs ~0.1 s on
         vit_b; halves the encoder's deviation from the float32 reference).
+    encoder: the image-encoder family, "vit" | "tinyvit" (``SamVariant.encoder`` in
+        core.sam.variants), which picks the encoder's fast path; None: read from the module.
 
     Contract: ``image_encoder``, ``prompt_encoder`` and ``mask_decoder`` still
     take float32 tensors and return float32 tensors; the prompt encoder stays
@@ -806,12 +812,61 @@ def accelerate_sam(sam, device=None, *, enable: bool = True, dtype: Optional[tor
     if dev.type == "cpu":
         set_threads()
     sam.eval()
-    if is_tinyvit(sam):
+    if (encoder or ("tinyvit" if is_tinyvit(sam) else "vit")) == "tinyvit":
         accelerate_encoder(sam.image_encoder, dtype)
     else:
         _accelerate_vit_encoder(sam, dev, dtype, fp32_residual)
     _accelerate_decoder(sam, dev, decoder_dtype)
     return sam
+
+
+# ------------------------------------------------------------ timing a precision
+def _vit_probe(encoder, side: int):
+    """A copy of a ViT image encoder cut to its first windowed and first global block, taking a
+    (1, 3, side, side) input (positional embedding cropped to the smaller token grid)."""
+    blocks, pos = encoder.blocks, encoder.pos_embed
+    keep = sorted({next((i for i, b in enumerate(blocks) if b.window_size > 0), 0),
+                   next((i for i, b in enumerate(blocks) if b.window_size == 0), 0)})
+    encoder.blocks, encoder.pos_embed = torch.nn.ModuleList([blocks[i] for i in keep]), None
+    try:
+        probe = copy.deepcopy(encoder)   # only the kept blocks are copied
+    finally:
+        encoder.blocks, encoder.pos_embed = blocks, pos
+    if pos is not None:
+        grid = side // encoder.patch_embed.proj.kernel_size[0]
+        probe.pos_embed = torch.nn.Parameter(pos[:, :grid, :grid].detach().clone(), requires_grad=False)
+    return probe
+
+
+def encoder_seconds(sam, encoder: str, precision: str, *, side: Optional[int] = None, repeats: int = 2) -> float:
+    """Seconds of one fast-path pass of a probe of ``sam``'s image encoder in ``precision``.
+
+    encoder: "vit" | "tinyvit" (``SamVariant.encoder``); precision: "fp32" | "bf16" | "fp16".
+    The probe is small so that timing costs little: a (1, 3, side, side) input (default 448
+    for a ViT, exactly 2 x 2 windows of 14 tokens; 512 for TinyViT); for a ViT only its first
+    windowed and first global block. One warm-up pass, then the best of
+    ``repeats``. ``sam`` itself is not modified (the probe is a copy).
+    """
+    dtype = PRECISIONS[precision]
+    dev = sam.pixel_mean.device
+    side = side or (512 if encoder == "tinyvit" else 448)
+    if encoder == "tinyvit":
+        probe = copy.deepcopy(sam.image_encoder)
+        accelerate_encoder(probe, dtype)
+    else:
+        probe = _vit_probe(sam.image_encoder, side)
+        _accelerate_vit_encoder(types.SimpleNamespace(image_encoder=probe), dev, dtype, True)
+    x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0)).to(dev)
+    with torch.inference_mode():
+        probe(x)
+        times = []
+        for _ in range(max(1, repeats)):
+            start = time.perf_counter()
+            probe(x)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def _accelerate_vit_encoder(sam, dev: torch.device, dtype: torch.dtype, fp32_residual: bool) -> None:
