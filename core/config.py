@@ -43,9 +43,9 @@ DEVICE: str = os.environ.get("SAMCLIP_DEVICE", "auto")
 OFFLINE: bool = os.environ.get("SAMCLIP_OFFLINE", "0") not in ("", "0", "false", "False")
 #: How many SAM image embeddings the shared segmenter keeps (about 4 MB each).
 EMBED_CACHE_SIZE: int = env_int("SAMCLIP_EMBED_CACHE", 16)
-#: How many recent prompt predictions each segmenter keeps (bit-packed masks, ~0.3 MB each
-#: at 1024 px): a hover, a click on the same spot and its commit cost one decoder run.
-PREDICTION_CACHE_SIZE: int = env_int("SAMCLIP_PREDICTION_CACHE", 32)
+#: Memory for recent prompt predictions per segmenter, in MB (about 3 MB each at 1024 px):
+#: a hover, a click on the same spot and its commit cost one decoder run.
+PREDICTION_CACHE_MB: int = env_int("SAMCLIP_PREDICTION_CACHE_MB", 48)
 #: Largest image accepted, in pixels (width * height); bigger ones are refused with a message.
 MAX_IMAGE_PIXELS: int = env_int("SAMCLIP_MAX_IMAGE_PIXELS", 100_000_000)
 #: Largest upload accepted, in bytes.

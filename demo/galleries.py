@@ -11,6 +11,7 @@ from core.gallery.examples import combine, gallery_from_arrays
 from core.io.masks import rle_to_mask
 from core.views import mask_to_box, render_view
 from demo import rendering
+from demo import settings as serving
 from demo.outputs import TILE_SIDE, Progress, no_progress
 from demo.state import Session, UserError
 from demo.workspace import Workspace
@@ -72,12 +73,16 @@ class SessionGalleries:
 
     def add_objects(self, session: Session, masks: list[np.ndarray],
                      progress: Progress) -> tuple:
+        """Embed `masks` of the session's image in every gallery view and add them to "my
+        gallery" (the image is stored once per distinct image, within the session's limits).
+        Returns (session, my-gallery line, status)."""
         image = session.require_image()
         views = [v for v in self.ctx.settings.gallery_views]
-        source = f"session:{len(session.user_images)}:{session.image_name}"
+        source = f"session:{session.image_key[:16]}:{session.image_name}"
         objects = [FoundObject(m, mask_to_box(m)) for m in masks if m.any()]
         if not objects:
             raise UserError("There are no objects to add.")
+        self.check_room(session, source, len(objects))
         new_records, new_vectors = [], {}
         for i, view in enumerate(views):
             progress(i / len(views), f"embedding {len(objects)} object(s) as '{view}'")
@@ -93,6 +98,19 @@ class SessionGalleries:
         return session, self.my_gallery_info(session), (
             f"Added {len(objects)} object(s) of {session.image_name} to your gallery "
             f"({len(views)} views).")
+
+    @staticmethod
+    def check_room(session: Session, source: str, new_objects: int) -> None:
+        """UserError when adding `new_objects` objects (of image `source`) would pass the
+        per-session limits of "my gallery" (images kept, objects per view)."""
+        images = len(session.user_images) + (source not in session.user_images)
+        if images > serving.MY_GALLERY_IMAGES:
+            raise UserError(f"Your gallery holds objects of {serving.MY_GALLERY_IMAGES} images, its limit; "
+                            "reload the page to start a new one.")
+        views = max(1, len({r.view for r in session.user_records}))
+        if len(session.user_records) // views + new_objects > serving.MY_GALLERY_OBJECTS:
+            raise UserError(f"Your gallery would pass its limit of {serving.MY_GALLERY_OBJECTS} objects; "
+                            "reload the page to start a new one.")
 
     def add_selected(self, session: Session, progress: Progress = no_progress) -> tuple:
         """Add the selected object to this session's gallery: (session, info, status)."""

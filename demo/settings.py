@@ -32,3 +32,7 @@ MAX_TEXT_CHARS: int = _env_int("SAMCLIP_MAX_TEXT", 200)
 #: Gradio workers for clicks (decoder calls, ~30 ms each); encodes, everything-mode and
 #: CLIP work each run one at a time, so a 2-core machine is not oversubscribed.
 CLICK_WORKERS: int = _env_int("SAMCLIP_CLICK_WORKERS", 2)
+#: "My gallery" (objects a person adds in Search) is bounded per session: images kept (each
+#: stored once, at working size) and objects per view.
+MY_GALLERY_IMAGES: int = _env_int("SAMCLIP_MY_GALLERY_IMAGES", 16)
+MY_GALLERY_OBJECTS: int = _env_int("SAMCLIP_MY_GALLERY_OBJECTS", 400)

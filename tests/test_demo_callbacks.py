@@ -445,7 +445,7 @@ def test_one_decoder_run_per_click_with_hover_on(cb, monkeypatch):
         assert len(runs) == len(clicks)              # one decoder run per click (was 3)
         assert session.selection is not None and session.selection.source == "prompt"
         # the counter can fail: with the prediction cache off, each click costs three runs
-        monkeypatch.setattr(seg.predictions, "size", 0)
+        monkeypatch.setattr(seg.predictions, "max_bytes", 0)
         runs.clear()
         _hover_click_commit(cb, session, points, (w * 0.2, h * 0.2))
         assert len(runs) == 3
@@ -463,3 +463,29 @@ def test_downloads_are_written_once_per_selection(cb):
     assert Path(first.mask_png).stat().st_mtime_ns == stamp
     click(cb, session, [[w / 2, h / 2, 1], [w / 4, h / 4, 1]])   # a new selection: new files
     assert cb.segment.exports(session) is not first
+
+
+def test_my_gallery_keeps_each_image_once_and_is_bounded(cb, monkeypatch):
+    from demo import settings as serving
+
+    session = loaded(cb, 0)
+    h, w = session.image.shape[:2]
+    click(cb, session, [[w / 2, h / 2, 1]])
+    if not session.selected_mask().any():
+        pytest.skip("the untrained model gave an empty mask for this click")
+    cb.galleries.add_selected(session)
+    _, info, _ = cb.galleries.add_selected(session)          # the same image again
+    assert "2 object(s) from 1 image(s)" in info and len(session.user_images) == 1
+    monkeypatch.setattr(serving, "MY_GALLERY_OBJECTS", 2)
+    with pytest.raises(UserError, match="limit of 2 objects"):
+        cb.galleries.add_selected(session)
+    monkeypatch.setattr(serving, "MY_GALLERY_OBJECTS", 400)
+    monkeypatch.setattr(serving, "MY_GALLERY_IMAGES", 1)
+    other = loaded(cb, 1)
+    other.user_images, other.user_records = session.user_images, session.user_records
+    other.user_embeddings = session.user_embeddings
+    oh, ow = other.image.shape[:2]
+    click(cb, other, [[ow / 2, oh / 2, 1]])
+    if other.selected_mask().any():
+        with pytest.raises(UserError, match="1 images, its limit"):
+            cb.galleries.add_selected(other)

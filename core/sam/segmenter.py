@@ -56,14 +56,16 @@ class MaskPrediction:
 
 
 class PredictionCache:
-    """The last few predictions per (image key, prompts): a hover, the click on the same
-    spot and the commit that follows ask SAM's decoder the same question, so only the
-    first one runs it. Masks are kept bit-packed (1/8 of their bool size); entries are
-    returned as fresh arrays, so callers may modify them. Thread-safe; LRU beyond `size`."""
+    """The last predictions per (image key, prompts), within `max_bytes`: a hover, the
+    click on the same spot and the commit that follows ask SAM's decoder the same
+    question, so only the first one runs it. Entries are shared, so their arrays are made
+    read-only (a caller that wants to change a mask copies it first). Thread-safe; the
+    least recently used entries go first."""
 
-    def __init__(self, size: int):
-        self.size = size
-        self._entries: OrderedDict[tuple, tuple] = OrderedDict()
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple, MaskPrediction] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
         self.hits = 0
 
@@ -75,26 +77,32 @@ class PredictionCache:
         bx = None if box is None else tuple(round(float(v), 3) for v in box)
         return emb_key, pts, bx, bool(multimask)
 
+    @staticmethod
+    def _size(pred: MaskPrediction) -> int:
+        return pred.masks.nbytes + pred.scores.nbytes + pred.logits.nbytes
+
     def get(self, key: tuple) -> MaskPrediction | None:
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            self._entries.move_to_end(key)
-            self.hits += 1
-        packed, shape, scores, logits = entry
-        masks = np.unpackbits(packed, count=int(np.prod(shape))).reshape(shape).astype(bool)
-        return MaskPrediction(masks, scores.copy(), logits.copy())
+            pred = self._entries.get(key)
+            if pred is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+            return pred
 
     def put(self, key: tuple, pred: MaskPrediction) -> None:
-        if self.size <= 0:
+        size = self._size(pred)
+        if size > self.max_bytes:
             return
-        entry = (np.packbits(pred.masks.ravel()), pred.masks.shape, pred.scores.copy(), pred.logits.copy())
+        for array in (pred.masks, pred.scores, pred.logits):
+            array.flags.writeable = False
         with self._lock:
-            self._entries[key] = entry
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+            old = self._entries.pop(key, None)
+            self._bytes -= self._size(old) if old is not None else 0
+            self._entries[key] = pred
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= self._size(dropped)
 
 
 def image_key(image: np.ndarray) -> str:
@@ -235,7 +243,7 @@ class Segmenter:
         self.hits = 0
         self.misses = 0
         self.decodes = 0                            # decoder runs for prompts (not cache hits)
-        self.predictions = PredictionCache(config.PREDICTION_CACHE_SIZE)
+        self.predictions = PredictionCache(config.PREDICTION_CACHE_MB * 1024 * 1024)
         self.encode_seconds: float | None = None   # last measured encoder time
         self.priority = CLICK_PRIORITY
         self.priority.install(sam)
@@ -315,13 +323,14 @@ class Segmenter:
             return self._predict(emb, pts, bx, multimask, mask_input)
         key = self.predictions.key(emb.key, pts, bx, multimask)
         found = self.predictions.get(key)
-        if found is None:
-            found = self._predict(emb, pts, bx, multimask, None)
-            self.predictions.put(key, found)
-        return found
+        return found if found is not None else self._predict(emb, pts, bx, multimask, None, key)
 
-    def _predict(self, emb: ImageEmbedding, pts, bx, multimask: bool, mask_input) -> MaskPrediction:
-        """One decoder run on validated prompts (see `predict`)."""
+    def _predict(self, emb: ImageEmbedding, pts, bx, multimask: bool, mask_input,
+                 cache_key: tuple | None = None) -> MaskPrediction:
+        """One decoder run on validated prompts (see `predict`). With `cache_key`, the
+        cache is asked again once the decoder lock is held (a hover and the click on the
+        same spot often arrive together: the second waits for the first's answer), and the
+        answer is stored."""
         import torch
 
         coords = labels_t = box_t = mask_t = None
@@ -336,10 +345,16 @@ class Segmenter:
             mask_t = torch.as_tensor(np.asarray(mask_input, np.float32).reshape(1, 1, 256, 256),
                                      device=self.device)
         with self.priority.click(), self._decode_lock, torch.inference_mode():
+            found = None if cache_key is None else self.predictions.get(cache_key)
+            if found is not None:
+                return found
             masks, scores, logits = self._decode(emb, coords, labels_t, box_t, mask_t, multimask)
             self.decodes += 1
-        order = np.argsort(-scores, kind="stable")
-        return MaskPrediction(masks[order], scores[order], logits[order])
+            order = np.argsort(-scores, kind="stable")
+            pred = MaskPrediction(masks[order], scores[order], logits[order])
+            if cache_key is not None:
+                self.predictions.put(cache_key, pred)
+        return pred
 
     def _decode(self, emb, coords, labels, boxes, mask_input, multimask):
         sam = self.sam

@@ -206,7 +206,8 @@ def test_same_prompts_are_decoded_once(tiny_segmenter, coco_image):
     emb = tiny_segmenter.set_image(coco_image[0])
     before = tiny_segmenter.decodes
     first = tiny_segmenter.predict(emb, points=[[40.25, 30.5]], labels=[1])
-    first.masks[:] = False                                   # callers get their own arrays
+    with pytest.raises(ValueError):
+        first.masks[:] = False                               # shared answers are read-only
     again = tiny_segmenter.predict(emb, points=[[40.25, 30.5]], labels=[1])
     assert tiny_segmenter.decodes == before + 1
     fresh = tiny_segmenter._predict(emb, (np.array([[40.25, 30.5]], np.float32), np.array([1])), None, True, None)
@@ -221,8 +222,32 @@ def test_same_prompts_are_decoded_once(tiny_segmenter, coco_image):
 def test_prediction_cache_is_bounded():
     from core.sam.segmenter import MaskPrediction, PredictionCache
 
-    cache = PredictionCache(2)
-    pred = MaskPrediction(np.ones((3, 5, 7), bool), np.zeros(3, np.float32), np.zeros((3, 4, 4), np.float32))
+    def pred():
+        return MaskPrediction(np.ones((3, 5, 7), bool), np.zeros(3, np.float32), np.zeros((3, 4, 4), np.float32))
+
+    size = 3 * 5 * 7 + 3 * 4 + 3 * 4 * 4 * 4
+    cache = PredictionCache(2 * size)
     for i in range(3):
-        cache.put(("k", i), pred)
+        cache.put(("k", i), pred())
     assert cache.get(("k", 0)) is None and cache.get(("k", 2)).masks.shape == (3, 5, 7)
+    assert cache._bytes == 2 * size
+    PredictionCache(size - 1).put(("big",), pred())         # bigger than the budget: not kept
+
+
+def test_the_same_prompt_asked_twice_at_once_is_decoded_once(tiny_segmenter, coco_image):
+    """A hover and the click on the same spot arrive together: one decoder run serves both."""
+    emb = tiny_segmenter.set_image(coco_image[0])
+    before, results = tiny_segmenter.decodes, []
+    barrier = threading.Barrier(4)
+
+    def ask():
+        barrier.wait()
+        results.append(tiny_segmenter.predict(emb, points=[[21.5, 17.25]], labels=[1]))
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert tiny_segmenter.decodes == before + 1 and len(results) == 4
+    assert all(np.array_equal(r.masks, results[0].masks) for r in results)
