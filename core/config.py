@@ -46,6 +46,9 @@ EMBED_CACHE_SIZE: int = env_int("SAMCLIP_EMBED_CACHE", 16)
 #: Memory for recent prompt predictions per segmenter, in MB (about 3 MB each at 1024 px):
 #: a hover, a click on the same spot and its commit cost one decoder run.
 PREDICTION_CACHE_MB: int = env_int("SAMCLIP_PREDICTION_CACHE_MB", 48)
+#: Memory for per-image analyses shared by all callers (automatic masks, grounding
+#: candidates and their CLIP features; core.analysis), in MB.
+ANALYSIS_CACHE_MB: int = env_int("SAMCLIP_ANALYSIS_CACHE_MB", 256)
 #: Largest image accepted, in pixels (width * height); bigger ones are refused with a message.
 MAX_IMAGE_PIXELS: int = env_int("SAMCLIP_MAX_IMAGE_PIXELS", 100_000_000)
 #: Largest upload accepted, in bytes.

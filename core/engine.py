@@ -12,9 +12,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from core import config
+from core import analysis, config
+from core.analysis import AnalysisCache
 from core.embed import Embedder
 from core.models import default_sam_model, load_clip, load_sam
+from core.refer.ground import Candidates, GroundingSettings
+from core.sam.automask import AutoMasks, AutoMaskSettings
+from core.sam.precision import precision_of
 from core.sam.segmenter import Segmenter
 from core.sam.variants import sam_variant
 from core.views import render_view
@@ -69,6 +73,7 @@ class Engine:
         self._load_locks: dict[str, threading.Lock] = {}
         self._segmenters: dict = {}
         self._embedder = None
+        self.analyses = AnalysisCache(config.ANALYSIS_CACHE_MB * 1024 * 1024)
 
     @property
     def untrained(self) -> bool:
@@ -103,6 +108,26 @@ class Engine:
                     name, checkpoint, untrained=s.untrained, fast=s.fast, device=s.device,
                     precision=s.sam_precision))
             return self._segmenters[name]
+
+    def precision(self, name: str | None = None) -> str:
+        """How SAM `name` (None: the default) runs, once loaded: "bf16 (measured: fp32
+        0.630 s, bf16 0.840 s)", "fp32 (flags)"; "" when not loaded or the stock model."""
+        found = self._segmenters.get(name or self.settings.sam)
+        choice = precision_of(found.sam) if found is not None else None
+        return choice.describe() if choice is not None else ""
+
+    def automatic_masks(self, image: np.ndarray, settings: AutoMaskSettings, sam: str | None = None) -> AutoMasks:
+        """SAM `sam`'s automatic masks of `image` (H, W, 3) uint8, from the shared per-image
+        analysis (`core.analysis`): computed once per image, model and settings."""
+        name = sam or self.settings.sam
+        return analysis.automatic_masks(self.analyses, name, self.segmenter_for(name), image, settings).auto
+
+    def grounding_candidates(self, image: np.ndarray, settings: GroundingSettings, sam: str | None = None) -> Candidates:
+        """The grounding candidates of `image` with their CLIP features (core.refer.ground
+        stage 1), from the shared per-image analysis: a second sentence costs only its text."""
+        name = sam or self.settings.sam
+        return analysis.grounding_candidates(self.analyses, name, self.segmenter_for(name), self.embedder,
+                                             image, settings).candidates
 
     def loaded_sams(self) -> list[str]:
         """Names of the SAM models loaded so far."""

@@ -12,7 +12,7 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -137,7 +137,10 @@ class AppContext:
         """Settings for SAM's automatic masks (looser and coarser with untrained weights)."""
         if self.settings.automask is not None:
             return self.settings.automask
-        return UNTRAINED_AUTOMASK if self.engine.untrained else AutoMaskSettings()
+        chosen = UNTRAINED_AUTOMASK if self.engine.untrained else AutoMaskSettings()
+        if serving.POINTS_PER_SIDE:   # e.g. the trained path's 16 x 16 grid with untrained weights
+            chosen = replace(chosen, points_per_side=serving.POINTS_PER_SIDE)
+        return chosen
 
     # ---- models --------------------------------------------------------------------
     def load_models(self) -> bool:
@@ -185,12 +188,13 @@ class AppContext:
         return measured if measured is not None else 10.0
 
     def model_line(self, model: str | None = None) -> str:
-        """"SAM vit_t -- fast (MobileSAM), encoder 0.6 s on this machine"."""
+        """"SAM vit_t -- fast (MobileSAM), encoder 0.63 s on this machine, precision fp32 (flags)"."""
         model = model or self.engine.settings.sam
         measured = self.encode_measured(model)
         timing = (f"encoder {measured:.2f} s on this machine" if measured is not None
                   else "encoder time measured on its first image")
-        return f"SAM {model} -- {sam_label(model)}, {timing}"
+        precision = self.engine.precision(model)
+        return f"SAM {model} -- {sam_label(model)}, {timing}" + (f", precision {precision}" if precision else "")
 
     def measure_encoder(self, model: str | None = None) -> float:
         """Time one encoder pass on a small picture (SAM resizes every image to the same input

@@ -119,9 +119,8 @@ class SessionGalleries:
     def add_all(self, session: Session, progress: Progress = no_progress) -> tuple:
         """Add every automatic mask of the current image to this session's gallery."""
         if session.auto is None:
-            emb = self.ws.embedding(session)
             progress(0.0, "automatic masks")
-            session.auto = self.ws.segmenter(session).everything(emb, self.ws.automask_settings())
+            session.auto = self.ws.automatic_masks(session)
         if not len(session.auto.masks):
             raise UserError("SAM found no objects in this image.")
         return self.add_objects(session, list(session.auto.masks), progress)

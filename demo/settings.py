@@ -36,3 +36,7 @@ CLICK_WORKERS: int = _env_int("SAMCLIP_CLICK_WORKERS", 2)
 #: stored once, at working size) and objects per view.
 MY_GALLERY_IMAGES: int = _env_int("SAMCLIP_MY_GALLERY_IMAGES", 16)
 MY_GALLERY_OBJECTS: int = _env_int("SAMCLIP_MY_GALLERY_OBJECTS", 400)
+#: The automatic-mask grid (points per side) for Everything, Refer and the example gallery;
+#: 0 keeps the model's default (16 trained, 4 untrained). Set 16 to measure the trained
+#: path's cost with untrained weights.
+POINTS_PER_SIDE: int = _env_int("SAMCLIP_POINTS_PER_SIDE", 0)

@@ -80,8 +80,8 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
                 compare.build(sh)
             with gr.Tab("Search", id="search"):
                 search_panel = search.build(sh)
-            with gr.Tab("Refer", id="refer"):
-                refer.build(sh)
+            with gr.Tab("Refer", id="refer") as refer_tab:
+                refer.build(sh, refer_tab)
         _wire_page(sh, demo, banner, untrained_btn, timer, search_panel)
     _start_sweeper(ctx, cb, demo)
     return demo

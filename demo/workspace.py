@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from core.refer import GroundingSettings
 from core.sam.automask import AutoMaskSettings
 from core.views import mask_to_box
 from demo import maskdata
@@ -56,6 +57,21 @@ class Workspace:
             self.ctx.record_encode(time.perf_counter() - start, self.model(session))
         session.embedding = emb.key
         return emb
+
+    def automatic_masks(self, session: Session):
+        """SAM's automatic masks of the session's image (core.sam.automask.AutoMasks), from the
+        engine's shared per-image analysis (Everything, Refer and "add all" compute it once)."""
+        self.embedding(session)   # encoded first (its time is measured for the estimates)
+        return self.engine.automatic_masks(session.image, self.automask_settings(), self.model(session))
+
+    def grounding_settings(self):
+        """core.refer.GroundingSettings over the app's automatic-mask settings."""
+        return GroundingSettings(automask=self.automask_settings())
+
+    def grounding_candidates(self, session: Session):
+        """The image's grounding candidates with CLIP features, from the shared analysis."""
+        self.embedding(session)
+        return self.engine.grounding_candidates(session.image, self.grounding_settings(), self.model(session))
 
     @staticmethod
     def check_text(text: str, what: str) -> str:

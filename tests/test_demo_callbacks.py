@@ -394,6 +394,7 @@ def test_parse_expression_shows_noun_and_direction(cb):
 def test_refer_chooses_by_direction_and_draws_on_the_canvas(cb):
     """With two candidate objects (left and right squares) 'on the left' picks the left one,
     makes it the selection and sends it to the canvas."""
+    from core.analysis import ImageAnalysis, analysis_key
     from core.sam.automask import AutoMasks
 
     session = loaded(cb)
@@ -403,7 +404,10 @@ def test_refer_chooses_by_direction_and_draws_on_the_canvas(cb):
     right[h // 4: 3 * h // 4, 2 * w // 3: w - 5] = True
     masks = np.stack([right, left])
     boxes = np.array([[2 * w // 3, h // 4, w - 5, 3 * h // 4], [5, h // 4, w // 3, 3 * h // 4]], np.float32)
-    session.auto = AutoMasks(masks=masks, scores=np.array([0.9, 0.8], np.float32), boxes=boxes)
+    auto = AutoMasks(masks=masks, scores=np.array([0.9, 0.8], np.float32), boxes=boxes)
+    # the image's shared analysis holds these two as its automatic masks (as if Everything ran)
+    key = analysis_key(cb.ws.model(session), session.image_key, cb.ws.automask_settings())
+    cb.ctx.engine.analyses.put(key, ImageAnalysis(auto))
     out, tiles = cb.refer.refer(session, "the cat on the left")
     assert np.array_equal(session.selected_mask(), left) and session.selection.source == "refer"
     assert len(tiles) == 2 and sum("CHOSEN" in c for _, c in tiles) == 1

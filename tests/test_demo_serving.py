@@ -216,3 +216,29 @@ def test_big_upload_is_checked_before_decoding_and_shrunk(tmp_path, monkeypatch)
     monkeypatch.setattr(maskdata, "MAX_UPLOAD_PIXELS", 20_000_000)
     opened = maskdata.open_upload(path, "big.png", work_max_side=1024)
     assert max(opened.image.shape[:2]) == 1024 and opened.original_size == (3000, 4000)
+
+
+def test_points_per_side_setting_reaches_the_automatic_masks(ctx, monkeypatch):
+    assert ctx.automask_settings().points_per_side == 4           # untrained default
+    monkeypatch.setattr(serving, "POINTS_PER_SIDE", 16)
+    settings = ctx.automask_settings()
+    assert settings.points_per_side == 16 and settings.max_masks == 16   # the rest unchanged
+
+
+def test_the_model_line_says_which_precision_runs(ctx):
+    ctx.engine.segmenter  # loaded
+    assert ctx.engine.precision() and f"precision {ctx.engine.precision()}" in ctx.model_line()
+    assert ctx.engine.precision("not_loaded") == ""
+
+
+def test_downloads_for_a_session_whose_folder_is_gone_are_dropped(cb, ctx, tmp_path):
+    """A page closed right after a click: its folder is removed while the downloads are
+    being written; the write is dropped (Stale), with no traceback in the log."""
+    session = Session()
+    cb.segment.load_example(session, 0)
+    _click(cb, session)
+    gone = tmp_path / "gone"
+    session.files_dir, session.exported = str(gone), None
+    with pytest.raises(Stale):
+        cb.segment.exports(session)
+    assert not gone.exists()

@@ -130,3 +130,15 @@ def test_canvas_javascript_triggers_the_events_layout_wires():
     for event in canvas.EVENTS:
         assert f"trigger('{event}'" in canvas.JS, event
     assert "server.preview(" in canvas.JS and "watch('value'" in canvas.JS
+
+
+def test_an_empty_expression_clears_what_was_understood(tmp_path):
+    from demo.shell import build_demo
+
+    ctx = AppContext(EngineSettings(sam="vit_tiny", untrained=True, device="cpu"),
+                     AppSettings(cache_dir=tmp_path, gallery_views=("crop",)))
+    demo = build_demo(ctx)
+    parse = next(fn for fn in demo.fns.values() if getattr(fn.fn, "__name__", "") == "on_parse")
+    with pytest.warns(UserWarning):
+        parsed, status = parse.fn("   ")
+    assert parsed == "" and "Type a referring expression" in status

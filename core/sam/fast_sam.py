@@ -821,6 +821,18 @@ def accelerate_sam(sam, device=None, *, enable: bool = True, dtype: Optional[tor
 
 
 # ------------------------------------------------------------ timing a precision
+def _copy_module(module):
+    """A deep copy of `module` whose hooks keep pointing at the same owners (e.g. the
+    segmenter's `ClickPriority`, which holds locks and cannot be copied)."""
+    memo = {}
+    for sub in module.modules():
+        for hook in (*sub._forward_pre_hooks.values(), *sub._forward_hooks.values()):
+            owner = getattr(hook, "__self__", None)
+            if owner is not None:
+                memo[id(owner)] = owner
+    return copy.deepcopy(module, memo)
+
+
 def _vit_probe(encoder, side: int):
     """A copy of a ViT image encoder cut to its first windowed and first global block, taking a
     (1, 3, side, side) input (positional embedding cropped to the smaller token grid)."""
@@ -829,7 +841,7 @@ def _vit_probe(encoder, side: int):
                    next((i for i, b in enumerate(blocks) if b.window_size == 0), 0)})
     encoder.blocks, encoder.pos_embed = torch.nn.ModuleList([blocks[i] for i in keep]), None
     try:
-        probe = copy.deepcopy(encoder)   # only the kept blocks are copied
+        probe = _copy_module(encoder)   # only the kept blocks are copied
     finally:
         encoder.blocks, encoder.pos_embed = blocks, pos
     if pos is not None:
@@ -851,7 +863,7 @@ def encoder_seconds(sam, encoder: str, precision: str, *, side: Optional[int] = 
     dev = sam.pixel_mean.device
     side = side or (512 if encoder == "tinyvit" else 448)
     if encoder == "tinyvit":
-        probe = copy.deepcopy(sam.image_encoder)
+        probe = _copy_module(sam.image_encoder)
         accelerate_encoder(probe, dtype)
     else:
         probe = _vit_probe(sam.image_encoder, side)

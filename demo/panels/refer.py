@@ -1,6 +1,8 @@
 """Refer: a referring expression ("the cat on the left") grounded in the session's image."""
 from __future__ import annotations
 
+import sys
+import threading
 import time
 
 import gradio as gr
@@ -11,7 +13,7 @@ from demo import rendering
 from demo import settings as serving
 from demo.outputs import TILE_SIDE, Progress, ms_since, no_progress
 from demo.state import Selection, Session, UserError
-from demo.wiring import PanelHost, progress_adapter
+from demo.wiring import QUIET, PanelHost, progress_adapter
 from demo.workspace import Workspace
 
 
@@ -37,13 +39,10 @@ class ReferCallbacks:
         text = self.ws.check_text(text, "referring expression")
         if not text:
             raise UserError("Type a referring expression, e.g. 'the cat on the left'.")
-        settings = refer.GroundingSettings(automask=self.ws.automask_settings())
-        # reuse the automatic masks the person already computed ('Everything')
-        given = session.auto.masks if session.auto is not None and len(session.auto.masks) else None
+        settings = self.ws.grounding_settings()
         progress(0.1, "scoring candidate objects against the text")
         start = time.perf_counter()
-        grounding = refer.ground(self.ws.segmenter(session), self.ws.engine.embedder, image, text,
-                                 settings=settings, candidate_masks=given)
+        grounding = self.ground(session, refer.parse(text), settings)
         took = ms_since(start)
         self.ws.check_key(session, key)
         tiles = []
@@ -68,6 +67,31 @@ class ReferCallbacks:
             mask, self.ws.display_size(session), source="refer"))
         return self.ws.segment_out(session, status, canvas), tiles
 
+    def ground(self, session: Session, expression, settings) -> "refer.Grounding":
+        """Stage 1 from the shared per-image analysis (candidates and their CLIP features:
+        computed once per image, also ahead of time by `prepare`), then stage 2 for this
+        sentence (its text features only)."""
+        candidates = self.ws.grounding_candidates(session)
+        text = refer.text_features(self.ws.engine.embedder, [expression])[0]
+        return refer.choose_for_expression(expression, candidates, settings, text=text)
+
+    def prepare(self, session: Session) -> str:
+        """Start the image's analysis ahead of a sentence (the Refer tab was opened, the box
+        focused): returns at once; the work runs in the background and yields to clicks."""
+        if session.image is None or session.embedding is None or not self.ctx.loaded.is_set():
+            return ""
+        image, settings, model = session.image, self.ws.grounding_settings(), self.ws.model(session)
+        engine = self.ws.engine
+
+        def work() -> None:
+            try:
+                engine.grounding_candidates(image, settings, model)
+            except Exception as exc:  # shown when the person asks; here only logged
+                print(f"refer preparation failed: {exc}", file=sys.stderr)
+
+        threading.Thread(target=work, name="samclip-prepare", daemon=True).start()
+        return "Preparing this image's objects for referring..."
+
     @staticmethod
     def expression_markdown(expression) -> str:
         parts = [f"**noun:** {expression.noun or '(none found)'}",
@@ -80,13 +104,14 @@ class ReferCallbacks:
 
 
 # ---------------------------------------------------------------------------- the panel
-def build(sh: PanelHost) -> None:
+def build(sh: PanelHost, tab=None) -> None:
     """The expression box, what was understood, the top candidates; the chosen object is
-    drawn on the canvas and becomes the selection."""
+    drawn on the canvas and becomes the selection. Opening `tab` (or focusing the box)
+    starts the image's analysis in the background."""
     with gr.Row():
         with gr.Column(scale=1, min_width=260):
             refer_text = gr.Textbox(label="Referring expression", placeholder="the cat on the left",
-                                    max_length=serving.MAX_TEXT_CHARS, elem_id="refer-text")
+                                    max_length=10 * serving.MAX_TEXT_CHARS, elem_id="refer-text")
             refer_btn = gr.Button("Find it", variant="primary", elem_id="refer-btn")
             if sh.queries.get("refer"):
                 gr.Examples([[q["text"]] for q in sh.queries["refer"]], inputs=[refer_text],
@@ -98,7 +123,12 @@ def build(sh: PanelHost) -> None:
                                           elem_id="refer-candidates", elem_classes=["cols4"])
 
     def on_parse(text: str):
-        return sh.cb.refer.parse_expression(text), "Parsed; grounding it in the image..."
+        """What was understood; an empty or too long expression clears the last one and says why."""
+        try:
+            return sh.cb.refer.parse_expression(text), "Parsed; grounding it in the image..."
+        except UserError as exc:
+            gr.Warning(str(exc))
+            return "", str(exc)
 
     def on_refer(sess: Session, text: str, request: gr.Request, progress=gr.Progress()):
         if not text or not text.strip():
@@ -106,6 +136,11 @@ def build(sh: PanelHost) -> None:
         out, tiles = sh.cb.refer.refer(sess, text, progress_adapter(progress))
         return (*sh.segment_values(out, request), tiles)
 
+    def on_prepare(sess: Session):
+        return sh.cb.refer.prepare(sess) or gr.skip()
+
+    for intent in ([tab.select] if tab is not None else []) + [refer_text.focus]:
+        intent(sh.guard(on_prepare), [sh.session], [sh.status], **QUIET, **sh.q["light"])
     for trigger in (refer_btn.click, refer_text.submit):
         parse = trigger(sh.guard(on_parse), [refer_text], [parsed, sh.status], **sh.q["click"])
         sh.after_segment(parse.then(sh.heavy(on_refer, True), [sh.session, refer_text],

@@ -187,7 +187,7 @@ def build(sh: PanelHost) -> SearchWidgets:
             w["large_info"] = gr.Markdown(ctx.large_status(), visible=large is not None, elem_id="large-info")
             w["source"] = gr.Radio(["selected object", "text"], value="selected object", label="Query with",
                                    elem_id="query-source")
-            w["text"] = gr.Textbox(label="Text query", placeholder="a cat", max_length=serving.MAX_TEXT_CHARS,
+            w["text"] = gr.Textbox(label="Text query", placeholder="a cat", max_length=10 * serving.MAX_TEXT_CHARS,
                                    elem_id="query-text")
             if sh.queries.get("search"):
                 gr.Examples([[q] for q in sh.queries["search"]], inputs=[w["text"]], label="Example texts")

@@ -226,10 +226,10 @@ class SegmentCallbacks:
         """SAM's automatic masks of the whole image, sent to the canvas to draw in colour."""
         if key is not None:
             self.ws.check_key(session, key)
-        emb = self.ws.embedding(session)
+        self.ws.embedding(session)
         progress(0.1, "automatic masks")
         start = time.perf_counter()
-        auto = self.ws.segmenter(session).everything(emb, self.ws.automask_settings())
+        auto = self.ws.automatic_masks(session)
         if key is not None:
             self.ws.check_key(session, key)
         session.auto = auto
@@ -269,7 +269,10 @@ class SegmentCallbacks:
         state = lambda: (session.image_key, id(session.selection), id(session.auto), session.files_dir)  # noqa: E731
         if session.exported is not None and session.exported[0] == state():
             return session.exported[1]
-        out = self.write_exports(session)
+        try:
+            out = self.write_exports(session)
+        except FileNotFoundError as exc:   # the session ended (page closed) while writing
+            raise Stale("dropped: the session's folder is gone") from exc
         session.exported = (state(), out, session.selection, session.auto)   # held: ids stay unique
         return out
 

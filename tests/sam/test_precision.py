@@ -82,3 +82,14 @@ def test_real_probe_times_both_encoder_families():
     assert fast_sam.encoder_seconds(sam, "vit", "fp32", side=128, repeats=1) > 0
     assert len(sam.image_encoder.blocks) == 2 and sam.image_encoder.pos_embed.shape[1] == 64
     assert not fast_sam.is_accelerated(sam)
+
+
+def test_probe_copies_a_model_a_segmenter_already_hooked():
+    """A shared model carries the segmenter's click-priority hooks (which hold locks): the
+    probe still copies it."""
+    from core.sam import fast_sam
+    from core.sam.segmenter import Segmenter
+
+    sam = models.load_sam("vit_tiny", untrained=True, fast=False, device="cpu")
+    Segmenter(sam)
+    assert fast_sam.encoder_seconds(sam, "vit", "fp32", side=128, repeats=1) > 0

@@ -1,0 +1,134 @@
+"""One analysis per image, shared by every caller: SAM's automatic masks and the candidates'
+CLIP features, computed once per (SAM model, image, settings) and kept in a bounded cache.
+
+Everything mode, referring expressions (and anything else that needs "all objects of this
+image") read the same analysis, so after one of them has run on an image the others cost
+only their own, sentence-level part. Concurrent requests for the same analysis wait for
+one computation. The cache is bounded by bytes (masks and features), least recently used
+first; an analysis bigger than the whole budget is returned but not kept.
+
+Conventions as in core.sam.automask and core.refer.ground: masks (N, H, W) bool at the
+image's size, boxes XYXY pixels, features (N, D) float32.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.refer.ground import (Candidates, GroundingSettings, NoCandidatesError, candidate_limit, filter_candidates,
+                               image_candidates)
+from core.sam.automask import AutoMasks, AutoMaskSettings
+
+
+@dataclass(frozen=True)
+class ImageAnalysis:
+    """What is known about one image: `auto` its automatic masks; `candidates` those masks
+    filtered for grounding with their CLIP features (None until asked for)."""
+
+    auto: AutoMasks
+    candidates: Candidates | None = None
+
+    @property
+    def nbytes(self) -> int:
+        size = self.auto.masks.nbytes
+        if self.candidates is not None:
+            size += self.candidates.masks.nbytes + self.candidates.local.nbytes + self.candidates.global_.nbytes
+        return int(size)
+
+
+class AnalysisCache:
+    """Image analyses by (SAM name, image key, settings), within `max_bytes`; thread-safe."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple, ImageAnalysis] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self._building: dict[tuple, threading.Lock] = {}
+        self.hits = 0
+
+    def get(self, key: tuple) -> ImageAnalysis | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+            return found
+
+    def put(self, key: tuple, analysis: ImageAnalysis) -> None:
+        if analysis.nbytes > self.max_bytes:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            self._bytes += analysis.nbytes - (old.nbytes if old is not None else 0)
+            self._entries[key] = analysis
+            while self._bytes > self.max_bytes:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= dropped.nbytes
+
+    def build_lock(self, key: tuple) -> threading.Lock:
+        """The lock one computation of `key` holds (others wait for it, then read the cache)."""
+        with self._lock:
+            return self._building.setdefault(key, threading.Lock())
+
+    def release_lock(self, key: tuple) -> None:
+        with self._lock:
+            self._building.pop(key, None)
+
+
+def analysis_key(sam_name: str, image_key: str, *settings) -> tuple:
+    """(SAM name, image key, the settings' reprs): settings records are plain dataclasses."""
+    return (sam_name, image_key, *(repr(s) for s in settings))
+
+
+def automatic_masks(cache: AnalysisCache, sam_name: str, segmenter, image: np.ndarray,
+                    settings: AutoMaskSettings) -> ImageAnalysis:
+    """The analysis of `image` with at least its automatic masks (computed once; others wait)."""
+    emb = segmenter.set_image(image)
+    key = analysis_key(sam_name, emb.key, settings)
+    found = cache.get(key)
+    if found is not None:
+        return found
+    lock = cache.build_lock(key)
+    with lock:
+        found = cache.get(key)
+        if found is None:
+            found = ImageAnalysis(segmenter.everything(emb, settings))
+            cache.put(key, found)
+    cache.release_lock(key)
+    return found
+
+
+def grounding_candidates(cache: AnalysisCache, sam_name: str, segmenter, embedder, image: np.ndarray,
+                         settings: GroundingSettings) -> ImageAnalysis:
+    """The analysis of `image` with its grounding candidates and their CLIP features, from
+    the automatic masks of `settings.automask` (computed once per image and settings).
+    Raises core.refer.ground.NoCandidatesError when SAM finds nothing usable."""
+    base = automatic_masks(cache, sam_name, segmenter, image, settings.automask)
+    key = analysis_key(sam_name, segmenter.set_image(image).key, settings)
+    found = cache.get(key)
+    if found is not None:
+        return found
+    lock = cache.build_lock(key)
+    with lock:
+        found = cache.get(key)
+        if found is None:
+            masks = _kept_masks(base.auto, settings, image.shape[:2])
+            if not len(masks):
+                raise NoCandidatesError("SAM found no usable object masks in this image")
+            candidates = image_candidates(None, embedder, image, settings, masks=masks)
+            found = ImageAnalysis(base.auto, candidates)
+            cache.put(key, found)
+    cache.release_lock(key)
+    return found
+
+
+def _kept_masks(auto: AutoMasks, settings: GroundingSettings, image_hw) -> np.ndarray:
+    """The automatic masks grounding keeps (`core.refer.ground.filter_candidates`)."""
+    keep = filter_candidates(auto.masks, auto.scores, min_area_fraction=settings.min_area_fraction,
+                             duplicate_iou=settings.duplicate_iou,
+                             max_candidates=candidate_limit(settings, image_hw))
+    return auto.masks[keep]
