@@ -12,9 +12,13 @@ scaled back to it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
+
+from core.gallery.gallery import Hit, ObjectRecord
+from core.sam.automask import AutoMasks
+from core.sam.segmenter import MaskPrediction
 
 SelectionSource = Literal["prompt", "auto", "refer"]
 
@@ -84,14 +88,14 @@ class Session:
     sam_model: str = ""                       # this session's SAM ("" : the app's default)
     prompts: list[Prompt] = field(default_factory=list)
     prompt_version: int = 0                   # the canvas's counter of the prompts last committed
-    candidates: Any = None                    # core.sam.segmenter.MaskPrediction for `prompts`
-    auto: Any = None                          # core.sam.automask.AutoMasks of `image`
+    candidates: MaskPrediction | None = None  # SAM's answer for `prompts`
+    auto: AutoMasks | None = None             # the automatic masks of `image` ('Everything')
     selection: Selection | None = None        # the selected object
     # The person's own gallery additions: records + one (N, D) float32 block per view.
-    user_records: list[Any] = field(default_factory=list)
+    user_records: list[ObjectRecord] = field(default_factory=list)
     user_embeddings: dict[str, np.ndarray] = field(default_factory=dict)
     user_images: dict[str, np.ndarray] = field(default_factory=dict)  # source -> image
-    hits: list[Any] = field(default_factory=list)   # results shown now (core Hit; one page
+    hits: list[Hit] = field(default_factory=list)   # results shown now (one page
                                                     # of the large gallery, never more)
     hits_from: str = "examples"                     # "examples" | "large": where `hits` came from
     last_query: tuple[str, str] | None = None       # (source, text) of the last search
