@@ -69,7 +69,7 @@ ALLOWED = {
     "bench": {"library", "bench"},
     "cli": {"library", "evaluate", "bench", "cli"},
     "demo": {"library", "demo"},
-    "tools": {"library", "demo", "tools"},
+    "tools": {"library", "demo", "tools", "bench"},
     "app": {"library", "cli", "demo"},
 }
 

@@ -47,7 +47,7 @@ def measure(sam: str, clicks: int, views: tuple[str, ...], example: int = 0) -> 
         _, ms = _timed(cb.segment.commit_prompts, session, {"key": session.image_key, "points": point})
         times.append(ms)
     result["preview_ms_median (canvas fast path: predict + mask data)"] = statistics.median(previews)
-    result["commit_ms_median (predict + info + exports)"] = statistics.median(times)
+    result["commit_ms_median (the preview's answer reused + info; downloads follow)"] = statistics.median(times)
     _, result["compare_views_ms"] = _timed(cb.compare.compare, session)
     _, result["search_selected_object_ms"] = _timed(cb.search.search, session, "selected object", "",
                                                      views[0], "cosine", 8, True)
