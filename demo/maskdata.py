@@ -21,7 +21,6 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from core.io.images import pil_to_rgb
-from core.io.masks import mask_to_rle
 from demo import settings as serving
 from demo.state import UserError
 
@@ -247,27 +246,3 @@ def cutout_png(image: np.ndarray, mask: np.ndarray, crop: bool = True) -> bytes:
     Image.fromarray(np.ascontiguousarray(rgba), mode="RGBA").save(buf, format="PNG", compress_level=3)
     return buf.getvalue()
 
-
-def coco_annotation(mask: np.ndarray, ann_id: int, image_id: int = 1, **extra) -> dict:
-    """A COCO annotation dict (compressed RLE, bbox [x, y, w, h], area) for an (H, W) mask."""
-    mask = np.asarray(mask, dtype=bool)
-    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-    if rows.size:
-        bbox = [float(cols[0]), float(rows[0]), float(cols[-1] + 1 - cols[0]), float(rows[-1] + 1 - rows[0])]
-    else:
-        bbox = [0.0, 0.0, 0.0, 0.0]
-    return {"id": ann_id, "image_id": image_id, "category_id": 1, "segmentation": mask_to_rle(mask),
-            "area": int(mask.sum()), "bbox": bbox, "iscrowd": 0, **extra}
-
-
-def coco_document(file_name: str, size: tuple[int, int], masks: list[np.ndarray],
-                  extras: list[dict] | None = None, note: str = "") -> dict:
-    """One COCO-format JSON document for one image: its objects as class-agnostic
-    annotations (category 1 'object') with compressed RLE masks."""
-    extras = extras or [{} for _ in masks]
-    return {
-        "info": {"description": note or "objects found with SAM", "version": "1.0"},
-        "images": [{"id": 1, "file_name": file_name, "height": int(size[0]), "width": int(size[1])}],
-        "annotations": [coco_annotation(m, i + 1, **e) for i, (m, e) in enumerate(zip(masks, extras))],
-        "categories": [{"id": 1, "name": "object", "supercategory": "object"}],
-    }

@@ -119,6 +119,17 @@ def add_grounding_arguments(parser: argparse.ArgumentParser, *, ablation_flags: 
                    help="SAM stability threshold (default 0.95; use 0 with --untrained)")
 
 
+def add_automask_arguments(parser: argparse.ArgumentParser, points_per_side: int = 16) -> None:
+    """SAM's automatic-mask flags alone (for commands that need no grounding flags)."""
+    g = parser.add_argument_group("SAM automatic masks")
+    g.add_argument("--points-per-side", type=int, default=points_per_side,
+                   help="SAM automatic mask grid (default: %(default)s)")
+    g.add_argument("--pred-iou-thresh", type=float, default=None,
+                   help="SAM automatic mask IoU threshold (default 0.88; use 0 with --untrained)")
+    g.add_argument("--stability-thresh", type=float, default=None,
+                   help="SAM stability threshold (default 0.95; use 0 with --untrained)")
+
+
 def automask_settings_from_args(args: argparse.Namespace) -> AutoMaskSettings:
     """AutoMaskSettings from --points-per-side, --pred-iou-thresh and --stability-thresh."""
     defaults = AutoMaskSettings()

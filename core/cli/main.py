@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.cli import bench, commands, evaluate, refer
+from core.cli import bench, commands, evaluate, find, refer
 
 #: Errors that mean "bad input or missing set-up", reported in one line (exit code 2).
 EXPECTED_ERRORS = (ValueError, FileNotFoundError, RuntimeError, OSError, KeyError)
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Find and select objects in images with SAM + CLIP.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (commands, bench, refer, evaluate):
+    for module in (commands, bench, refer, find, evaluate):
         module.register(sub)
     bench.register_gallery(sub)
     return parser

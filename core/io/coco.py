@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.io.masks import box_to_mask, coco_ann_to_mask, coco_box_to_xyxy
+from core.io.masks import box_to_mask, coco_ann_to_mask, coco_box_to_xyxy, mask_to_rle
 
 REQUIRED_KEYS = ("images", "annotations", "categories")
 
@@ -77,3 +77,37 @@ def annotation_mask(ann: dict, height: int, width: int) -> np.ndarray:
     if "bbox" not in ann:
         raise ValueError("an object needs a 'segmentation' (mask) or a 'bbox' [x, y, w, h]")
     return box_to_mask(coco_box_to_xyxy(ann["bbox"]), (height, width))
+
+
+# ----------------------------------------------------------------------------- writing
+def coco_annotation(mask: np.ndarray, ann_id: int, image_id: int = 1, category_id: int = 1, **extra) -> dict:
+    """A COCO annotation dict (compressed RLE, bbox [x, y, w, h], area) for an (H, W) mask."""
+    mask = np.asarray(mask, dtype=bool)
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    if rows.size:
+        bbox = [float(cols[0]), float(rows[0]), float(cols[-1] + 1 - cols[0]), float(rows[-1] + 1 - rows[0])]
+    else:
+        bbox = [0.0, 0.0, 0.0, 0.0]
+    return {"id": ann_id, "image_id": image_id, "category_id": int(category_id), "segmentation": mask_to_rle(mask),
+            "area": int(mask.sum()), "bbox": bbox, "iscrowd": 0, **extra}
+
+
+#: The one category of class-agnostic exports.
+OBJECT_CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
+
+
+def coco_document(file_name: str, size: tuple[int, int], masks: list[np.ndarray],
+                  extras: list[dict] | None = None, note: str = "", categories: list[dict] | None = None,
+                  category_ids: list[int] | None = None) -> dict:
+    """One COCO-format JSON document for one image: its objects as annotations with compressed
+    RLE masks; class-agnostic (category 1 "object") unless `categories` ([{"id", "name",
+    ...}]) and `category_ids` (one per mask) are given. Loads with pycocotools' COCO()."""
+    extras = extras or [{} for _ in masks]
+    ids = category_ids if category_ids is not None else [1] * len(masks)
+    return {
+        "info": {"description": note or "objects found with SAM", "version": "1.0"},
+        "images": [{"id": 1, "file_name": file_name, "height": int(size[0]), "width": int(size[1])}],
+        "annotations": [coco_annotation(m, i + 1, category_id=c, **e)
+                        for i, (m, c, e) in enumerate(zip(masks, ids, extras))],
+        "categories": categories if categories is not None else [OBJECT_CATEGORY],
+    }

@@ -18,6 +18,7 @@ from PIL import Image
 
 from core.engine import sam_label
 from core.gallery.build import list_images
+from core.io.coco import coco_annotation, coco_document
 from core.io.images import load_image
 from core.sam.segmenter import image_key
 from demo import maskdata
@@ -298,7 +299,7 @@ class SegmentCallbacks:
             else:
                 extras[sel.index]["selected"] = True
             original = self.original_pixels(session)
-            ann = maskdata.coco_annotation(full, 1, score=float(sel.score), source=sel.source)
+            ann = coco_annotation(full, 1, score=float(sel.score), source=sel.source)
             out.cutout = put_file(folder / f"{stem}_cutout.png", maskdata.cutout_png(original, full))
             out.mask_png = put_file(folder / f"{stem}_mask.png", maskdata.mask_png(full))
             out.mask_rle = put_file(folder / f"{stem}_mask.rle.json", json.dumps(
@@ -311,7 +312,7 @@ class SegmentCallbacks:
             note = ("automatic masks ('Everything') and the selected object" if session.auto is not None
                     else "the selected object only: press 'Everything' to include all objects")
             out.coco = put_file(folder / f"{stem}_objects.coco.json", json.dumps(
-                maskdata.coco_document(session.image_name, size, objects, extras, note)))
+                coco_document(session.image_name, size, objects, extras, note)))
         return out
 
     def original_pixels(self, session: Session) -> np.ndarray:

@@ -1,0 +1,118 @@
+"""Find and label on an image with an `Engine`: the entry points the command line and the app
+share, over the engine's shared per-image analysis (no second SAM pass for an image already
+analysed), and the files they write.
+
+    from core.engine import Engine
+    from core.find.run import find_in_image, label_image
+    found = find_in_image(Engine(), image, "dogs")         # found.count, found.masks (K, H, W)
+    result = label_image(Engine(), image, "coco-panoptic")  # semantic / instances / panoptic
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.find.instances import FindSettings, Instances, example_feature, find_all, find_like
+from core.find.labels import (LabelledInstances, LabelSettings, Labelling, Panoptic, instances_of, label_candidates,
+                              panoptic, semantic_map)
+from core.find.vocab import Vocabulary, parse_vocabulary
+from core.io.coco import coco_document
+from core.io.masks import mask_to_rle
+from core.io.panoptic import category_entries, ids_to_rgb, legend, panoptic_document, png_bytes, semantic_png
+from core.refer.ground import Candidates, GroundingSettings
+from core.refer.parse import parse
+from core.sam.automask import AutoMaskSettings
+
+
+def candidates_of(engine, image: np.ndarray, automask: AutoMaskSettings | None = None,
+                  sam: str | None = None) -> tuple[Candidates, GroundingSettings]:
+    """The image's candidates with CLIP features (the same ones Refer uses) and the settings
+    they were made with."""
+    settings = GroundingSettings(automask=automask or AutoMaskSettings())
+    return engine.grounding_candidates(image, settings, sam), settings
+
+
+def find_in_image(engine, image: np.ndarray, phrase: str, *, like_mask: np.ndarray | None = None,
+                  automask: AutoMaskSettings | None = None, settings: FindSettings | None = None,
+                  vocabulary: Vocabulary | None = None, sam: str | None = None) -> Instances:
+    """Every instance of `phrase` in `image` (H, W, 3) uint8; with `like_mask` (H, W) bool,
+    every object like that example instead (the phrase may then be empty; a direction
+    word in it still orders the answer)."""
+    candidates, gsettings = candidates_of(engine, image, automask, sam)
+    if like_mask is not None:
+        feature = example_feature(engine.embedder, image, like_mask, gsettings)
+        direction = parse(phrase).direction if phrase and phrase.strip() else None
+        return find_like(candidates, feature, settings, direction)
+    if not phrase or not phrase.strip():
+        raise ValueError("type what to find, e.g. 'dogs'")
+    return find_all(candidates, engine.embedder, phrase, settings, vocabulary)
+
+
+@dataclass
+class LabelResult:
+    """Labelling of one image and its three outputs: semantic (H, W) int32 category ids,
+    instances (things), panoptic (id map + segments)."""
+
+    labelling: Labelling
+    semantic: np.ndarray
+    instances: LabelledInstances
+    panoptic: Panoptic
+
+
+def label_image(engine, image: np.ndarray, vocabulary: str | Vocabulary | None = None, *,
+                automask: AutoMaskSettings | None = None, settings: LabelSettings | None = None,
+                sam: str | None = None) -> LabelResult:
+    """Label every candidate of `image` with `vocabulary` ("coco-panoptic" by default, a comma
+    list, a file, a sentence's nouns, or a Vocabulary) and build the three outputs."""
+    vocab = vocabulary if isinstance(vocabulary, tuple) else parse_vocabulary(vocabulary)
+    candidates, _ = candidates_of(engine, image, automask, sam)
+    return label_result(label_candidates(candidates, engine.embedder, vocab, settings), settings)
+
+
+def label_result(labelling: Labelling, settings: LabelSettings | None = None) -> LabelResult:
+    """The three outputs of a labelling."""
+    return LabelResult(labelling, semantic_map(labelling), instances_of(labelling), panoptic(labelling, settings))
+
+
+# ----------------------------------------------------------------------------- outputs
+def instances_json(found: Instances) -> dict:
+    """{"phrase", "count", "instances": [{"box", "score", "label", "rle"}]} of a find."""
+    return {"phrase": found.phrase, "count": found.count, "summary": found.summary(),
+            "instances": [{"box": [round(float(v), 2) for v in box], "score": round(float(score), 6),
+                           "label": found.label, "rle": mask_to_rle(mask)}
+                          for box, score, mask in zip(found.boxes, found.scores, found.masks)]}
+
+
+def instances_document(result: LabelResult, file_name: str) -> dict:
+    """COCO instances of the labelled things (RLE masks, scores, category names)."""
+    inst = result.instances
+    extras = [{"score": round(float(s), 6), "category_name": n} for s, n in zip(inst.scores, inst.names)]
+    return coco_document(file_name, result.labelling.image_hw, list(inst.masks), extras,
+                         note="instances labelled with CLIP (zero-shot) on SAM's automatic masks",
+                         categories=category_entries(result.labelling.vocabulary),
+                         category_ids=[int(c) for c in inst.category_ids])
+
+
+def write_label_outputs(out_dir: str | Path, result: LabelResult, file_name: str,
+                        untrained: bool = False) -> dict[str, Path]:
+    """Write panoptic.png + panoptic.json (COCO panoptic), semantic.png + semantic.json (legend)
+    and instances.json (COCO) into `out_dir`; returns their paths by kind."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab, size = result.labelling.vocabulary, result.labelling.image_hw
+    pan = panoptic_document(file_name, size, "panoptic.png", result.panoptic.segments, vocab)
+    sem = {"image": file_name, "unlabelled": 0, "legend": legend(vocab, result.semantic)}
+    inst = instances_document(result, file_name)
+    for doc in (pan, sem, inst):
+        doc["untrained"] = bool(untrained)
+    files = {"panoptic_png": out / "panoptic.png", "panoptic_json": out / "panoptic.json",
+             "semantic_png": out / "semantic.png", "semantic_json": out / "semantic.json",
+             "instances_json": out / "instances.json"}
+    files["panoptic_png"].write_bytes(png_bytes(ids_to_rgb(result.panoptic.id_map)))
+    files["semantic_png"].write_bytes(semantic_png(result.semantic))
+    for key, doc in (("panoptic_json", pan), ("semantic_json", sem), ("instances_json", inst)):
+        files[key].write_text(json.dumps(doc))
+    return files
