@@ -7,7 +7,8 @@ In-process, untrained vit_t + CLIP ViT-B-32, the trained path's automatic-mask g
 second sentence on it, Everything after Refer, Everything cold, Refer after Everything,
 and (this checkout) Refer after the Refer tab was open for 15 s. With --baseline DIR
 (another checkout, e.g. `git worktree add /tmp/base <commit>`) that checkout's callbacks
-are timed the same way, in the same run.
+are timed the same way, in the same run (this file is run with that checkout first on the
+path, so the imports below are that checkout's modules).
 """
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from core.bench.timing import cpu_info
+from core.engine import EngineSettings
+from demo.callbacks import Callbacks
+from demo.context import UNTRAINED_AUTOMASK, AppContext, AppSettings
+from demo.state import Session
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,11 +39,6 @@ def _timed(fn, *args) -> float:
 
 def measure(name: str, points_per_side: int) -> dict:
     """The timings of the checkout whose modules are importable (its callbacks API, old or new)."""
-    from core.engine import EngineSettings
-    from demo.callbacks import Callbacks
-    from demo.context import UNTRAINED_AUTOMASK, AppContext, AppSettings
-    from demo.state import Session
-
     grid = replace(UNTRAINED_AUTOMASK, points_per_side=points_per_side)
     ctx = AppContext(EngineSettings(sam="vit_t", untrained=True, device="cpu"),
                      AppSettings(gallery_views=("crop",), cache_dir=Path(tempfile.mkdtemp()), automask=grid))
