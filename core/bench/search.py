@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.bench.fakes import fake_models
 from core.bench.run import cluster_centres, synthetic_vectors
 from core.gallery.ray_runner import ray_available, ray_runner
 from core.embed import Embedder

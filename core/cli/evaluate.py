@@ -8,13 +8,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 from core.cli.args import (
+    add_automask_arguments,
     add_grounding_arguments,
     add_model_arguments,
+    automask_settings_from_args,
     csv_list,
     engine_from_args,
     grounding_settings_from_args,
 )
 from core.evaluate import PAPER_SAM
+from core.evaluate import label as label_eval
 from core.evaluate import refer as refer_eval
 from core.evaluate import refer_data, retrieval
 from core.evaluate.retrieval import SelectionSettings
@@ -195,9 +198,42 @@ def add_refer_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, sam_default=PAPER_SAM)
 
 
+def run_label_evaluation(args) -> int:
+    """`python -m core evaluate label`: COCOeval AP and PQ per row, find-all P/R; JSON on stdout."""
+    rows = tuple(csv_list(args.rows))
+    coco = Path(args.coco)
+    images = Path(args.images) if args.images else coco.parent / "images"
+    engine = engine_from_args(args) if set(rows) - {"oracle"} else None
+    settings = label_eval.LabelEvalSettings(rows=rows, limit=args.limit or None,
+                                            automask=automask_settings_from_args(args), find=not args.no_find)
+    report = label_eval.evaluate_labels(coco, images, engine, settings, progress=not args.quiet)
+    report["models"] = engine.label if engine is not None else "none (oracle row only)"
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "label_eval.json").write_text(json.dumps(report, indent=1))
+        _log(f"wrote {out / 'label_eval.json'}")
+    print(json.dumps(report))
+    return 0
+
+
+def add_label_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--coco", required=True, help="COCO instances JSON")
+    parser.add_argument("--images", help="image folder (default: images/ beside the JSON)")
+    parser.add_argument("--rows", default=",".join(label_eval.ROWS),
+                        help="comma list of rows: oracle (ground-truth masks + labels), gt-masks+clip, sam+clip "
+                             "(default: all)")
+    parser.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")
+    parser.add_argument("--no-find", action="store_true", help="skip the find-all precision / recall")
+    parser.add_argument("--out", help="folder for label_eval.json")
+    parser.add_argument("--quiet", action="store_true")
+    add_automask_arguments(parser)
+    add_model_arguments(parser, sam_default=PAPER_SAM)
+
+
 def register(subparsers) -> None:
     """Add `evaluate retrieval` and `evaluate refer` to `python -m core`."""
-    evaluate = subparsers.add_parser("evaluate", help="evaluations (retrieval, referring expressions)")
+    evaluate = subparsers.add_parser("evaluate", help="evaluations (retrieval, referring expressions, labelling)")
     sub = evaluate.add_subparsers(dest="evaluation", metavar="EVALUATION")
     sub.required = True
     parser = sub.add_parser("retrieval", help="object retrieval P@K / R@K / mAP per view x metric",
@@ -209,3 +245,7 @@ def register(subparsers) -> None:
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     add_refer_arguments(parser)
     parser.set_defaults(func=run_refer_evaluation)
+    parser = sub.add_parser("label", help="labelling: COCOeval segm AP and panoptic quality; find-all P/R",
+                            description=label_eval.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_label_arguments(parser)
+    parser.set_defaults(func=run_label_evaluation)
