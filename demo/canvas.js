@@ -23,7 +23,7 @@ if (!interactive) root.classList.add('sc-readonly');
 const SEL = [30, 144, 255], HOVER = [255, 170, 0], POS = '#00c846', NEG = '#eb2828', BOXC = '#ffc800';
 const st = {
   key: '', phase: 'none', img: null, w: 0, h: 0, dw: 0, dh: 0, name: '', estimate: 0, t0: 0,
-  tool: 'pos', points: [], box: null, corner: null, history: [], version: 0,
+  tool: 'pos', points: [], box: null, corner: null, history: [], future: [], version: 0,
   cands: [], scores: [], chosen: 0, extSel: null, hoverMask: null, hoverOn: true,
   auto: [], autoLabel: null, autoLayer: null, autoHover: -1, autoPick: -1, pendingRefresh: false,
   drag: null, pointer: null, seq: 0,
@@ -35,7 +35,7 @@ const api = { state: () => ({
   box: st.box && st.box.slice(), corner: st.corner, chosen: st.chosen, ncands: st.cands.length,
   selArea: selectedMask() ? count(selectedMask()) : 0, hoverArea: st.hoverMask ? count(st.hoverMask) : 0,
   autoCount: st.auto.length, autoPick: st.autoPick, autoHover: st.autoHover, display: [st.dh, st.dw],
-  size: [st.h, st.w] }),
+  size: [st.h, st.w], busy: busy.style.display !== 'none' ? st.busyKind : '', redo: st.future.length }),
   stats, toDisplay: (x, y) => [x * st.dw / st.w, y * st.dh / st.h],
   autoMask: (i) => st.auto[i], selected: () => selectedMask(), clientPoint };
 window.samcanvas = window.samcanvas || {};
@@ -175,8 +175,9 @@ function draw() {
     g.lineWidth = lw; g.stroke();
   }
 }
-function showBusy(text, estimateMs) {
-  busy.style.display = 'flex'; busyText.textContent = text;
+// kind: 'upload', 'encoding' or 'everything' (which only its answer or a new image ends)
+function showBusy(text, estimateMs, kind) {
+  busy.style.display = 'flex'; busyText.textContent = text; st.busyKind = kind || 'work';
   st.busyStart = performance.now(); st.busyEstimate = estimateMs || 0; st.busyLabel = text;
   fill.style.width = estimateMs ? '2%' : '100%';
   fill.classList.toggle('sc-indeterminate', !estimateMs);
@@ -195,7 +196,7 @@ function tickBusy() {
     busyText.textContent = `${st.busyLabel} ${t.toFixed(1)} s`;
   }
 }
-function hideBusy() { busy.style.display = 'none'; }
+function hideBusy() { busy.style.display = 'none'; st.busyKind = ''; }
 function say(text, ms) {
   notice.textContent = text; notice.style.display = text ? 'block' : 'none';
   clearTimeout(st.noticeTimer);
@@ -207,7 +208,8 @@ function updateControls() {
     b.classList.toggle('sc-on', b.dataset.tool === st.tool);
     b.disabled = !has || (b.dataset.tool === 'pick' && !st.auto.length);
   }
-  $('.sc-undo').disabled = !st.history.length;
+  $('.sc-undo').disabled = !(st.tool === 'pick' ? st.autoPick >= 0 : st.history.length);
+  $('.sc-redo').disabled = st.tool === 'pick' || !st.future.length;
   $('.sc-clear').disabled = !(st.points.length || st.box || st.corner || st.extSel || st.autoPick >= 0);
   $('.sc-everything').disabled = !ready;
   $('.sc-everything').title = ready ? 'All objects SAM finds, in colour (then click one)' :
@@ -224,7 +226,7 @@ function updateControls() {
       chips.appendChild(b);
     });
   }
-  readout.textContent = st.key ? describe() : '';
+  readout.textContent = st.key && interactive ? describe() : '';
 }
 function describe() {
   if (st.tool === 'pick') return `${st.auto.length} objects · ` + (st.autoPick >= 0 ? `picked #${st.autoPick + 1}` : 'click one to select it');
@@ -237,15 +239,19 @@ function apply(m) {
   if (stats.pendingFirst && !stats.pendingFirst.key && m.key) stats.pendingFirst.key = m.key;
   if (m.notice) { hideBusy(); say(m.notice, 8000); }
   if (!m.key) { updateControls(); return; }
-  if (m.key !== st.key || (m.model && st.model && m.model !== st.model)) newImage(m);  // another SAM: start over
+  const fresh = m.key !== st.key || (m.model && st.model && m.model !== st.model);  // another SAM: start over
+  if (fresh) newImage(m);
   if (m.model) st.model = m.model;
   if (m.phase === 'encoding' && st.phase !== 'ready') {
     st.phase = 'encoding';
-    showBusy('encoding with SAM' + (m.model ? ' ' + m.model : '') + '...', m.estimate_ms);
-  } else if (m.phase === 'ready' && st.phase !== 'ready') {
-    st.phase = 'ready'; hideBusy();
-    if (m.encode_ms) stats.encodeMs = m.encode_ms;
-    if (st.pendingRefresh) { st.pendingRefresh = false; refresh(); }
+    showBusy('encoding with SAM' + (m.model ? ' ' + m.model : '') + '...', m.estimate_ms, 'encoding');
+  } else if (m.phase === 'ready') {
+    endStaleBusy(fresh);
+    if (st.phase !== 'ready') {
+      st.phase = 'ready';
+      if (m.encode_ms) stats.encodeMs = m.encode_ms;
+      if (st.pendingRefresh) { st.pendingRefresh = false; refresh(); }
+    }
   }
   if (m.auto) {
     st.auto = m.auto.map(a => decode(a)); st.autoPick = -1; st.autoHover = -1; buildAuto();
@@ -268,9 +274,12 @@ function apply(m) {
   }
   invalidate(true); updateControls();
 }
+// a message for the current (or a newer) image that is ready ends an upload's or an
+// encoding's progress line (e.g. the same file uploaded again, an example picked meanwhile)
+function endStaleBusy(fresh) { if (fresh || st.busyKind !== 'everything') hideBusy(); }
 function newImage(m) {
   Object.assign(st, { key: m.key, phase: m.phase, name: m.name, w: m.size[1], h: m.size[0],
-    dh: m.display[0], dw: m.display[1], tool: 'pos', points: [], box: null, corner: null, history: [],
+    dh: m.display[0], dw: m.display[1], tool: 'pos', points: [], box: null, corner: null, history: [], future: [],
     cands: [], scores: [], chosen: 0, extSel: null, hoverMask: null, auto: [], autoLabel: null,
     autoLayer: null, autoHover: -1, autoPick: -1, pendingRefresh: false, drag: null });
   st.version++; say('');
@@ -283,10 +292,17 @@ function newImage(m) {
   if (!st.img) st.img = null;
   st.img = null; g.clearRect(0, 0, view.width, view.height);
 }
-// the picture fills the stage's width (up to 72 % of the window's height), keeping its shape
+// the picture fills the stage's width, keeping its shape, and leaves room under it for the
+// status and info lines (visible without scrolling); a read-only canvas: 72 % of the window
+function maxHeight() {
+  const H = window.innerHeight;
+  if (!interactive) return Math.max(160, H * 0.72);
+  const top = stageEl.getBoundingClientRect().top + window.scrollY;
+  return Math.max(160, 0.4 * H, Math.min(0.62 * H, H - top - 190));
+}
 function fit() {
   if (!st.dw) return;
-  const avail = stageEl.clientWidth || st.dw, maxH = Math.max(160, window.innerHeight * 0.72);
+  const avail = stageEl.clientWidth || st.dw, maxH = maxHeight();
   const k = Math.min(avail / st.dw, maxH / st.dh, 2.5);
   view.style.width = Math.floor(st.dw * k) + 'px'; view.style.height = Math.floor(st.dh * k) + 'px';
 }
@@ -304,6 +320,7 @@ function snapshot() { return { points: st.points.map(p => p.slice()), box: st.bo
 function change(fn) {
   st.history.push(snapshot());
   if (st.history.length > 100) st.history.shift();
+  st.future = [];
   fn();
   st.extSel = null;
   refresh();
@@ -343,16 +360,36 @@ async function refresh() {
 }
 function commit(extra) {
   if (!st.key) return;
-  trigger('prompts', payload(Object.assign({ chosen: st.chosen, version: st.version }, extra || {})));
+  trigger('prompts', payload(Object.assign({ chosen: st.chosen, version: st.version, shown: shown() }, extra || {})));
 }
+// what the canvas shows as the selection: the server keeps the same one
+function shown() { return st.cands.length ? 'prompt' : (st.extSel ? 'external' : 'none'); }
+function restore(s) { st.points = s.points; st.box = s.box; st.chosen = s.chosen; st.corner = null; refresh(); }
 function undo() {
-  if (st.tool === 'pick') { if (st.autoPick >= 0) { st.autoPick = -1; invalidate(true); updateControls(); } return; }
+  if (st.tool === 'pick') { unpick(); return; }
   const prev = st.history.pop(); if (!prev) return;
-  st.points = prev.points; st.box = prev.box; st.chosen = prev.chosen; st.corner = null;
-  refresh();
+  st.future.push(snapshot()); restore(prev);
+}
+function redo() {
+  if (st.tool === 'pick') return;
+  const next = st.future.pop(); if (!next) return;
+  st.history.push(snapshot()); restore(next);
+}
+// the picked automatic mask is dropped: the server's selection follows
+function unpick() {
+  if (st.autoPick < 0) return;
+  st.autoPick = -1; invalidate(true); updateControls();
+  trigger('pick', { key: st.key, clear: true });
+}
+// leaving 'Everything' mode: the canvas shows the prompts' mask again (or nothing), so the
+// server selects it too (a picked automatic mask is no longer shown)
+function leavePick(tool) {
+  const picked = st.autoPick >= 0;
+  st.tool = tool; st.autoPick = -1; st.autoHover = -1;
+  if (picked) commit();
 }
 function clearAll() {
-  if (st.tool === 'pick') { st.tool = 'pos'; st.autoHover = -1; invalidate(true); updateControls(); return; }
+  if (st.tool === 'pick') { leavePick('pos'); invalidate(true); updateControls(); return; }
   if (!st.points.length && !st.box && !st.corner && !st.extSel) return;
   change(() => { st.points = []; st.box = null; st.corner = null; st.chosen = 0; });
 }
@@ -434,9 +471,9 @@ view.addEventListener('pointerup', (e) => {
   }
   if (st.tool === 'pick') {
     const i = nearestAuto(p.dx, p.dy, 8 * Math.max(1, st.dw / 1024));
-    st.autoPick = i; invalidate(true); updateControls();
-    if (i >= 0) trigger('pick', { key: st.key, x: p.x, y: p.y, index: i });
-    else say('No object there: click on a coloured region.', 3000);
+    if (i < 0) { say('No object there: click on a coloured region.', 3000); return; }   // the pick stays
+    st.autoPick = i; st.extSel = null; invalidate(true); updateControls();
+    trigger('pick', { key: st.key, x: p.x, y: p.y, index: i });
     return;
   }
   // a click (or tap) on an existing point removes it
@@ -457,9 +494,17 @@ view.addEventListener('pointerup', (e) => {
   change(() => { st.points.push([p.x, p.y, negative ? 0 : 1]); st.chosen = 0; });
 });
 view.addEventListener('pointercancel', () => { st.drag = null; invalidate(false); });
+// Ctrl+Z (Cmd+Z): undo; Ctrl+Shift+Z or Ctrl+Y: redo. True when the key was one of them.
+function historyKey(e) {
+  if (!(e.ctrlKey || e.metaKey)) return false;
+  const k = e.key.toLowerCase();
+  if (k === 'z') { (e.shiftKey ? redo : undo)(); return true; }
+  if (k === 'y') { redo(); return true; }
+  return false;
+}
 root.addEventListener('keydown', (e) => {
   if (!interactive) return;
-  if ((e.ctrlKey || e.metaKey) && (e.key === 'z' || e.key === 'Z')) { e.preventDefault(); undo(); }
+  if (historyKey(e)) { e.preventDefault(); }
   else if (e.key === 'Escape') { e.preventDefault(); if (st.corner) { st.corner = null; invalidate(false); updateControls(); } else clearAll(); }
 });
 document.addEventListener('keydown', (e) => {
@@ -468,29 +513,31 @@ document.addEventListener('keydown', (e) => {
   const t = document.activeElement;
   if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.isContentEditable)) return;
   if (!st.pointer) return;
-  if ((e.ctrlKey || e.metaKey) && (e.key === 'z' || e.key === 'Z')) { e.preventDefault(); undo(); }
+  if (historyKey(e)) { e.preventDefault(); }
   else if (e.key === 'Escape') { clearAll(); }
 });
 
 // ------------------------------------------------------------------ toolbar, upload
 for (const b of element.querySelectorAll('.sc-tool')) {
   b.addEventListener('click', () => {
+    if (st.tool === 'pick' && b.dataset.tool !== 'pick') leavePick(b.dataset.tool);
     st.tool = b.dataset.tool; st.corner = null; st.hoverMask = null; st.autoHover = -1;
     invalidate(true); updateControls();
   });
 }
 $('.sc-undo').addEventListener('click', undo);
+$('.sc-redo').addEventListener('click', redo);
 $('.sc-clear').addEventListener('click', clearAll);
 $('.sc-hover').addEventListener('change', (e) => { st.hoverOn = e.target.checked; st.hoverMask = null; invalidate(true); });
 $('.sc-everything').addEventListener('click', () => {
   if (!st.key || st.phase !== 'ready') return;
   stats.lastAction = { kind: 'everything', t0: performance.now() };
-  showBusy('finding all objects...', 0);
+  showBusy('finding all objects...', 0, 'everything');
   trigger('everything', { key: st.key });
 });
 async function sendFile(file) {
   if (!file) return;
-  showBusy('uploading ' + file.name + '...', 0);
+  showBusy('uploading ' + file.name + '...', 0, 'upload');
   try {
     const r = await upload(file);
     stats.pendingFirst = { t0: stats.uploadStart || performance.now() };

@@ -6,8 +6,9 @@ masks as run lengths at display size. The page calls `preview` (a server functio
 fast path for clicks, drags and hover) directly and reports what the person did with
 `trigger(...)` events, which `demo.shell` wires to session callbacks:
 
-- ``prompts`` {key, points: [[x, y, label]...], box, chosen, version}: the prompts changed;
-- ``pick`` {key, x, y}: a click in 'Everything' mode;
+- ``prompts`` {key, points: [[x, y, label]...], box, chosen, version, shown}: the prompts
+  changed (`shown`: what the canvas shows selected, "prompt" | "external" | "none");
+- ``pick`` {key, x, y} | {key, clear: true}: a click in 'Everything' mode, or the pick undone;
 - ``everything`` {key}: compute all automatic masks;
 - ``upload`` {path, name}: a file was uploaded (dropped or chosen) into Gradio's upload folder.
 
@@ -36,6 +37,7 @@ TEMPLATE = """
       <button class="sc-tool" data-tool="pick" title="Pick one of the automatic masks (after 'Everything')">▦ pick</button>
     </span>
     <button class="sc-undo" title="Undo the last change (Ctrl+Z / Cmd+Z)">↶ Undo</button>
+    <button class="sc-redo" title="Redo what was undone (Ctrl+Shift+Z / Ctrl+Y)">↷ Redo</button>
     <button class="sc-clear" title="Clear all prompts (Esc)">✕ Clear</button>
     <button class="sc-everything" title="All objects SAM finds">▦ Everything</button>
     <label class="sc-switch" title="Show the mask under the pointer while it rests on the picture"><input type="checkbox" class="sc-hover" checked> hover preview</label>
@@ -43,12 +45,12 @@ TEMPLATE = """
   </div>
   <div class="sc-stage">
     <canvas class="sc-view" width="640" height="360"></canvas>
-    <div class="sc-empty">Drop an image here, press <b>Upload</b> or pick an example</div>
+    <div class="sc-empty"><span>Drop an image here, press <b>Upload</b> or pick an example</span></div>
     <div class="sc-busy" style="display:none"><div class="sc-bar"><div class="sc-fill"></div></div><span class="sc-busy-text"></span></div>
     <div class="sc-notice" style="display:none"></div>
   </div>
   <div class="sc-footer"><span class="sc-cands"></span><span class="sc-readout"></span></div>
-  <div class="sc-hint">click: + point · right-click / Shift+click: − point · drag: box · click a point: remove it · Ctrl+Z: undo · Esc: clear</div>
+  <div class="sc-hint">click: + point · right-click / Shift+click: − point · drag: box · click a point: remove it · Ctrl+Z: undo · Ctrl+Shift+Z / Ctrl+Y: redo · Esc: clear</div>
 </div>
 """
 
@@ -72,12 +74,13 @@ CSS = """
   background: var(--background-fill-secondary, #f4f4f5); border-radius: 8px; touch-action: none; }
 .sc-stage.sc-drop { outline: 3px dashed #1e90ff; }
 .sc-view { display: block; max-width: 100%; cursor: crosshair; }
-.sc-readonly .sc-toolbar, .sc-readonly .sc-hint { display: none; }
+.sc-readonly .sc-toolbar, .sc-readonly .sc-hint, .sc-readonly .sc-readout { display: none; }
 .sc-readonly .sc-view { cursor: default; }
 .sc-empty { position: absolute; inset: 0; display: flex; align-items: center; justify-content: center;
   color: var(--body-text-color-subdued, #666); font-size: 15px; pointer-events: none; text-align: center; padding: 1em; }
 .sc-busy { position: absolute; left: 0; right: 0; bottom: 0; display: flex; flex-direction: column;
   gap: 3px; padding: 6px 10px; background: rgba(0, 0, 0, .55); color: #fff; font-size: 13px; pointer-events: none; }
+.sc-busy .sc-busy-text { color: #fff !important; text-shadow: 0 1px 2px #000; }
 .sc-bar { height: 6px; background: rgba(255, 255, 255, .25); border-radius: 3px; overflow: hidden; }
 .sc-fill { height: 100%; width: 0; background: #1e90ff; transition: width .1s linear; }
 .sc-fill.sc-indeterminate { width: 100% !important; animation: sc-pulse 1.2s ease-in-out infinite; }

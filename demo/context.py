@@ -333,7 +333,8 @@ class AppContext:
 
     # ---- banner --------------------------------------------------------------------
     def banner(self) -> str:
-        """Markdown: which models run, whether they are untrained, what is missing."""
+        """Markdown: which models run, whether they are untrained, what is missing; shared by
+        all sessions, so it names the app's default SAM (the status line names a session's own)."""
         engine = self.engine
         if not self.loaded.is_set():
             return f"**Loading models** ({engine.label}) ..."
@@ -342,7 +343,7 @@ class AppContext:
                     f"{self.load_error}\n\n"
                     "Provide the weights as described and restart, or press **Use untrained "
                     "models** to try the interface with random weights (results are meaningless).")
-        timing = f" · {self.model_line()}"
+        timing = f" · default {self.model_line()}"   # the app's; a session may choose another
         if engine.untrained:
             return f"**UNTRAINED MODE**: {engine.label}.{timing}"
         return f"Models: {engine.label}{timing}"

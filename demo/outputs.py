@@ -47,6 +47,7 @@ class Exports:
     mask_png: str | None = None    # the selected mask, 8-bit PNG at the original size
     mask_rle: str | None = None    # the selected mask as one COCO annotation (RLE) JSON
     coco: str | None = None        # all objects of the image as one COCO JSON document
+    coco_selection_only: bool = False  # the COCO JSON holds the selection only (no 'Everything')
     why: str = "Select an object first."
 
 

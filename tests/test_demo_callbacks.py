@@ -493,3 +493,91 @@ def test_my_gallery_keeps_each_image_once_and_is_bounded(cb, monkeypatch):
     if other.selected_mask().any():
         with pytest.raises(UserError, match="1 images, its limit"):
             cb.galleries.add_selected(other)
+
+
+def _two_auto_masks(session):
+    from core.sam.automask import AutoMasks
+
+    h, w = session.image.shape[:2]
+    masks = np.zeros((2, h, w), bool)
+    masks[0, 10:60, 10:60] = True
+    masks[1, 20:30, 70:90] = True
+    session.auto = AutoMasks(masks=masks, scores=np.array([.9, .8], np.float32),
+                             boxes=np.zeros((2, 4), np.float32))
+
+
+def test_the_selection_follows_the_canvas_when_a_pick_is_dropped(cb):
+    """Bug 2: 'Everything', a pick, then '+ point' (the canvas commits what it shows) or
+    Ctrl+Z in pick mode (a pick with clear): the automatic selection and its downloads go."""
+    session = loaded(cb)
+    _two_auto_masks(session)
+    key = session.image_key
+    cb.segment.pick(session, {"key": key, "x": 25, "y": 25})
+    assert session.selection.source == "auto" and cb.segment.exports(session).cutout
+    out = cb.segment.commit_prompts(session, {"key": key, "points": [], "box": None, "chosen": 0,
+                                              "version": session.prompt_version, "shown": "none"})
+    assert session.selection is None and "No object selected" in out.info
+    assert cb.segment.exports(session).cutout is None
+    cb.segment.pick(session, {"key": key, "x": 25, "y": 25})
+    out = cb.segment.pick(session, {"key": key, "clear": True})
+    assert session.selection is None and "No object selected" in out.info
+    assert cb.segment.exports(session).mask_rle is None
+    # with the prompts still on the canvas, '+ point' selects their mask again
+    h, w = session.image.shape[:2]
+    click(cb, session, [[w / 2, h / 2, 1]])
+    cb.segment.pick(session, {"key": key, "x": 25, "y": 25})
+    cb.segment.commit_prompts(session, {"key": key, "points": [[w / 2, h / 2, 1]], "chosen": 0,
+                                        "version": session.prompt_version, "shown": "prompt"})
+    assert session.selection.source == "prompt"
+
+
+def test_clearing_prompts_keeps_only_a_selection_the_canvas_still_shows(cb):
+    session = loaded(cb)
+    _two_auto_masks(session)
+    key = session.image_key
+    cb.segment.pick(session, {"key": key, "x": 25, "y": 25})
+    empty = {"key": key, "points": [], "box": None, "version": session.prompt_version}
+    cb.segment.commit_prompts(session, {**empty, "shown": "external"})
+    assert session.selection is not None
+    cb.segment.commit_prompts(session, empty)               # nothing shown: nothing selected
+    assert session.selection is None
+
+
+def test_everything_without_masks_ends_the_canvas_progress_line(cb, monkeypatch):
+    from core.sam.automask import AutoMasks
+
+    session = loaded(cb)
+    h, w = session.image.shape[:2]
+    none = AutoMasks(masks=np.zeros((0, h, w), bool), scores=np.zeros(0, np.float32),
+                     boxes=np.zeros((0, 4), np.float32))
+    monkeypatch.setattr(cb.ws, "automatic_masks", lambda s: none)
+    out = cb.segment.everything(session, session.image_key)
+    message = json.loads(out.canvas)
+    assert "No automatic masks" in message["notice"] and message["phase"] == "ready"
+
+
+def test_downloads_of_untrained_models_say_so_and_the_note_says_what_coco_holds(cb):
+    """Bug 8: "untrained": true in the COCO and RLE JSON; the note says when the COCO JSON
+    holds only the selection."""
+    from demo.panels.segment import downloads_note
+
+    session = loaded(cb, 1)
+    h, w = session.image.shape[:2]
+    click(cb, session, [[w / 2, h / 2, 1]])
+    if not session.selected_mask().any():
+        pytest.skip("the untrained model gave an empty mask for this click")
+    ex = cb.segment.exports(session)
+    coco, rle = json.loads(Path(ex.coco).read_text()), json.loads(Path(ex.mask_rle).read_text())
+    assert coco["untrained"] is True and "UNTRAINED" in coco["info"]["description"]
+    assert rle["untrained"] is True and "UNTRAINED" in rle["note"] and "COCO compressed RLE" in rle["note"]
+    assert ex.coco_selection_only and "holds only the selection" in downloads_note(ex)
+    _two_auto_masks(session)
+    ex = cb.segment.exports(session)
+    assert not ex.coco_selection_only and "holds only" not in downloads_note(ex)
+    assert "_objects.coco.json" in downloads_note(ex)
+
+
+def test_downloads_of_trained_models_carry_no_untrained_marker(cb, monkeypatch):
+    monkeypatch.setattr(type(cb.ctx.engine), "untrained", property(lambda self: False))
+    doc = cb.segment.mark_untrained({"note": "x"})
+    assert doc == {"note": "x"}

@@ -242,3 +242,16 @@ def test_downloads_for_a_session_whose_folder_is_gone_are_dropped(cb, ctx, tmp_p
     with pytest.raises(Stale):
         cb.segment.exports(session)
     assert not gone.exists()
+
+
+def test_the_banner_names_the_default_and_the_status_the_sessions_model(cb, ctx):
+    """Bug 10: the banner is shared, so it says 'default SAM ...'; a session that switched
+    hears about its own model in the status line once its image is encoded again."""
+    assert f"default SAM {ctx.engine.settings.sam}" in ctx.banner()
+    session = Session()
+    cb.segment.load_example(session, 0)
+    out = cb.segment.set_model(session, "vit_t")
+    assert "Now using SAM vit_t" in out.status
+    if session.embedding is None:
+        out = cb.segment.finish_load(session, session.image_key)
+        assert "Your session uses SAM vit_t" in out.status

@@ -142,3 +142,26 @@ def test_an_empty_expression_clears_what_was_understood(tmp_path):
     with pytest.warns(UserWarning):
         parsed, status = parse.fn("   ")
     assert parsed == "" and "Type a referring expression" in status
+
+
+def test_an_upload_clears_the_examples_selection(tmp_path):
+    """Bug 10: the example thumbnail is no longer highlighted once a file is uploaded."""
+    import gradio as gr
+
+    from demo.shell import build_demo
+
+    ctx = AppContext(EngineSettings(sam="vit_tiny", untrained=True, device="cpu"),
+                     AppSettings(cache_dir=tmp_path, gallery_views=("crop",)))
+    demo = build_demo(ctx)
+    examples = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "examples")
+    upload = next(fn for fn in demo.fns.values() if getattr(fn.fn, "__name__", "") == "on_upload")
+    assert examples in upload.outputs
+    assert gr.Gallery(selected_index=None).selected_index is None
+
+
+def test_the_canvas_offers_redo_and_keeps_busy_text_readable():
+    from demo import canvas
+
+    assert "sc-redo" in canvas.TEMPLATE and "Ctrl+Shift+Z" in canvas.TEMPLATE
+    assert "function redo()" in canvas.JS and "k === 'y'" in canvas.JS
+    assert ".sc-busy .sc-busy-text { color: #fff" in canvas.CSS

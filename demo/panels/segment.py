@@ -89,8 +89,10 @@ class SegmentCallbacks:
         self.ws.check_key(session, key)   # another image may have been chosen while encoding
         h, w = session.image.shape[:2]
         took = (time.perf_counter() - start) * 1000
+        own = (f" Your session uses {self.ctx.model_line(session.sam_model)}."
+               if session.sam_model and session.sam_model != self.ctx.engine.settings.sam else "")
         return self.ws.segment_out(session, f"Loaded {session.image_name} ({w}x{h}); SAM embedding "
-                                         f"ready in {took:.0f} ms. Click on an object.",
+                                         f"ready in {took:.0f} ms. Click on an object.{own}",
                                 self.ws.canvas_message(session, encode_ms=round(took, 1)))
 
     def load_all(self, session: Session, path, name: str) -> SegmentOut:
@@ -196,7 +198,7 @@ class SegmentCallbacks:
         session.prompt_version = version
         session.prompts = prompts
         if not prompts:
-            session.clear_prompts()
+            self.clear_selection(session, payload.get("shown", "none"))
             return self.ws.segment_out(session, "No prompts: click an object (right-click: "
                                              "background, drag: a box).")
         emb = self.ws.embedding(session)
@@ -222,6 +224,14 @@ class SegmentCallbacks:
                                          f"candidate(s); #{chosen + 1} selected, score "
                                          f"{float(pred.scores[chosen]):.3f}.", canvas)
 
+    @staticmethod
+    def clear_selection(session: Session, shown: str) -> None:
+        """No prompts any more: the selection follows what the canvas shows (`shown`: an
+        "external" one, from Refer or a search, stays; otherwise nothing is selected)."""
+        session.clear_prompts()
+        if shown != "external":
+            session.selection = None
+
     def everything(self, session: Session, key: str | None = None,
                    progress: Progress = no_progress) -> SegmentOut:
         """SAM's automatic masks of the whole image, sent to the canvas to draw in colour."""
@@ -236,8 +246,9 @@ class SegmentCallbacks:
         session.auto = auto
         if session.selection is not None and session.selection.source == "auto":
             session.selection = None
-        if not len(auto.masks):
-            return self.ws.segment_out(session, f"No automatic masks found ({ms_since(start)}).")
+        if not len(auto.masks):   # the canvas's progress line ends with the notice
+            status = f"No automatic masks found ({ms_since(start)})."
+            return self.ws.segment_out(session, status, self.ws.canvas_message(session, notice=status))
         display = self.ws.display_size(session)
         masks = [self.ws.mask_payload(m, display, score=round(float(s), 4))
                  for m, s in zip(auto.masks, auto.scores)]
@@ -247,8 +258,13 @@ class SegmentCallbacks:
 
     def pick(self, session: Session, payload: dict) -> SegmentOut:
         """A click at working-image (x, y) in 'Everything' mode: select the smallest automatic
-        mask containing it, or the nearest one within a few pixels."""
+        mask containing it, or the nearest one within a few pixels; {"clear": true}: the
+        canvas dropped its pick, so is the automatic selection."""
         self.ws.check_key(session, payload.get("key"))
+        if payload.get("clear"):   # the canvas dropped its pick (Ctrl+Z)
+            if session.selection is not None and session.selection.source == "auto":
+                session.selection = None
+            return self.ws.segment_out(session, "Automatic mask deselected.")
         if session.auto is None or not len(session.auto.masks):
             raise UserError("No automatic masks yet: press 'Everything' first.")
         x, y = float(payload.get("x", -1)), float(payload.get("y", -1))
@@ -302,18 +318,31 @@ class SegmentCallbacks:
             ann = coco_annotation(full, 1, score=float(sel.score), source=sel.source)
             out.cutout = put_file(folder / f"{stem}_cutout.png", maskdata.cutout_png(original, full))
             out.mask_png = put_file(folder / f"{stem}_mask.png", maskdata.mask_png(full))
-            out.mask_rle = put_file(folder / f"{stem}_mask.rle.json", json.dumps(
+            out.mask_rle = put_file(folder / f"{stem}_mask.rle.json", json.dumps(self.mark_untrained(
                 {"image": session.image_name, "height": size[0], "width": size[1], **ann,
                  "note": "COCO compressed RLE; bbox is COCO [x, y, width, height] in pixels of "
-                         "the original"}))
+                         "the original"})))
         else:
             out.why = "Select an object first (click it, or pick one after 'Everything')."
         if objects:
-            note = ("automatic masks ('Everything') and the selected object" if session.auto is not None
-                    else "the selected object only: press 'Everything' to include all objects")
-            out.coco = put_file(folder / f"{stem}_objects.coco.json", json.dumps(
-                coco_document(session.image_name, size, objects, extras, note)))
+            out.coco_selection_only = session.auto is None
+            note = ("the selected object only: press 'Everything' to include all objects"
+                    if out.coco_selection_only else "automatic masks ('Everything') and the selected object")
+            out.coco = put_file(folder / f"{stem}_objects.coco.json", json.dumps(self.mark_untrained(
+                coco_document(session.image_name, size, objects, extras, note))))
         return out
+
+    def mark_untrained(self, document: dict) -> dict:
+        """`document` with `"untrained": true` and a warning in its note when the models
+        have random weights (as the CLI's result.json says)."""
+        if not self.ctx.engine.untrained:
+            return document
+        warning = "made with UNTRAINED models (random weights): the masks are meaningless"
+        if "info" in document:
+            document["info"]["description"] += f"; {warning}"
+        else:
+            document["note"] = f"{document.get('note', '')}; {warning}".lstrip("; ")
+        return {**document, "untrained": True}
 
     def original_pixels(self, session: Session) -> np.ndarray:
         """The image at its original size (re-read from its file when it was downscaled)."""
@@ -408,15 +437,22 @@ def _downloads_chain(sh: PanelHost, outputs: list) -> Callable:
         ex = cb.segment.exports(sess)
         files = [getattr(ex, attr) for _, _, attr in DOWNLOADS]
         dls = [gr.DownloadButton(value=f, interactive=f is not None) for f in files]
-        names = [Path(f).name for f in files if f]
-        note = ("Downloads (original size): " + ", ".join(names)) if names else ""
-        if ex.why:
-            note = (note + " · " if note else "Downloads: ") + ex.why
-        return (*dls, note)
+        return (*dls, downloads_note(ex))
 
     def chain(event):
         return event.then(sh.guard(on_exports), [sh.session], outputs, **sh.q["exports"])
     return chain
+
+
+def downloads_note(ex: Exports) -> str:
+    """The line under the download buttons: the files, what the COCO JSON holds, what is missing."""
+    names = [Path(f).name for f in (ex.cutout, ex.mask_png, ex.mask_rle, ex.coco) if f]
+    note = ("Downloads (original size): " + ", ".join(names)) if names else ""
+    if ex.coco and ex.coco_selection_only:
+        note += " · the COCO JSON holds only the selection ('Everything' not run)"
+    if ex.why:
+        note = (note + " · " if note else "Downloads: ") + ex.why
+    return note
 
 
 def _wire(sh: PanelHost, example_gallery, sam_choice) -> None:
@@ -430,10 +466,12 @@ def _wire(sh: PanelHost, example_gallery, sam_choice) -> None:
         return values(cb.segment.begin_load(sess, path, name), request)
 
     def on_upload(sess: Session, evt: gr.EventData, request: gr.Request):
+        """Load the uploaded file; the examples gallery no longer shows one as chosen."""
         cb.files.register(sess, request.session_hash)
         data = event_data(evt)
         path = cb.files.upload_path(data.get("path"), cb.files.upload_dirs)
-        return values(cb.segment.begin_load(sess, path, str(data.get("name") or Path(path).name)), request)
+        out = cb.segment.begin_load(sess, path, str(data.get("name") or Path(path).name))
+        return (*values(out, request), gr.Gallery(selected_index=None))
 
     def on_encode(sess: Session, request: gr.Request):
         if sess.image is None or sess.embedding is not None:
@@ -457,10 +495,10 @@ def _wire(sh: PanelHost, example_gallery, sam_choice) -> None:
     # with the light events; the SAM encoding follows in the encoder's own queue (one at a
     # time; the status line shows the person's place in it).
     encode = sh.heavy(on_encode, True)
-    for trigger, fn, inputs in ((example_gallery.select, on_example, [session]),
-                                (sh.canvas.upload, on_upload, [session]),
-                                (sam_choice.input, on_model, [session, sam_choice])):
-        first = trigger(sh.heavy(fn, True), inputs, outputs, **QUIET, **q["light"])
+    for trigger, fn, inputs, extra in ((example_gallery.select, on_example, [session], []),
+                                       (sh.canvas.upload, on_upload, [session], [example_gallery]),
+                                       (sam_choice.input, on_model, [session, sam_choice], [])):
+        first = trigger(sh.heavy(fn, True), inputs, outputs + extra, **QUIET, **q["light"])
         sh.after_segment(first.then(encode, [session], outputs, **q["encoder"]))
     # every prompt change is committed (Gradio's default "once" dropped a change made while
     # the previous commit ran); commit_prompts drops the older of two by their version

@@ -88,14 +88,15 @@ def upload(page, path) -> None:
 def test_page_loads_with_untrained_label_and_examples(page, screenshots):
     page.wait_for_function("() => document.title.startsWith('Find and select objects')")
     banner = wait_text(page, "#banner", "UNTRAINED MODE")
-    assert "vit_tiny" in banner
+    assert "default SAM vit_tiny" in banner                  # shared: the app's default
     assert page.locator("#examples button.thumbnail-item").count() == 4
     assert {"astronaut", "chelsea_cat", "coffee", "rocket"} <= set(
         page.locator("#examples .caption-label").all_inner_texts())
     # nothing to act on yet: the canvas's buttons are disabled and it says what to do
     assert page.locator("#canvas .sc-everything").is_disabled()
     assert page.locator("#canvas .sc-undo").is_disabled()
-    assert "Drop an image here" in text_of(page, "#canvas .sc-empty")
+    # one sentence with its spaces (not three flex items run together)
+    assert text_of(page, "#canvas .sc-empty") == "Drop an image here, press Upload or pick an example"
     assert page.locator("#dl-cutout").is_disabled()
     page.screenshot(path=str(screenshots / "01_page_loaded.png"))
 
@@ -188,6 +189,63 @@ def test_right_click_negative_point_click_removes_it_and_ctrl_z_undoes(page, scr
     wait_text(page, "#info", "No object selected")
 
 
+def test_redo_with_ctrl_shift_z_and_ctrl_y(page):
+    pick_example(page, "astronaut")
+    hover_off(page)
+    page.mouse.click(*at(page, 0.5, 0.4))
+    wait_state(page, "s.points.length === 1")
+    page.mouse.click(*at(page, 0.3, 0.6))
+    wait_state(page, "s.points.length === 2")
+    wait_text(page, "#info", "2 positive")
+    page.keyboard.press("Control+z")
+    page.keyboard.press("Control+z")
+    wait_state(page, "s.points.length === 0 && s.redo === 2")
+    page.keyboard.press("Control+Shift+z")                   # redo, not a third undo
+    wait_state(page, "s.points.length === 1")
+    page.keyboard.press("Control+y")
+    s = wait_state(page, "s.points.length === 2 && s.redo === 0")
+    assert [p[2] for p in s["points"]] == [1, 1]
+    wait_text(page, "#info", "2 positive")
+    page.keyboard.press("Control+z")
+    wait_state(page, "s.points.length === 1")
+    page.locator("#canvas .sc-redo").click()                 # the button does the same
+    wait_state(page, "s.points.length === 2")
+    page.mouse.click(*at(page, 0.7, 0.7))                    # a new change: nothing to redo
+    s = wait_state(page, "s.points.length === 3")
+    assert s["redo"] == 0 and page.locator("#canvas .sc-redo").is_disabled()
+
+
+def test_status_and_info_are_visible_at_1400x1000_with_the_shortcuts(page):
+    """Feedback above the fold: the canvas leaves room for the status and info lines."""
+    pick_example(page, "astronaut")                          # square: the tallest picture
+    page.evaluate("window.scrollTo(0, 0)")
+    for sel in ("#status", "#info"):
+        box = page.locator(sel).bounding_box()
+        assert box["y"] >= 0 and box["y"] + box["height"] <= 1000, (sel, box)
+    hint = text_of(page, "#canvas .sc-hint")
+    assert "right-click" in hint and "drag: box" in hint and "Ctrl+Shift+Z" in hint and "Esc" in hint
+
+
+def test_a_progress_line_ends_when_its_image_is_shown_again(page, tmp_path, screenshots):
+    """An upload, an example, the same file again (its embedding cached): no 'uploading ...'
+    stays over the canvas; the example thumbnail is no longer highlighted."""
+    path = tmp_path / "again.png"
+    Image.new("RGB", (240, 160), (90, 120, 200)).save(path)
+    upload(page, path)
+    wait_state(page, "s.name === 'again.png' && s.phase === 'ready'", timeout=120_000)
+    pick_example(page, "coffee")
+    assert page.locator("#examples .thumbnail-item.selected").count() == 1
+    upload(page, path)
+    wait_text(page, "#status", "Loaded again.png")
+    wait_state(page, "s.name === 'again.png' && s.phase === 'ready' && s.busy === ''", timeout=10_000)
+    assert page.locator("#canvas .sc-busy").is_hidden()
+    page.wait_for_function("() => !document.querySelector('#examples .thumbnail-item.selected')")
+    # the progress text is light on the dark overlay
+    color = page.evaluate("() => getComputedStyle(document.querySelector('#canvas .sc-busy-text')).color")
+    assert color == "rgb(255, 255, 255)", color
+    page.screenshot(path=str(screenshots / "13_upload_again.png"))
+
+
 def test_hovering_shows_a_preview_without_adding_a_prompt(page, screenshots):
     pick_example(page, "rocket")
     for i in range(12):
@@ -239,6 +297,19 @@ def test_everything_click_just_outside_a_mask_edge_picks_it(page, screenshots):
     assert s["autoPick"] >= 0
     wait_text(page, "#info", "automatic mask #")
     page.screenshot(path=str(screenshots / "06_everything_pick.png"))
+    # the server's selection follows the canvas: Ctrl+Z drops the pick (and its downloads) ...
+    page.wait_for_function("() => !document.querySelector('#dl-cutout button, #dl-cutout').disabled")
+    page.keyboard.press("Control+z")
+    wait_text(page, "#info", "No object selected")
+    assert state(page)["autoPick"] == -1
+    page.wait_for_function("() => document.querySelector('#dl-cutout button, #dl-cutout').disabled")
+    # ... and '+ point' shows the prompt's mask again, which the server selects again
+    page.mouse.click(box["x"] + box["width"] * target["x"] / target["w"],
+                     box["y"] + box["height"] * target["y"] / target["h"])
+    wait_text(page, "#info", "automatic mask #")
+    page.locator("#canvas .sc-tool[data-tool=pos]").click()
+    wait_text(page, "#info", "candidate #")
+    assert state(page)["tool"] == "pos" and state(page)["selArea"] > 0
     # a new image resets the click mode to '+ point'
     pick_example(page, "rocket")
     assert state(page)["tool"] == "pos" and state(page)["autoCount"] == 0
@@ -257,6 +328,7 @@ def test_upload_then_example_while_encoding_ends_on_the_example(page, tmp_path, 
     page.wait_for_timeout(3000)                               # the upload's late answers
     s = state(page)
     assert s["name"] == "chelsea_cat.jpg" and s["size"] == [300, 451]
+    assert s["busy"] == ""                                    # no "encoding with SAM" left over
     assert "chelsea_cat.jpg" in text_of(page, "#info")
     hover_off(page)
     page.mouse.click(*at(page, 0.5, 0.5))
@@ -327,6 +399,7 @@ def test_compare_search_and_refer_use_the_canvas_selection(page, screenshots):
     page.wait_for_function("() => { const h = window.samcanvas.hit && window.samcanvas.hit.state();"
                            " return h && h.key && h.selArea > 0; }")
     assert "score" in wait_text(page, "#hit-info", "source")
+    assert not page.locator("#hit-canvas .sc-readout").is_visible()   # no prompt counter there
     page.screenshot(path=str(screenshots / "08_search.png"), full_page=True)
 
     open_tab(page, "Refer")
@@ -353,6 +426,8 @@ def test_phone_viewport_shows_the_canvas_first(browser, app_url, screenshots):
         page.set_default_timeout(60_000)
         page.goto(app_url)
         page.locator("#examples button.thumbnail-item").first.wait_for()
+        # the empty canvas's text is one centred block of lines, not three columns
+        assert page.locator("#canvas .sc-empty > *").count() == 1
         canvas = page.locator("#canvas canvas.sc-view").bounding_box()
         examples = page.locator("#examples").bounding_box()
         # no scrolling needed: the canvas is in the first screen, above the examples
