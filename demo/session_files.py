@@ -133,7 +133,7 @@ class SessionFiles:
         session.image = session.embedding = None
         session.auto = session.candidates = session.selection = None
         session.user_images, session.user_embeddings, session.user_records = {}, {}, []
-        session.hits, session.page_query = [], None
+        session.hits, session.page_query, session.labels = [], None, None
 
     def upload_path(self, path, allowed_dirs: list[str]) -> str:
         """`path` from the canvas's upload, checked to lie in one of `allowed_dirs`

@@ -18,7 +18,7 @@ import gradio as gr
 from demo import settings as serving
 from demo.callbacks import Callbacks
 from demo.context import TITLE, AppContext
-from demo.panels import compare, refer, search, segment
+from demo.panels import compare, find, refer, search, segment
 from demo.state import Session
 from demo.wiring import PanelHost
 
@@ -82,6 +82,8 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
                 search_panel = search.build(sh)
             with gr.Tab("Refer", id="refer") as refer_tab:
                 refer.build(sh, refer_tab)
+            with gr.Tab("Find & label", id="find"):
+                find.build(sh)
         _wire_page(sh, demo, banner, untrained_btn, timer, search_panel)
     _start_sweeper(ctx, cb, demo)
     return demo

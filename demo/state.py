@@ -16,6 +16,7 @@ from typing import Literal
 
 import numpy as np
 
+from core.find.run import LabelResult
 from core.gallery.gallery import Hit, ObjectRecord
 from core.sam.automask import AutoMasks
 from core.sam.segmenter import MaskPrediction
@@ -105,6 +106,7 @@ class Session:
     page_offset: int = 0                            # rank of the first hit of the page shown
     files_dir: str = ""                       # this session's folder for downloads (made by
                                               # SessionFiles.files_dir, deleted when it ends)
+    labels: LabelResult | None = None         # the last 'Label everything' (one, replaced)
     exported: tuple | None = None             # (what was exported, demo.outputs.Exports, ...): the
                                               # downloads are written once per selection
 
@@ -165,3 +167,4 @@ class Session:
         self.candidates = None
         self.auto = None
         self.selection = None
+        self.labels = None

@@ -41,14 +41,16 @@ def find_in_image(engine, image: np.ndarray, phrase: str, *, like_mask: np.ndarr
     """Every instance of `phrase` in `image` (H, W, 3) uint8; with `like_mask` (H, W) bool,
     every object like that example instead (the phrase may then be empty; a direction
     word in it still orders the answer)."""
-    candidates, gsettings = candidates_of(engine, image, automask, sam)
+    expression = parse(phrase) if phrase and phrase.strip() else None
+    if like_mask is None and expression is None:
+        raise ValueError("type what to find, e.g. 'dogs'")
+    if like_mask is None and not expression.noun:
+        raise ValueError(f"no noun found in {phrase[:60]!r}: say what to find, e.g. 'dogs'")
+    candidates, gsettings = candidates_of(engine, image, automask, sam)     # checked first: this is the cost
     if like_mask is not None:
         feature = example_feature(engine.embedder, image, like_mask, gsettings)
-        direction = parse(phrase).direction if phrase and phrase.strip() else None
-        return find_like(candidates, feature, settings, direction)
-    if not phrase or not phrase.strip():
-        raise ValueError("type what to find, e.g. 'dogs'")
-    return find_all(candidates, engine.embedder, phrase, settings, vocabulary)
+        return find_like(candidates, feature, settings, expression.direction if expression else None)
+    return find_all(candidates, engine.embedder, expression, settings, vocabulary)
 
 
 @dataclass
