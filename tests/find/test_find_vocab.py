@@ -41,3 +41,24 @@ def test_bad_vocabularies_say_why(spec, message):
 
 def test_from_words_numbers_from_one():
     assert [c.id for c in from_words(["a", "b"])] == [1, 2]
+
+
+def test_text_features_are_computed_once_per_prompt():
+    import numpy as np
+
+    from core.find.vocab import TextFeatureCache
+
+    asked = []
+
+    class Counting:
+        def embed_texts(self, texts):
+            asked.append(list(texts))
+            return np.eye(8, dtype=np.float32)[[len(t) % 8 for t in texts]]
+
+    cache, clip = TextFeatureCache(), Counting()
+    first = cache.features(clip, ("a", "bb", "ccc"))
+    again = cache.features(clip, ("bb", "dddd", "a"))
+    assert asked == [["a", "bb", "ccc"], ["dddd"]]
+    np.testing.assert_array_equal(again[0], first[1])
+    small = TextFeatureCache(size=2)
+    assert small.features(clip, ("a", "bb", "ccc")).shape == (3, 8)     # more than it keeps: still answered
