@@ -2,6 +2,7 @@
 
     python app.py [--untrained] [--sam vit_t|vit_b] [--clip ViT-B-32 --pretrained openai] [--port N]
                   [--gallery PATH]     # also search a gallery made by `python -m core index`
+                  [--mcp]              # also serve the API (demo/api.py) as MCP tools
 
 SAM: --sam, else $SAMCLIP_SAM_MODEL, else `core.models.default_sam_model` of the device
 (vit_t on a CPU, vit_b on a GPU), the same default as the command line's.
@@ -42,6 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     app.add_argument("--no-prebuild", action="store_true",
                      help="build the example gallery on the first search, not at start")
     app.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    app.add_argument("--mcp", action="store_true", default=serving.MCP_SERVER,
+                     help="also serve the API as MCP tools at /gradio_api/mcp/ (default $SAMCLIP_MCP)")
     # -- a large gallery built with `python -m core index` (opened memory-mapped; see core/gallery/browse.py)
     app.add_argument("--gallery", default=gallery_path_from_env(), metavar="PATH",
                      help=f"a gallery folder made by `python -m core index` (default ${GALLERY_ENV})")
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.queue(default_concurrency_limit=2, max_size=256)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS,
                 ssr_mode=False, show_error=False, allowed_paths=[str(ctx.settings.examples_dir)],
-                max_file_size=serving.MAX_UPLOAD_BYTES)
+                max_file_size=serving.MAX_UPLOAD_BYTES, mcp_server=args.mcp)
     return 0
 
 

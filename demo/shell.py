@@ -15,6 +15,7 @@ from typing import Callable
 
 import gradio as gr
 
+from demo import api
 from demo import settings as serving
 from demo.callbacks import Callbacks
 from demo.context import TITLE, AppContext
@@ -85,6 +86,9 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
             with gr.Tab("Find & label", id="find"):
                 find.build(sh)
         _wire_page(sh, demo, banner, untrained_btn, timer, search_panel)
+        # The public API ("Use via API", MCP tools): stateless endpoints, apart from the
+        # page's own events (all private), in the same concurrency groups (demo/api.py).
+        api.register(ctx, gpu)
     _start_sweeper(ctx, cb, demo)
     return demo
 

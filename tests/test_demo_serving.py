@@ -196,11 +196,20 @@ def test_untrained_switch_refused_while_models_work(ctx):
 
 
 def test_events_are_not_api_endpoints(ctx):
+    """Only the deliberate public API (demo/api.py) is an endpoint, each in the concurrency
+    group of the page's work of that kind; every UI event stays private."""
+    from demo.api import ENDPOINTS
     from demo.shell import build_demo
 
     demo = build_demo(ctx)
     info = demo.get_api_info()
-    assert not info["named_endpoints"] and not info.get("unnamed_endpoints")
+    assert set(info["named_endpoints"]) == {f"/{name}" for name in ENDPOINTS}
+    assert not info.get("unnamed_endpoints")
+    public = {fn.api_name: fn for fn in demo.fns.values() if fn.api_visibility != "private"}
+    assert set(public) == set(ENDPOINTS)
+    for name, group in ENDPOINTS.items():
+        assert public[name].concurrency_id == group
+    assert ENDPOINTS["segment"] == "click" and ENDPOINTS["search"] == "clip"
     groups = {fn.concurrency_id for fn in demo.fns.values()}
     assert {"click", "encoder", "everything", "clip"} <= groups
     encoder = [fn for fn in demo.fns.values() if fn.concurrency_id == "encoder"]

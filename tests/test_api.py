@@ -1,0 +1,272 @@
+"""The public API (demo/api.py) through the real `gradio_client`, against the real app
+(`app.py --untrained --sam vit_tiny --device cpu --mcp`, started once for the module) on
+COCO128 images: every endpoint, masks at the image's own size (also for an image
+downscaled on the way in), bad inputs as one-line messages, two callers at once, exactly the
+public endpoints in `view_api()` and in the MCP tool list, and the README's example."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from demo.api import ENDPOINTS
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+pycocotools_mask = pytest.importorskip("pycocotools.mask")
+gradio_client = pytest.importorskip("gradio_client")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class App:
+    """`python app.py --untrained --sam vit_tiny ... --mcp` on a free port with its own cache
+    (the pattern of demo/tools/bench_browser.py's App)."""
+
+    def __init__(self):
+        self.port = _free_port()
+        self.cache = Path(tempfile.mkdtemp(prefix="samclip_api_"))
+        env = {**os.environ, "SAMCLIP_CACHE": str(self.cache), "GRADIO_ANALYTICS_ENABLED": "False",
+               "SAMCLIP_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        self.log = open(self.cache / "app.log", "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "app.py"), "--untrained", "--sam", "vit_tiny", "--clip", "ViT-B-32",
+             "--device", "cpu", "--no-prebuild", "--host", "127.0.0.1", "--port", str(self.port),
+             "--gallery-views", "crop", "--gallery-max-objects", "5", "--mcp"],
+            cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self.port}/"
+        deadline = time.monotonic() + 240
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the app exited: {self.log_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url, timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the app did not start within 240 s") from None
+                time.sleep(0.5)
+
+    def log_text(self) -> str:
+        return (self.cache / "app.log").read_text()
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+        shutil.rmtree(self.cache, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def app():
+    started = App()
+    yield started
+    started.close()
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return gradio_client.Client(app.url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def images(coco_dir, tmp_path_factory) -> dict:
+    """Two COCO128 images of different sizes, one upscaled past the working size (1024)."""
+    paths = sorted((coco_dir / "images").glob("*.jpg"))
+    sizes = {}
+    for p in paths:
+        with Image.open(p) as im:
+            sizes.setdefault(im.size, p)
+    (a_size, a), (b_size, b) = list(sizes.items())[:2]
+    folder = tmp_path_factory.mktemp("api_images")
+    big = folder / "big.jpg"
+    with Image.open(a) as im:
+        im.convert("RGB").resize((a_size[0] * 2, a_size[1] * 2)).save(big, quality=90)
+    return {"a": a, "b": b, "big": big, "folder": folder}
+
+
+def _file(path):
+    return gradio_client.handle_file(str(path))
+
+
+def _size(path) -> tuple[int, int]:
+    with Image.open(path) as im:
+        return im.size[1], im.size[0]
+
+
+def _mask(rle: dict) -> np.ndarray:
+    return pycocotools_mask.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")}).astype(bool)
+
+
+def _check_masks(items: list[dict], size: tuple[int, int]) -> None:
+    for item in items:
+        mask = _mask(item["rle"])
+        assert mask.shape == size
+        x1, y1, x2, y2 = item["box"]
+        assert 0 <= x1 <= x2 <= size[1] and 0 <= y1 <= y2 <= size[0]
+        assert item.get("area", mask.sum()) == mask.sum()
+
+
+# ------------------------------------------------------------------------------ listing
+def test_view_api_lists_exactly_the_public_endpoints(client):
+    info = client.view_api(return_format="dict", print_info=False)
+    assert set(info["named_endpoints"]) == {f"/{name}" for name in ENDPOINTS}
+    assert not info["unnamed_endpoints"]
+    params = [p["parameter_name"] for p in info["named_endpoints"]["/segment"]["parameters"]]
+    assert params == ["image", "points", "box"]
+
+
+def test_mcp_schema_lists_the_tools(app):
+    with urllib.request.urlopen(app.url + "gradio_api/mcp/schema", timeout=10) as resp:
+        tools = json.loads(resp.read())
+    assert sorted(t["name"] for t in tools) == sorted(ENDPOINTS)
+    segment = next(t for t in tools if t["name"] == "segment")
+    assert "SAM" in segment["description"]
+    assert "label 1 = on the object" in segment["inputSchema"]["properties"]["points"]["description"]
+
+
+# ------------------------------------------------------------------------------ endpoints
+def test_segment_point_and_box(client, images):
+    size = _size(images["a"])
+    h, w = size
+    out = client.predict(_file(images["a"]), [[w / 2, h / 2, 1]], None, api_name="/segment")
+    assert out["size"] == list(size) and out["candidates"]
+    _check_masks(out["candidates"] + [out["best"]], size)
+    png = np.asarray(Image.open(io.BytesIO(base64.b64decode(out["best"]["png"]))))
+    assert png.shape == size and np.array_equal(png > 0, _mask(out["best"]["rle"]))
+    boxed = client.predict(_file(images["a"]), None, [w * 0.25, h * 0.25, w * 0.75, h * 0.75], api_name="/segment")
+    _check_masks(boxed["candidates"], size)
+
+
+def test_segment_downscaled_image_answers_at_original_size(client, images):
+    size = _size(images["big"])
+    out = client.predict(image=_file(images["big"]), points=[[size[1] - 5, size[0] - 5, 1]], api_name="/segment")
+    assert out["size"] == list(size) and max(out["work_size"]) == 1024
+    _check_masks(out["candidates"], size)
+
+
+def test_everything(client, images):
+    size = _size(images["b"])
+    out = client.predict(image=_file(images["b"]), api_name="/everything")
+    assert out["count"] == len(out["masks"]) >= 1
+    _check_masks(out["masks"], size)
+
+
+def test_refer_says_what_it_understood(client, images):
+    size = _size(images["a"])
+    out = client.predict(image=_file(images["a"]), expression="the second dog from the left", api_name="/refer")
+    assert out["understood"]["noun"] == "dog"
+    assert out["understood"]["direction"] == "left" and out["understood"]["ordinal"] == 2
+    _check_masks([out["chosen"]], size)
+
+
+def test_find_and_label(client, images):
+    size = _size(images["b"])
+    found = client.predict(image=_file(images["b"]), phrase="people", api_name="/find")
+    assert found["count"] == len(found["instances"])
+    _check_masks(found["instances"], size)
+    labelled = client.predict(image=_file(images["b"]), vocabulary="cat, dog, person, car", api_name="/label")
+    doc = labelled["instances"]
+    assert doc["images"][0]["height"] == size[0] and doc["images"][0]["width"] == size[1]
+    assert {c["name"] for c in labelled["categories"]} == {"cat", "dog", "person", "car"}
+    for ann in doc["annotations"]:
+        assert _mask(ann["segmentation"]).shape == size
+    assert isinstance(labelled["panoptic"]["segments_info"], list)
+
+
+def test_search_by_text_and_by_image(client, images):
+    by_text = client.predict(text="a cat", k=3, thumbnails=True, api_name="/search")
+    assert len(by_text["hits"]) == 3 and by_text["view"] == "crop"
+    assert [h["rank"] for h in by_text["hits"]] == [1, 2, 3]
+    assert all(h["source"] and len(h["box"]) == 4 for h in by_text["hits"])
+    Image.open(io.BytesIO(base64.b64decode(by_text["hits"][0]["thumbnail"]))).verify()
+    by_image = client.predict(image=_file(images["a"]), box=[10, 10, 200, 200], k=2, metric="l2",
+                              api_name="/search")
+    assert len(by_image["hits"]) == 2 and by_image["metric"] == "l2"
+
+
+# ------------------------------------------------------------------------------ rules
+@pytest.fixture(scope="module")
+def bad_files(images) -> dict:
+    folder = images["folder"]
+    (folder / "notes.jpg").write_text("not a picture")
+    Image.new("RGB", (10000, 5000)).save(folder / "huge.png")
+    return {"text": folder / "notes.jpg", "huge": folder / "huge.png"}
+
+
+BAD = [
+    ("not an image", "everything", lambda f, i: {"image": _file(f["text"])}, "is not an image the app can read"),
+    ("50 MP image", "everything", lambda f, i: {"image": _file(f["huge"])}, "megapixels"),
+    ("empty phrase", "find", lambda f, i: {"image": _file(i["a"]), "phrase": "  "}, "Type what to find"),
+    ("no noun", "find", lambda f, i: {"image": _file(i["a"]), "phrase": "on the left"}, "no noun found"),
+    ("point outside", "segment", lambda f, i: {"image": _file(i["a"]), "points": [[5000, 10, 1]]},
+     "is outside the image"),
+    ("no prompt", "segment", lambda f, i: {"image": _file(i["a"])}, "Give at least one point"),
+    ("long text", "refer", lambda f, i: {"image": _file(i["a"]), "expression": "x" * 300}, "the limit is"),
+    ("nothing to search", "search", lambda f, i: {"text": ""}, "Give a text to search for"),
+    ("no large gallery", "search", lambda f, i: {"text": "cat", "gallery": "large"}, "No large gallery"),
+]
+
+
+@pytest.mark.parametrize("what,endpoint,kwargs,expected", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_one_clear_line(client, app, images, bad_files, what, endpoint, kwargs, expected):
+    with pytest.raises(Exception) as caught:
+        client.predict(**kwargs(bad_files, images), api_name=f"/{endpoint}")
+    message = str(caught.value)
+    assert expected in message and "\n" not in message and "Traceback" not in message
+    assert "Traceback" not in app.log_text()
+
+
+def test_two_callers_at_once_get_their_own_answers(app, images):
+    results, errors = {}, []
+
+    def call(key):
+        try:
+            c = gradio_client.Client(app.url, verbose=False)
+            path = images[key]
+            h, w = _size(path)
+            results[key] = c.predict(_file(path), [[w / 3, h / 3, 1]], None, api_name="/segment")
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call, args=(k,)) for k in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    for key in ("a", "b"):
+        assert results[key]["image"] == images[key].name
+        _check_masks(results[key]["candidates"], _size(images[key]))
+
+
+def test_readme_python_example_runs(app, images):
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Use from Python", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    code = code.replace("http://127.0.0.1:7860/", app.url).replace("photo.jpg", str(images["a"]))
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)   # noqa: S102 (our own README's example)
+    assert scope["best"]["rle"]["size"] == list(_size(images["a"]))
