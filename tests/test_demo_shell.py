@@ -165,3 +165,18 @@ def test_the_canvas_offers_redo_and_keeps_busy_text_readable():
     assert "sc-redo" in canvas.TEMPLATE and "Ctrl+Shift+Z" in canvas.TEMPLATE
     assert "function redo()" in canvas.JS and "k === 'y'" in canvas.JS
     assert ".sc-busy .sc-busy-text { color: #fff" in canvas.CSS
+
+
+def test_every_guarded_event_can_show_its_failure_in_the_status_line(tmp_path):
+    """The guard answers a failure with {status: message}: each guarded event must list the
+    status line among its outputs, or the message is lost (and Gradio logs an error)."""
+    from demo.shell import build_demo
+
+    ctx = AppContext(EngineSettings(sam="vit_tiny", untrained=True, device="cpu"),
+                     AppSettings(cache_dir=tmp_path, gallery_views=("crop",)))
+    demo = build_demo(ctx)
+    status = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "status")
+    guarded = [fn for fn in demo.fns.values() if hasattr(fn.fn, "__wrapped__") and fn.api_visibility == "private"]
+    assert len(guarded) >= 15
+    missing = [fn.name for fn in guarded if status not in fn.outputs]
+    assert not missing, f"guarded events without the status line among their outputs: {missing}"

@@ -154,24 +154,27 @@ def _wire(sh: PanelHost, phrase, find_btn, like_btn, vocab, view, label_btn, lis
 
     def on_find(sess: Session, text: str, request: gr.Request):
         cb.files.register(sess, request.session_hash)
-        return cb.find.find(sess, text)
+        return (*cb.find.find(sess, text), gr.skip())
 
     def on_like(sess: Session, request: gr.Request):
         cb.files.register(sess, request.session_hash)
-        return cb.find.like(sess)
+        return (*cb.find.like(sess), gr.skip())
 
     def on_label(sess: Session, words: str, how: str, request: gr.Request):
         cb.files.register(sess, request.session_hash)
-        return cb.find.label(sess, words, how)
+        return (*cb.find.label(sess, words, how), gr.skip())
 
     def on_view(sess: Session, how: str):
         if sess.labels is None:
-            return gr.skip(), gr.skip()
-        return cb.find.show(sess, how)
+            return gr.skip(), gr.skip(), gr.skip()
+        return (*cb.find.show(sess, how), gr.skip())
 
+    # the status line is an output too: a failure's message goes there (the guard's answer)
+    shown = [picture, listing, sh.status]
     for trigger in (find_btn.click, phrase.submit):
-        trigger(sh.heavy(on_find), [sh.session, phrase], [picture, listing], **q["everything"])
-    like_btn.click(sh.heavy(on_like), [sh.session], [picture, listing], **q["everything"])
-    label_btn.click(sh.heavy(on_label), [sh.session, vocab, view], [picture, listing, files], **q["everything"])
-    view.change(sh.guard(on_view), [sh.session, view], [picture, listing], **QUIET, **q["light"])
+        trigger(sh.heavy(on_find), [sh.session, phrase], shown, **q["everything"])
+    like_btn.click(sh.heavy(on_like), [sh.session], shown, **q["everything"])
+    label_btn.click(sh.heavy(on_label), [sh.session, vocab, view], [picture, listing, files, sh.status],
+                    **q["everything"])
+    view.change(sh.guard(on_view), [sh.session, view], shown, **QUIET, **q["light"])
 

@@ -261,10 +261,10 @@ def _wire(sh: PanelHost, w: dict) -> None:
     w["prev"].click(sh.guard(lambda s: page_values(cb.search.turn_page(s, -1))), [sh.session], outputs, **q["browse"])
     w["next"].click(sh.guard(lambda s: page_values(cb.search.turn_page(s, 1))), [sh.session], outputs, **q["browse"])
     def on_hit(sess: Session, evt: gr.SelectData):
-        return cb.search.show_hit(sess, evt.index)
+        return (*cb.search.show_hit(sess, evt.index), gr.skip())
 
     w["results"].select(sh.guard(on_hit), [sh.session],
-                        [w["hit_canvas"], w["hit_info"]], **QUIET, **q["click"])
+                        [w["hit_canvas"], w["hit_info"], sh.status], **QUIET, **q["click"])
     additions = [sh.session, w["my_info"], sh.status]
     w["add_sel"].click(sh.heavy(on_add_selected), [sh.session], additions, **q["clip"])
     w["add_all"].click(sh.heavy(on_add_all), [sh.session], additions, **q["everything"])

@@ -437,10 +437,10 @@ def _downloads_chain(sh: PanelHost, outputs: list) -> Callable:
         ex = cb.segment.exports(sess)
         files = [getattr(ex, attr) for _, _, attr in DOWNLOADS]
         dls = [gr.DownloadButton(value=f, interactive=f is not None) for f in files]
-        return (*dls, downloads_note(ex))
+        return (*dls, downloads_note(ex), gr.skip())
 
-    def chain(event):
-        return event.then(sh.guard(on_exports), [sh.session], outputs, **sh.q["exports"])
+    def chain(event):   # the status line is an output: a failure's message (or a dropped write) goes there
+        return event.then(sh.guard(on_exports), [sh.session], [*outputs, sh.status], **sh.q["exports"])
     return chain
 
 

@@ -537,3 +537,27 @@ def test_large_gallery_search_and_pages(browser, app_with_gallery, screenshots):
         wait_text(page, "#page-line", "Results 1-20 of")
     finally:
         context.close()
+
+
+def test_find_all_and_label_everything_in_the_find_tab(page, screenshots):
+    pick_example(page, "chelsea_cat")
+    open_tab(page, "Find & label")
+    page.locator("#find-text textarea").fill("all the cats on the left")
+    page.locator("#find-btn").click()
+    listing = wait_text(page, "#find-list", "cat", timeout=180_000)
+    assert "ms" in listing and page.locator("#find-picture img").count() == 1
+    page.screenshot(path=str(screenshots / "12_find_all.png"), full_page=True)
+    page.locator("#label-vocab textarea").fill("cat, blanket, wall")
+    page.locator("#label-btn").click()
+    legend = wait_text(page, "#find-list", "Labelled", timeout=180_000)
+    assert "panoptic" in legend
+    page.wait_for_function("() => { const t = document.querySelector('#label-files').innerText;"
+                           " return t.includes('instances') && t.includes('panoptic'); }", timeout=60_000)
+    page.locator("#label-view label", has_text="semantic").click()
+    wait_text(page, "#find-list", "semantic")
+    page.screenshot(path=str(screenshots / "13_label_everything.png"), full_page=True)
+    # an empty phrase: a message, and what was shown stays
+    page.locator("#find-text textarea").fill("")
+    page.locator("#find-btn").click()
+    wait_text(page, "#status", "Type what to find")
+    assert "semantic" in text_of(page, "#find-list")
