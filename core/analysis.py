@@ -69,14 +69,24 @@ class AnalysisCache:
                 _, dropped = self._entries.popitem(last=False)
                 self._bytes -= dropped.nbytes
 
-    def build_lock(self, key: tuple) -> threading.Lock:
-        """The lock one computation of `key` holds (others wait for it, then read the cache)."""
+    def get_or_build(self, key: tuple, build) -> ImageAnalysis:
+        """The analysis under `key`; else `build()` it once (concurrent callers of the same key
+        wait for that one computation) and keep it."""
+        found = self.get(key)
+        if found is not None:
+            return found
         with self._lock:
-            return self._building.setdefault(key, threading.Lock())
-
-    def release_lock(self, key: tuple) -> None:
-        with self._lock:
-            self._building.pop(key, None)
+            lock = self._building.setdefault(key, threading.Lock())
+        try:
+            with lock:
+                found = self.get(key)
+                if found is None:
+                    found = build()
+                    self.put(key, found)
+        finally:
+            with self._lock:
+                self._building.pop(key, None)
+        return found
 
 
 def analysis_key(sam_name: str, image_key: str, *settings) -> tuple:
@@ -88,18 +98,8 @@ def automatic_masks(cache: AnalysisCache, sam_name: str, segmenter, image: np.nd
                     settings: AutoMaskSettings) -> ImageAnalysis:
     """The analysis of `image` with at least its automatic masks (computed once; others wait)."""
     emb = segmenter.set_image(image)
-    key = analysis_key(sam_name, emb.key, settings)
-    found = cache.get(key)
-    if found is not None:
-        return found
-    lock = cache.build_lock(key)
-    with lock:
-        found = cache.get(key)
-        if found is None:
-            found = ImageAnalysis(segmenter.everything(emb, settings))
-            cache.put(key, found)
-    cache.release_lock(key)
-    return found
+    return cache.get_or_build(analysis_key(sam_name, emb.key, settings),
+                              lambda: ImageAnalysis(segmenter.everything(emb, settings)))
 
 
 def grounding_candidates(cache: AnalysisCache, sam_name: str, segmenter, embedder, image: np.ndarray,
@@ -108,22 +108,13 @@ def grounding_candidates(cache: AnalysisCache, sam_name: str, segmenter, embedde
     the automatic masks of `settings.automask` (computed once per image and settings).
     Raises core.refer.ground.NoCandidatesError when SAM finds nothing usable."""
     base = automatic_masks(cache, sam_name, segmenter, image, settings.automask)
-    key = analysis_key(sam_name, segmenter.set_image(image).key, settings)
-    found = cache.get(key)
-    if found is not None:
-        return found
-    lock = cache.build_lock(key)
-    with lock:
-        found = cache.get(key)
-        if found is None:
-            masks = _kept_masks(base.auto, settings, image.shape[:2])
-            if not len(masks):
-                raise NoCandidatesError("SAM found no usable object masks in this image")
-            candidates = image_candidates(None, embedder, image, settings, masks=masks)
-            found = ImageAnalysis(base.auto, candidates)
-            cache.put(key, found)
-    cache.release_lock(key)
-    return found
+    def build() -> ImageAnalysis:
+        masks = _kept_masks(base.auto, settings, image.shape[:2])
+        if not len(masks):
+            raise NoCandidatesError("SAM found no usable object masks in this image")
+        return ImageAnalysis(base.auto, image_candidates(None, embedder, image, settings, masks=masks))
+
+    return cache.get_or_build(analysis_key(sam_name, segmenter.set_image(image).key, settings), build)
 
 
 def _kept_masks(auto: AutoMasks, settings: GroundingSettings, image_hw) -> np.ndarray:

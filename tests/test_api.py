@@ -8,15 +8,8 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -25,6 +18,7 @@ import pytest
 from PIL import Image
 
 from demo.api import ENDPOINTS
+from demo.tools.bench_browser import App
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -32,56 +26,14 @@ pycocotools_mask = pytest.importorskip("pycocotools.mask")
 gradio_client = pytest.importorskip("gradio_client")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class App:
-    """`python app.py --untrained --sam vit_tiny ... --mcp` on a free port with its own cache
-    (the pattern of demo/tools/bench_browser.py's App)."""
-
-    def __init__(self):
-        self.port = _free_port()
-        self.cache = Path(tempfile.mkdtemp(prefix="samclip_api_"))
-        env = {**os.environ, "SAMCLIP_CACHE": str(self.cache), "GRADIO_ANALYTICS_ENABLED": "False",
-               "SAMCLIP_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-        self.log = open(self.cache / "app.log", "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(REPO / "app.py"), "--untrained", "--sam", "vit_tiny", "--clip", "ViT-B-32",
-             "--device", "cpu", "--no-prebuild", "--host", "127.0.0.1", "--port", str(self.port),
-             "--gallery-views", "crop", "--gallery-max-objects", "5", "--mcp"],
-            cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        self.url = f"http://127.0.0.1:{self.port}/"
-        deadline = time.monotonic() + 240
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the app exited: {self.log_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(self.url, timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the app did not start within 240 s") from None
-                time.sleep(0.5)
-
-    def log_text(self) -> str:
-        return (self.cache / "app.log").read_text()
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
-        shutil.rmtree(self.cache, ignore_errors=True)
+def start_app() -> App:
+    """The app with untrained vit_tiny, a small example gallery and the MCP server on."""
+    return App("vit_tiny", extra=("--gallery-max-objects", "5", "--mcp"), start_timeout_s=240)
 
 
 @pytest.fixture(scope="module")
 def app():
-    started = App()
+    started = start_app()
     yield started
     started.close()
 

@@ -111,17 +111,15 @@ def add_grounding_arguments(parser: argparse.ArgumentParser, *, ablation_flags: 
     g.add_argument("--max-candidates", type=int, default=d.max_candidates, help="SAM candidates kept (0 = all)")
     g.add_argument("--min-area-fraction", type=float, default=d.min_area_fraction,
                    help="drop SAM candidates smaller than this fraction of the image (default: %(default)s)")
-    g.add_argument("--points-per-side", type=int, default=points_per_side,
-                   help="SAM automatic mask grid (default: %(default)s)")
-    g.add_argument("--pred-iou-thresh", type=float, default=None,
-                   help="SAM automatic mask IoU threshold (default 0.88; use 0 with --untrained)")
-    g.add_argument("--stability-thresh", type=float, default=None,
-                   help="SAM stability threshold (default 0.95; use 0 with --untrained)")
+    _automask_flags(g, points_per_side)
 
 
 def add_automask_arguments(parser: argparse.ArgumentParser, points_per_side: int = 16) -> None:
     """SAM's automatic-mask flags alone (for commands that need no grounding flags)."""
-    g = parser.add_argument_group("SAM automatic masks")
+    _automask_flags(parser.add_argument_group("SAM automatic masks"), points_per_side)
+
+
+def _automask_flags(g, points_per_side: int) -> None:
     g.add_argument("--points-per-side", type=int, default=points_per_side,
                    help="SAM automatic mask grid (default: %(default)s)")
     g.add_argument("--pred-iou-thresh", type=float, default=None,

@@ -63,30 +63,38 @@ def _free_port() -> int:
 
 
 class App:
-    """`python app.py --untrained ...` on a free port, with its own cache folder."""
+    """`python app.py --untrained --sam SAM ...` from checkout `repo` on a free port, with its
+    own cache folder; `extra` adds app options (e.g. ["--mcp"]). Used by the benchmarks and
+    by tests that drive the app from outside."""
 
-    def __init__(self, sam: str, repo: Path = REPO):
+    def __init__(self, sam: str, repo: Path = REPO, extra: tuple[str, ...] = (), start_timeout_s: float = 300):
         self.port = _free_port()
-        self.cache = Path(tempfile.mkdtemp(prefix="samclip_bench_"))
+        self.cache = Path(tempfile.mkdtemp(prefix="samclip_app_"))
         env = {**os.environ, "SAMCLIP_CACHE": str(self.cache), "GRADIO_ANALYTICS_ENABLED": "False",
                "SAMCLIP_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
         self.log = open(self.cache / "app.log", "w")
         self.proc = subprocess.Popen(
             [sys.executable, str(repo / "app.py"), "--untrained", "--sam", sam, "--clip", "ViT-B-32",
              "--device", "cpu", "--host", "127.0.0.1", "--port", str(self.port), "--no-prebuild",
-             "--gallery-views", "crop"], cwd=repo, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+             "--gallery-views", "crop", *extra], cwd=repo, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}/"
-        deadline = time.monotonic() + 300
+        self._wait_until_up(start_timeout_s)
+
+    def _wait_until_up(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the app exited: {(self.cache / 'app.log').read_text()[-2000:]}")
+                raise RuntimeError(f"the app exited: {self.log_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(self.url, timeout=2):
-                    break
+                    return
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError("the app did not start within 300 s") from None
+                    raise RuntimeError(f"the app did not start within {timeout_s:.0f} s") from None
                 time.sleep(0.5)
+
+    def log_text(self) -> str:
+        return (self.cache / "app.log").read_text()
 
     def close(self) -> None:
         self.proc.terminate()
