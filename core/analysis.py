@@ -13,11 +13,11 @@ image's size, boxes XYXY pixels, features (N, D) float32.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
+from core.caches import BytesLRU
 from core.refer.ground import (Candidates, GroundingSettings, NoCandidatesError, candidate_limit, filter_candidates,
                                image_candidates)
 from core.sam.automask import AutoMasks, AutoMaskSettings
@@ -39,35 +39,13 @@ class ImageAnalysis:
         return int(size)
 
 
-class AnalysisCache:
+class AnalysisCache(BytesLRU):
     """Image analyses by (SAM name, image key, settings), within `max_bytes`; thread-safe."""
 
     def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[tuple, ImageAnalysis] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
+        super().__init__(max_bytes, lambda analysis: analysis.nbytes)
         self._building: dict[tuple, threading.Lock] = {}
-        self.hits = 0
-
-    def get(self, key: tuple) -> ImageAnalysis | None:
-        with self._lock:
-            found = self._entries.get(key)
-            if found is not None:
-                self._entries.move_to_end(key)
-                self.hits += 1
-            return found
-
-    def put(self, key: tuple, analysis: ImageAnalysis) -> None:
-        if analysis.nbytes > self.max_bytes:
-            return
-        with self._lock:
-            old = self._entries.pop(key, None)
-            self._bytes += analysis.nbytes - (old.nbytes if old is not None else 0)
-            self._entries[key] = analysis
-            while self._bytes > self.max_bytes:
-                _, dropped = self._entries.popitem(last=False)
-                self._bytes -= dropped.nbytes
+        self._building_lock = threading.Lock()
 
     def get_or_build(self, key: tuple, build) -> ImageAnalysis:
         """The analysis under `key`; else `build()` it once (concurrent callers of the same key
@@ -75,7 +53,7 @@ class AnalysisCache:
         found = self.get(key)
         if found is not None:
             return found
-        with self._lock:
+        with self._building_lock:
             lock = self._building.setdefault(key, threading.Lock())
         try:
             with lock:
@@ -84,7 +62,7 @@ class AnalysisCache:
                     found = build()
                     self.put(key, found)
         finally:
-            with self._lock:
+            with self._building_lock:
                 self._building.pop(key, None)
         return found
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from core import config
+from core.caches import BytesLRU
 from core.sam.automask import AutoMaskSettings, AutoMasks, automatic_masks
 
 
@@ -55,7 +56,7 @@ class MaskPrediction:
     logits: np.ndarray
 
 
-class PredictionCache:
+class PredictionCache(BytesLRU):
     """The last predictions per (image key, prompts), within `max_bytes`: a hover, the
     click on the same spot and the commit that follows ask SAM's decoder the same
     question, so only the first one runs it. Entries are shared, so their arrays are made
@@ -63,11 +64,7 @@ class PredictionCache:
     least recently used entries go first."""
 
     def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[tuple, MaskPrediction] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-        self.hits = 0
+        super().__init__(max_bytes, lambda p: p.masks.nbytes + p.scores.nbytes + p.logits.nbytes)
 
     @staticmethod
     def key(emb_key: str, points, box, multimask: bool) -> tuple:
@@ -77,32 +74,10 @@ class PredictionCache:
         bx = None if box is None else tuple(round(float(v), 3) for v in box)
         return emb_key, pts, bx, bool(multimask)
 
-    @staticmethod
-    def _size(pred: MaskPrediction) -> int:
-        return pred.masks.nbytes + pred.scores.nbytes + pred.logits.nbytes
-
-    def get(self, key: tuple) -> MaskPrediction | None:
-        with self._lock:
-            pred = self._entries.get(key)
-            if pred is not None:
-                self._entries.move_to_end(key)
-                self.hits += 1
-            return pred
-
-    def put(self, key: tuple, pred: MaskPrediction) -> None:
-        size = self._size(pred)
-        if size > self.max_bytes:
-            return
+    def put(self, key: tuple, pred: MaskPrediction) -> bool:
         for array in (pred.masks, pred.scores, pred.logits):
             array.flags.writeable = False
-        with self._lock:
-            old = self._entries.pop(key, None)
-            self._bytes -= self._size(old) if old is not None else 0
-            self._entries[key] = pred
-            self._bytes += size
-            while self._bytes > self.max_bytes:
-                _, dropped = self._entries.popitem(last=False)
-                self._bytes -= self._size(dropped)
+        return super().put(key, pred)
 
 
 def image_key(image: np.ndarray) -> str:

@@ -69,7 +69,7 @@ def measure_refer(cb: Callbacks, example: int) -> dict:
     _, out["refer_second_sentence_ms"] = _timed(cb.refer.refer, cold, "the thing on the right")
     prepared = Session()
     cb.segment.load_example(prepared, 2 if len(cb.segment.example_paths()) > 2 else example)
-    cb.ws.engine.analyses._entries.clear()          # nothing known about it yet
+    cb.ws.engine.analyses.clear()                   # nothing known about it yet
     cb.refer.prepare(prepared)
     _, out["refer_prepare_wait_ms"] = _timed(cb.ws.grounding_candidates, prepared)
     _, out["refer_prepared_ms"] = _timed(cb.refer.refer, prepared, "the cat on the left")

@@ -230,7 +230,7 @@ def test_prediction_cache_is_bounded():
     for i in range(3):
         cache.put(("k", i), pred())
     assert cache.get(("k", 0)) is None and cache.get(("k", 2)).masks.shape == (3, 5, 7)
-    assert cache._bytes == 2 * size
+    assert cache.nbytes == 2 * size
     PredictionCache(size - 1).put(("big",), pred())         # bigger than the budget: not kept
 
 
