@@ -128,7 +128,7 @@ def build(sh: PanelHost, tab=None) -> None:
             return sh.cb.refer.parse_expression(text), "Parsed; grounding it in the image..."
         except UserError as exc:
             gr.Warning(str(exc))
-            return "", str(exc)
+            return "", f"⚠️ {exc}"
 
     def on_refer(sess: Session, text: str, request: gr.Request, progress=gr.Progress()):
         if not text or not text.strip():

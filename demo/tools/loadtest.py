@@ -23,7 +23,8 @@ search's result tiles (swept by age later, so the end can be a little below the 
 After the sessions end it waits (at most 60 s: the short cache ages plus a sweep) for the
 folder to shrink back to that size; `left` lists the files that are new since the start.
 `--faults` first sends bad input (a 100-megapixel PNG, a file over the upload limit, random
-bytes, an empty file, over-long text, a call to the untrained-models switch, the API listing)
+bytes, an empty file, over-long text, a call to the untrained-models switch, the API listing:
+only the public endpoints of demo/api.py)
 and prints the one-line reason each gets. Localhost only; every loop is bounded in count and
 time. Exit status 0 when the targets hold (0 errors, 0 cross-user answers).
 """
@@ -53,6 +54,7 @@ import numpy as np
 from PIL import Image
 
 from demo import settings as serving
+from demo.api import ENDPOINTS
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -461,7 +463,9 @@ def run_faults(app: App, max_upload: int) -> list[tuple[str, str, bool]]:
                     before == 200 and "Switching" not in json.dumps(out)))
     info = httpx.get(f"{app.base}/gradio_api/info", timeout=30)
     named = list(info.json().get("named_endpoints", {})) if info.status_code == 200 else []
-    results.append(("API listing (/gradio_api/info)", f"named endpoints: {named or 'none'}", not named))
+    public = sorted(f"/{name}" for name in ENDPOINTS)
+    results.append(("API listing (/gradio_api/info)", f"named endpoints: {named or 'none'}",
+                    sorted(named) == public))         # the deliberate public API only, no UI event
     page.close()
     return results
 
