@@ -32,7 +32,7 @@ from core.find.labels import LabelSettings, Labelling, given_labels, instances_o
 from core.find.vocab import Vocabulary, coco_panoptic
 from core.io.coco import CocoData, read_coco
 from core.io.images import load_image
-from core.io.masks import coco_ann_to_mask, mask_to_rle
+from core.io.masks import coco_ann_to_mask, mask_iou, mask_to_rle
 from core.refer.ground import Candidates, GroundingSettings, image_candidates
 from core.sam.automask import AutoMaskSettings
 
@@ -115,17 +115,12 @@ def find_counts(candidates: Candidates, embedder, gt_masks_: np.ndarray, cats: l
 def _greedy_matches(found: np.ndarray, truth: list[np.ndarray]) -> int:
     used, hits = set(), 0
     for m in found:
-        ious = [(_iou(m, t), j) for j, t in enumerate(truth) if j not in used]
+        ious = [(mask_iou(m, t), j) for j, t in enumerate(truth) if j not in used]
         best = max(ious, default=(0.0, -1))
         if best[0] >= 0.5:
             used.add(best[1])
             hits += 1
     return hits
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
 def evaluate_labels(coco_path: str | Path, images_dir: str | Path, engine=None,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.embed import l2_normalise
 from core.find.vocab import BACKGROUND_PROMPTS, TEXT_FEATURES, Vocabulary, coco_panoptic, prompt
 from core.refer.choose import direction_order
 from core.refer.ground import Candidates, image_candidates
@@ -84,15 +85,10 @@ class Instances:
 
 def candidate_features(candidates: Candidates, global_weight: float = 0.0) -> np.ndarray:
     """(N, D) unit features of the candidates: local, mixed with global by `global_weight`."""
-    local = _unit(candidates.local)
+    local = l2_normalise(candidates.local)
     if global_weight <= 0 or candidates.global_.shape[1] == 0:
         return local
-    return _unit((1 - global_weight) * local + global_weight * _unit(candidates.global_))
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return l2_normalise((1 - global_weight) * local + global_weight * l2_normalise(candidates.global_))
 
 
 def competitors(noun: str, vocabulary: Vocabulary | None = None) -> tuple[str, ...]:
@@ -175,7 +171,7 @@ def find_like(candidates: Candidates, example_feature: np.ndarray, settings: Fin
     same kind as the candidates' (e.g. from `core.find.instances.example_feature`)."""
     settings = settings or FindSettings()
     feats = candidate_features(candidates, settings.global_weight)
-    example = _unit(np.asarray(example_feature, dtype=np.float32)[None])[0]
+    example = l2_normalise(np.asarray(example_feature, dtype=np.float32)[None])[0]
     sim = (feats @ example).astype(np.float32)
     low_top, high_rest = split_at_widest_gap(sim)
     if low_top - high_rest < settings.like_min_gap:
