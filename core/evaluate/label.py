@@ -26,9 +26,10 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from core.evaluate.panoptic import PanopticQuality, id_map_from_masks
+from core.evaluate.panoptic import PanopticQuality
 from core.find.instances import FindSettings, find_all
-from core.find.labels import LabelSettings, Labelling, given_labels, instances_of, label_candidates, panoptic
+from core.find.labels import (LabelSettings, Labelling, given_labels, id_map_from_masks, instances_of,
+                              label_candidates, panoptic)
 from core.find.vocab import Vocabulary, coco_panoptic
 from core.io.coco import CocoData, read_coco
 from core.io.images import load_image

@@ -102,18 +102,3 @@ def _areas(gt_ids: np.ndarray, pred_ids: np.ndarray):
     gt_area = {int(k): int(v) for k, v in gt_area.items() if k != 0}
     pred_area = {int(k): int(v) for k, v in pred_area.items() if k != 0}
     return gt_area, pred_area, inter, void
-
-
-def id_map_from_masks(masks: np.ndarray, order=None) -> np.ndarray:
-    """(H, W) int32 ids 1..N of N masks painted in `order` (later ones on top; default by area,
-    largest first so small objects stay visible): non-overlapping segments from overlapping
-    instance masks. Pixels of no mask are 0."""
-    masks = np.asarray(masks, dtype=bool)
-    out = np.zeros(masks.shape[1:], np.int32)
-    if not len(masks):
-        return out
-    if order is None:
-        order = np.argsort(-masks.reshape(len(masks), -1).sum(axis=1), kind="stable")
-    for i in order:
-        out[masks[i]] = i + 1
-    return out

@@ -178,3 +178,18 @@ def _segment(id_map: np.ndarray, seg_id: int, category_id: int, isthing: bool, s
     ys, xs = np.nonzero(id_map == seg_id)
     bbox = (float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min()))
     return Segment(seg_id, category_id, int(len(xs)), bbox, isthing, score)
+
+
+def id_map_from_masks(masks: np.ndarray, order=None) -> np.ndarray:
+    """(H, W) int32 ids 1..N of N masks painted in `order` (later ones on top; default by area,
+    largest first so small objects stay visible): non-overlapping segments from overlapping
+    instance masks. Pixels of no mask are 0."""
+    masks = np.asarray(masks, dtype=bool)
+    out = np.zeros(masks.shape[1:], np.int32)
+    if not len(masks):
+        return out
+    if order is None:
+        order = np.argsort(-masks.reshape(len(masks), -1).sum(axis=1), kind="stable")
+    for i in order:
+        out[masks[i]] = i + 1
+    return out

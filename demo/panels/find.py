@@ -12,7 +12,7 @@ import gradio as gr
 import numpy as np
 
 from core.find.instances import FindSettings, Instances, example_feature, find_all, find_like
-from core.find.labels import label_candidates
+from core.find.labels import id_map_from_masks, label_candidates
 from core.find.run import LabelResult, label_result, write_label_outputs
 from core.find.vocab import parse_vocabulary
 from core.refer import parse
@@ -105,10 +105,8 @@ def _view_ids(result: LabelResult, view: str) -> tuple[np.ndarray, list[str]]:
         present = [int(v) for v in np.unique(result.semantic) if v]
         return result.semantic, [f"{vocab[v].name} ({'thing' if vocab[v].isthing else 'stuff'})" for v in present]
     if view == "instances":
-        ids = np.zeros(result.labelling.image_hw, np.int32)
         inst = result.instances
-        for k in np.argsort(-inst.masks.reshape(len(inst.masks), -1).sum(axis=1), kind="stable"):
-            ids[inst.masks[k]] = k + 1
+        ids = id_map_from_masks(inst.masks)
         return ids, [f"#{k + 1} {n} {s:.2f}" for k, (n, s) in enumerate(zip(inst.names, inst.scores))]
     segs = result.panoptic.segments
     return result.panoptic.id_map, [f"#{s.id} {vocab[s.category_id].name} {s.score:.2f}" for s in segs]

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.evaluate.panoptic import PanopticQuality, id_map_from_masks
+from core.evaluate.panoptic import PanopticQuality
+from core.find.labels import id_map_from_masks
 
 
 def maps(*rows):
