@@ -18,8 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.caches import BytesLRU
-from core.refer.ground import (Candidates, GroundingSettings, NoCandidatesError, candidate_limit, filter_candidates,
-                               image_candidates)
+from core.refer.ground import Candidates, GroundingSettings, image_candidates, kept_candidates
 from core.sam.automask import AutoMasks, AutoMaskSettings
 
 
@@ -87,17 +86,8 @@ def grounding_candidates(cache: AnalysisCache, sam_name: str, segmenter, embedde
     Raises core.refer.ground.NoCandidatesError when SAM finds nothing usable."""
     base = automatic_masks(cache, sam_name, segmenter, image, settings.automask)
     def build() -> ImageAnalysis:
-        masks = _kept_masks(base.auto, settings, image.shape[:2])
-        if not len(masks):
-            raise NoCandidatesError("SAM found no usable object masks in this image")
+        masks, _ = kept_candidates(base.auto, settings)
         return ImageAnalysis(base.auto, image_candidates(None, embedder, image, settings, masks=masks))
 
     return cache.get_or_build(analysis_key(sam_name, segmenter.set_image(image).key, settings), build)
 
-
-def _kept_masks(auto: AutoMasks, settings: GroundingSettings, image_hw) -> np.ndarray:
-    """The automatic masks grounding keeps (`core.refer.ground.filter_candidates`)."""
-    keep = filter_candidates(auto.masks, auto.scores, min_area_fraction=settings.min_area_fraction,
-                             duplicate_iou=settings.duplicate_iou,
-                             max_candidates=candidate_limit(settings, image_hw))
-    return auto.masks[keep]

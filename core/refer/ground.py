@@ -336,14 +336,20 @@ def sam_candidates(segmenter, image: np.ndarray, settings: GroundingSettings) ->
     Returns (masks (M, H, W) bool, sam_scores (M,) float32), best SAM score first, at most
     :func:`candidate_limit`. Raises :class:`NoCandidatesError` when none survive.
     """
-    auto = segmenter.everything(segmenter.set_image(image), settings.automask)
+    return kept_candidates(segmenter.everything(segmenter.set_image(image), settings.automask), settings)
+
+
+def kept_candidates(auto, settings: GroundingSettings) -> tuple[np.ndarray, np.ndarray]:
+    """The automatic masks (core.sam.automask.AutoMasks) grounding keeps after
+    :func:`filter_candidates`: (masks (M, H, W) bool, scores (M,) float32), best first.
+    Raises :class:`NoCandidatesError` when none are left."""
     if len(auto) == 0:
         raise NoCandidatesError(
             "SAM found no object masks in this image; lower automask pred_iou_thresh / "
             "stability_score_thresh (untrained SAM needs 0) or pass candidate masks")
     keep = filter_candidates(auto.masks, auto.scores, min_area_fraction=settings.min_area_fraction,
                              duplicate_iou=settings.duplicate_iou,
-                             max_candidates=candidate_limit(settings, image.shape[:2]))
+                             max_candidates=candidate_limit(settings, auto.masks.shape[1:]))
     if len(keep) == 0:
         raise NoCandidatesError(
             f"all {len(auto)} SAM masks were smaller than min_area_fraction={settings.min_area_fraction}")
