@@ -16,7 +16,8 @@ from core import analysis, config
 from core.analysis import AnalysisCache
 from core.embed import Embedder
 from core.models import default_sam_model, load_clip, load_sam
-from core.refer.ground import Candidates, GroundingSettings
+from core.refer.ground import Candidates, Grounding, GroundingSettings, choose_for_expression, text_features
+from core.refer.parse import Expression
 from core.sam.automask import AutoMasks, AutoMaskSettings
 from core.sam.precision import precision_of
 from core.sam.segmenter import Segmenter
@@ -128,6 +129,14 @@ class Engine:
         name = sam or self.settings.sam
         return analysis.grounding_candidates(self.analyses, name, self.segmenter_for(name), self.embedder,
                                              image, settings).candidates
+
+    def ground(self, image: np.ndarray, expression: Expression, settings: GroundingSettings,
+               sam: str | None = None) -> Grounding:
+        """A parsed referring expression grounded in `image`: the shared candidates
+        (`grounding_candidates`, computed once per image) scored against this sentence."""
+        candidates = self.grounding_candidates(image, settings, sam)
+        text = text_features(self.embedder, [expression])[0]
+        return choose_for_expression(expression, candidates, settings, text=text)
 
     def loaded_sams(self) -> list[str]:
         """Names of the SAM models loaded so far."""

@@ -28,17 +28,16 @@ from PIL import Image
 
 from core import refer
 from core.find.run import find_in_image, instances_json, label_image
-from core.find.vocab import parse_vocabulary
 from core.gallery.browse import hit_thumbnail
 from core.gallery.examples import combine
 from core.io.coco import coco_document
-from core.io.masks import box_to_mask, mask_to_png, mask_to_rle, rle_to_mask
+from core.io.masks import box_to_mask, mask_to_png, mask_to_rle
 from core.io.panoptic import category_entries, legend
 from core.views import mask_to_box, render_view
 from demo import maskdata, rendering
-from demo import settings as serving
 from demo.context import AppContext, ModelsUnavailable
 from demo.errors import error_message
+from demo.galleries import record_tile
 from demo.state import UserError
 from demo.wiring import queues
 from demo.workspace import Workspace
@@ -90,16 +89,18 @@ class Picture:
         x1, y1, x2, y2 = (float(v) for v in box)
         return [round(x1 / self.sx, 2), round(y1 / self.sy, 2), round(x2 / self.sx, 2), round(y2 / self.sy, 2)]
 
-    def mask_json(self, mask: np.ndarray, score: float | None = None, png: bool = False) -> dict:
-        """{"box", "score", "area", "rle"(, "png")} of a working-size mask, at the original size."""
+    def mask_json(self, mask: np.ndarray, score: float | None = None) -> dict:
+        """{"box", "score", "area", "rle"} of a working-size mask, at the original size."""
         full = self.mask_out(mask)
         out = {"box": [round(float(v), 2) for v in mask_to_box(full)] if full.any() else [0, 0, 0, 0],
                "area": int(full.sum()), "rle": mask_to_rle(full)}
         if score is not None:
             out["score"] = round(float(score), 6)
-        if png:
-            out["png"] = base64.b64encode(mask_to_png(full)).decode("ascii")
         return out
+
+    def mask_png(self, mask: np.ndarray) -> str:
+        """A working-size mask as a base64 PNG at the original size."""
+        return base64.b64encode(mask_to_png(self.mask_out(mask))).decode("ascii")
 
     def head(self) -> dict:
         return {"image": self.name, "size": list(self.original), "work_size": list(self.image.shape[:2])}
@@ -184,7 +185,7 @@ class PublicApi:
         pred = seg.predict(emb, np.asarray(pts, np.float32).reshape(-1, 2) if pts else None,
                            np.asarray(labels, np.int64) if pts else None, work_box)
         candidates = [pic.mask_json(m, s) for m, s in zip(pred.masks, pred.scores)]
-        best = {**candidates[0], "png": base64.b64encode(mask_to_png(pic.mask_out(pred.masks[0]))).decode("ascii")}
+        best = {**candidates[0], "png": pic.mask_png(pred.masks[0])}
         return {**pic.head(), "best": best, "candidates": candidates}
 
     def everything(self, image: gr.FileData) -> dict:
@@ -215,10 +216,7 @@ class PublicApi:
         pic = self._open(image)
         expr = refer.parse(text)
         engine = self._engine()
-        settings = refer.GroundingSettings(automask=self.ctx.automask_settings())
-        candidates = engine.grounding_candidates(pic.image, settings)
-        features = refer.text_features(engine.embedder, [expr])[0]
-        g = refer.choose_for_expression(expr, candidates, settings, text=features)
+        g = engine.ground(pic.image, expr, refer.GroundingSettings(automask=self.ctx.automask_settings()))
         understood = {"noun": expr.noun, "direction": expr.direction, "ordinal": int(expr.ordinal),
                       "corrections": [list(c) for c in getattr(expr, "corrections", ())]}
         return {**pic.head(), "expression": text, "understood": understood,
@@ -253,14 +251,7 @@ class PublicApi:
         Returns:
             {"image", "size", "instances": a COCO instances document (RLE masks, scores, category names), "panoptic": {"segments_info": [{"id", "category_id", "category", "area", "bbox" [x, y, w, h], "isthing", "score"}]}, "categories", "legend"}.
         """
-        text = (vocabulary or "").strip()
-        if len(text) > 20 * serving.MAX_TEXT_CHARS:
-            raise UserError(f"The vocabulary is {len(text)} characters long; the limit is "
-                            f"{20 * serving.MAX_TEXT_CHARS}.")
-        try:
-            vocab = parse_vocabulary(text or None)
-        except ValueError as exc:
-            raise UserError(str(exc)) from exc
+        vocab = Workspace.vocabulary(vocabulary)
         pic = self._open(image)
         result = label_image(self._engine(), pic.image, vocab, automask=self.ctx.automask_settings())
         inst = result.instances
@@ -345,13 +336,11 @@ class PublicApi:
                 tile = hit_thumbnail(large.gallery, rec)
                 if tile is None:
                     return None
+                tile = rendering.thumbnail(np.ascontiguousarray(tile), THUMB_SIDE)
             else:
-                image = self.ctx.source_image(rec.source)
-                mask = rle_to_mask(rec.mask_rle) if rec.mask_rle else None
-                tile = render_view(rec.view, image, mask) if mask is not None else image[
-                    int(rec.box[1]):int(rec.box[3]), int(rec.box[0]):int(rec.box[2])]
+                tile = record_tile(self.ctx.source_image(rec.source), rec, THUMB_SIDE)
             buf = io.BytesIO()
-            Image.fromarray(rendering.thumbnail(np.ascontiguousarray(tile), THUMB_SIDE)).save(buf, "JPEG", quality=85)
+            Image.fromarray(tile).save(buf, "JPEG", quality=85)
             return base64.b64encode(buf.getvalue()).decode("ascii")
         except (OSError, ValueError, KeyError, TypeError):   # a missing source: the hit without a picture
             return None

@@ -55,14 +55,7 @@ class SessionGalleries:
     def hit_tile(self, session: Session, hit) -> np.ndarray:
         """The object of a search hit, rendered in its view, as a small tile."""
         rec = hit.record
-        image = self.record_image(session, rec.source)
-        mask = rle_to_mask(rec.mask_rle) if rec.mask_rle else None
-        if mask is None:
-            x1, y1, x2, y2 = (int(v) for v in rec.box)
-            tile = image[y1:y2, x1:x2]
-        else:
-            tile = render_view(rec.view, image, mask)
-        return rendering.thumbnail(np.ascontiguousarray(tile), TILE_SIDE)
+        return record_tile(self.record_image(session, rec.source), rec, TILE_SIDE)
 
     @staticmethod
     def hit_caption(hit, metric: str) -> str:
@@ -132,3 +125,15 @@ class SessionGalleries:
         if not count:
             return "Your gallery is empty: add the selected object or all objects of your image."
         return f"Your gallery: {count} object(s) from {images} image(s) (only you see them)."
+
+
+def record_tile(image: np.ndarray, rec, side: int) -> np.ndarray:
+    """A gallery record's object in `image` (its source, (H, W, 3) uint8) rendered in the
+    record's view (its box cut out when it has no mask), at most `side` pixels."""
+    mask = rle_to_mask(rec.mask_rle) if rec.mask_rle else None
+    if mask is None:
+        x1, y1, x2, y2 = (int(v) for v in rec.box)
+        tile = image[y1:y2, x1:x2]
+    else:
+        tile = render_view(rec.view, image, mask)
+    return rendering.thumbnail(np.ascontiguousarray(tile), side)

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from core.find.vocab import parse_vocabulary
 from core.refer import GroundingSettings
 from core.sam.automask import AutoMaskSettings
 from core.views import mask_to_box
@@ -72,6 +73,19 @@ class Workspace:
         """The image's grounding candidates with CLIP features, from the shared analysis."""
         self.embedding(session)
         return self.engine.grounding_candidates(session.image, self.grounding_settings(), self.model(session))
+
+    @staticmethod
+    def vocabulary(text: str):
+        """The labelling vocabulary a person typed (blank: COCO-panoptic; a comma list, a
+        sentence's nouns), as core.find.vocab.Vocabulary; UserError with the reason."""
+        text = (text or "").strip()
+        if len(text) > 20 * serving.MAX_TEXT_CHARS:
+            raise UserError(f"The vocabulary is {len(text)} characters long; the limit is "
+                            f"{20 * serving.MAX_TEXT_CHARS}.")
+        try:
+            return parse_vocabulary(text or None)
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
 
     @staticmethod
     def check_text(text: str, what: str) -> str:

@@ -14,7 +14,6 @@ import numpy as np
 from core.find.instances import FindSettings, Instances, example_feature, find_all, find_like
 from core.find.labels import id_map_from_masks, label_candidates
 from core.find.run import LabelResult, label_result, write_label_outputs
-from core.find.vocab import parse_vocabulary
 from core.refer import parse
 from demo import rendering
 from demo import settings as serving
@@ -68,13 +67,7 @@ class FindCallbacks:
     def label(self, session: Session, vocabulary: str, view: str) -> tuple[np.ndarray, str, list[str]]:
         """Label every candidate with `vocabulary` (blank: COCO-panoptic); (picture of `view`,
         legend Markdown, download files)."""
-        text = (vocabulary or "").strip()
-        if len(text) > 20 * serving.MAX_TEXT_CHARS:
-            raise UserError(f"The vocabulary is {len(text)} characters long; the limit is {20 * serving.MAX_TEXT_CHARS}.")
-        try:
-            vocab = parse_vocabulary(text or None)
-        except ValueError as exc:
-            raise UserError(str(exc)) from exc
+        vocab = self.ws.vocabulary(vocabulary)
         start = time.perf_counter()
         candidates = self.ws.grounding_candidates(session)
         result = label_result(label_candidates(candidates, self.ws.engine.embedder, vocab))

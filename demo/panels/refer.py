@@ -71,9 +71,8 @@ class ReferCallbacks:
         """Stage 1 from the shared per-image analysis (candidates and their CLIP features:
         computed once per image, also ahead of time by `prepare`), then stage 2 for this
         sentence (its text features only)."""
-        candidates = self.ws.grounding_candidates(session)
-        text = refer.text_features(self.ws.engine.embedder, [expression])[0]
-        return refer.choose_for_expression(expression, candidates, settings, text=text)
+        self.ws.embedding(session)   # encoded first (its time is measured for the estimates)
+        return self.ws.engine.ground(session.image, expression, settings, self.ws.model(session))
 
     def prepare(self, session: Session) -> str:
         """Start the image's analysis ahead of a sentence (the Refer tab was opened, the box
