@@ -11,9 +11,9 @@ import time
 import gradio as gr
 import numpy as np
 
-from core.find.instances import FindSettings, Instances, example_feature, find_all, find_like
+from core.find.instances import Instances
 from core.find.labels import id_map_from_masks, label_candidates
-from core.find.run import LabelResult, label_result, write_label_outputs
+from core.find.run import LabelResult, find_in_image, label_result, write_label_outputs
 from core.refer import parse
 from demo import rendering
 from demo import settings as serving
@@ -43,18 +43,20 @@ class FindCallbacks:
         expression = parse(phrase)
         if not expression.noun:
             raise UserError(f"No noun found in '{phrase[:60]}': say what to find, e.g. 'dogs'.")
-        start = time.perf_counter()
-        candidates = self.ws.grounding_candidates(session)
-        found = find_all(candidates, self.ws.engine.embedder, expression, FindSettings())
-        return self.answer(session, found, ms_since(start))
+        return self.answer(session, *self.timed_find(session, phrase))
 
     def like(self, session: Session) -> tuple[np.ndarray, str]:
         """The objects like the selected one in the session's image."""
-        mask = session.require_selection()
+        return self.answer(session, *self.timed_find(session, "", like_mask=session.require_selection()))
+
+    def timed_find(self, session: Session, phrase: str, like_mask: np.ndarray | None = None) -> tuple[Instances, str]:
+        """`core.find.run.find_in_image` on the session's image and model (the shared analysis),
+        and how long it took."""
+        self.ws.embedding(session)   # encoded first (its time is measured for the estimates)
         start = time.perf_counter()
-        candidates = self.ws.grounding_candidates(session)
-        feature = example_feature(self.ws.engine.embedder, session.image, mask, self.ws.grounding_settings())
-        return self.answer(session, find_like(candidates, feature, FindSettings()), ms_since(start))
+        found = find_in_image(self.ws.engine, session.image, phrase, like_mask=like_mask,
+                              automask=self.ws.automask_settings(), sam=self.ws.model(session))
+        return found, ms_since(start)
 
     def answer(self, session: Session, found: Instances, took: str) -> tuple[np.ndarray, str]:
         """The instances drawn on the image (numbered in answer order) and listed."""
