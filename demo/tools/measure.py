@@ -1,10 +1,11 @@
 """Time the app's callbacks without a browser: what one person waits for, step by step.
 
     python -m demo.tools.measure [--sam vit_tiny] [--clicks 5] [--views mask,crop]
-    SAMCLIP_POINTS_PER_SIDE=16 python -m demo.tools.measure --sam vit_t   # the trained grid
 
 Untrained weights (the timings do not depend on the weights' values). Prints one JSON
 object: milliseconds per step (median over --clicks for the click), and the load average.
+Refer and Everything on new images, before and after the shared analysis, are timed by
+`demo.tools.bench_analysis`.
 """
 from __future__ import annotations
 
@@ -54,26 +55,8 @@ def measure(sam: str, clicks: int, views: tuple[str, ...], example: int = 0) -> 
     _, result["search_text_ms"] = _timed(cb.search.search, session, "text", "a cat", views[0], "cosine", 8, True)
     _, result["everything_ms"] = _timed(cb.segment.everything, session)
     result["automatic_masks"] = len(session.auto.masks)
-    result.update(measure_refer(cb, example))
     result["loadavg_after"] = os.getloadavg()[0]
     return {k: (round(v, 1) if isinstance(v, float) else v) for k, v in result.items()}
-
-
-def measure_refer(cb: Callbacks, example: int) -> dict:
-    """Refer on a new image: cold (its analysis computed after Enter), a second sentence on
-    it, and on another new image prepared ahead (as when the Refer tab was opened first)."""
-    out = {}
-    cold = Session()
-    cb.segment.load_example(cold, 1 - example)
-    _, out["refer_cold_ms"] = _timed(cb.refer.refer, cold, "the cat on the left")
-    _, out["refer_second_sentence_ms"] = _timed(cb.refer.refer, cold, "the thing on the right")
-    prepared = Session()
-    cb.segment.load_example(prepared, 2 if len(cb.segment.example_paths()) > 2 else example)
-    cb.ws.engine.analyses.clear()                   # nothing known about it yet
-    cb.refer.prepare(prepared)
-    _, out["refer_prepare_wait_ms"] = _timed(cb.ws.grounding_candidates, prepared)
-    _, out["refer_prepared_ms"] = _timed(cb.refer.refer, prepared, "the cat on the left")
-    return out
 
 
 def main(argv=None) -> int:
