@@ -102,10 +102,14 @@ def competitors(noun: str, vocabulary: Vocabulary | None = None) -> tuple[str, .
 def phrase_probabilities(features: np.ndarray, phrase_feature: np.ndarray, others: np.ndarray,
                          temperature: float) -> np.ndarray:
     """(N,) softmax probability of the phrase against `others` (M, D) for each of N unit features."""
-    logits = temperature * np.concatenate([features @ phrase_feature[:, None], features @ others.T], axis=1)
-    logits -= logits.max(axis=1, keepdims=True)
-    weights = np.exp(logits)
-    return (weights[:, 0] / weights.sum(axis=1)).astype(np.float32)
+    scores = np.concatenate([features @ phrase_feature[:, None], features @ others.T], axis=1)
+    return softmax_rows(temperature * scores)[:, 0]
+
+
+def softmax_rows(logits: np.ndarray) -> np.ndarray:
+    """(N, K) float32 softmax of each row of (N, K) logits."""
+    weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def drop_parts(masks: np.ndarray, order: np.ndarray, part_inside: float) -> np.ndarray:

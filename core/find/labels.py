@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.find.instances import candidate_features
+from core.find.instances import candidate_features, softmax_rows
 from core.find.vocab import TEXT_FEATURES, Category, Vocabulary, prompt
 from core.refer.ground import Candidates
 
@@ -59,10 +59,7 @@ class Labelling:
 
 def label_probabilities(features: np.ndarray, text: np.ndarray, temperature: float) -> np.ndarray:
     """(N, V) softmax over V prompts of N unit features."""
-    logits = temperature * (features @ text.T)
-    logits -= logits.max(axis=1, keepdims=True)
-    weights = np.exp(logits)
-    return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+    return softmax_rows(temperature * (features @ text.T))
 
 
 def label_candidates(candidates: Candidates, embedder, vocabulary: Vocabulary,
