@@ -72,11 +72,13 @@ def analysis_key(sam_name: str, image_key: str, *settings) -> tuple:
 
 
 def automatic_masks(cache: AnalysisCache, sam_name: str, segmenter, image: np.ndarray,
-                    settings: AutoMaskSettings) -> ImageAnalysis:
-    """The analysis of `image` with at least its automatic masks (computed once; others wait)."""
+                    settings: AutoMaskSettings, on_partial=None) -> ImageAnalysis:
+    """The analysis of `image` with at least its automatic masks (computed once; others wait).
+    on_partial (`core.sam.automask.PartialMasks`): the masks found so far, while this call
+    computes them (not called when they are cached or another caller is computing them)."""
     emb = segmenter.set_image(image)
     return cache.get_or_build(analysis_key(sam_name, emb.key, settings),
-                              lambda: ImageAnalysis(segmenter.everything(emb, settings)))
+                              lambda: ImageAnalysis(segmenter.everything(emb, settings, on_partial)))
 
 
 def grounding_candidates(cache: AnalysisCache, sam_name: str, segmenter, embedder, image: np.ndarray,

@@ -117,11 +117,14 @@ class Engine:
         choice = precision_of(found.sam) if found is not None else None
         return choice.describe() if choice is not None else ""
 
-    def automatic_masks(self, image: np.ndarray, settings: AutoMaskSettings, sam: str | None = None) -> AutoMasks:
+    def automatic_masks(self, image: np.ndarray, settings: AutoMaskSettings, sam: str | None = None,
+                        on_partial=None) -> AutoMasks:
         """SAM `sam`'s automatic masks of `image` (H, W, 3) uint8, from the shared per-image
-        analysis (`core.analysis`): computed once per image, model and settings."""
+        analysis (`core.analysis`): computed once per image, model and settings. on_partial
+        (`core.sam.automask.PartialMasks`) sees the masks found so far when this call computes them."""
         name = sam or self.settings.sam
-        return analysis.automatic_masks(self.analyses, name, self.segmenter_for(name), image, settings).auto
+        return analysis.automatic_masks(self.analyses, name, self.segmenter_for(name), image, settings,
+                                        on_partial).auto
 
     def grounding_candidates(self, image: np.ndarray, settings: GroundingSettings, sam: str | None = None) -> Candidates:
         """The grounding candidates of `image` with their CLIP features (core.refer.ground

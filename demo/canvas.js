@@ -28,7 +28,7 @@ const st = {
   auto: [], autoLabel: null, autoLayer: null, autoHover: -1, autoPick: -1, pendingRefresh: false,
   drag: null, pointer: null, seq: 0,
 };
-const stats = { clicks: [], boxes: [], hovers: 0, hoverTimes: [], everything: [], firstMask: [],
+const stats = { clicks: [], boxes: [], hovers: 0, hoverTimes: [], everything: [], everythingFirst: [], firstMask: [],
                 lastAction: null, renders: 0, rtt: [], serverMs: [] };
 const api = { state: () => ({
   key: st.key, phase: st.phase, tool: st.tool, name: st.name, points: st.points.map(p => p.slice()),
@@ -237,7 +237,7 @@ function describe() {
 // ------------------------------------------------------------------ messages from Python
 function apply(m) {
   if (stats.pendingFirst && !stats.pendingFirst.key && m.key) stats.pendingFirst.key = m.key;
-  if (m.notice) { hideBusy(); say(m.notice, 8000); }
+  if (m.notice) { hideBusy(); st.autoPartial = false; say(m.notice, 8000); }
   if (!m.key) { updateControls(); return; }
   const fresh = m.key !== st.key || (m.model && st.model && m.model !== st.model);  // another SAM: start over
   if (fresh) newImage(m);
@@ -253,9 +253,17 @@ function apply(m) {
       if (st.pendingRefresh) { st.pendingRefresh = false; refresh(); }
     }
   }
-  if (m.auto) {
+  if (m.auto && m.partial !== undefined) {         // Everything, still running: the masks so far
     st.auto = m.auto.map(a => decode(a)); st.autoPick = -1; st.autoHover = -1; buildAuto();
-    st.tool = 'pick'; hideBusy();
+    st.tool = 'pick'; st.autoPartial = true;
+    if (st.busyKind === 'everything') st.busyLabel = `finding all objects: ${st.auto.length} so far, ${Math.round(100 * m.partial)} % of the grid...`;
+    if (stats.lastAction && stats.lastAction.kind === 'everything' && !stats.lastAction.first) {
+      const t0 = stats.lastAction.t0; stats.lastAction.first = true;
+      requestAnimationFrame(() => stats.everythingFirst.push(performance.now() - t0));
+    }
+  } else if (m.auto) {
+    st.auto = m.auto.map(a => decode(a)); st.autoPick = -1; st.autoHover = -1; buildAuto();
+    st.tool = 'pick'; st.autoPartial = false; hideBusy();
     if (stats.lastAction && stats.lastAction.kind === 'everything') {
       const t0 = stats.lastAction.t0;
       invalidate(true);
@@ -281,7 +289,7 @@ function newImage(m) {
   Object.assign(st, { key: m.key, phase: m.phase, name: m.name, w: m.size[1], h: m.size[0],
     dh: m.display[0], dw: m.display[1], tool: 'pos', points: [], box: null, corner: null, history: [], future: [],
     cands: [], scores: [], chosen: 0, extSel: null, hoverMask: null, auto: [], autoLabel: null,
-    autoLayer: null, autoHover: -1, autoPick: -1, pendingRefresh: false, drag: null });
+    autoLayer: null, autoHover: -1, autoPick: -1, autoPartial: false, pendingRefresh: false, drag: null });
   st.version++; say('');
   view.width = st.dw; view.height = st.dh; fit();
   view.dataset.key = m.key; view.dataset.loaded = '0';
@@ -470,6 +478,7 @@ view.addEventListener('pointerup', (e) => {
     return;
   }
   if (st.tool === 'pick') {
+    if (st.autoPartial) { say('Still finding objects: click one when all are drawn.', 3000); return; }
     const i = nearestAuto(p.dx, p.dy, 8 * Math.max(1, st.dw / 1024));
     if (i < 0) { say('No object there: click on a coloured region.', 3000); return; }   // the pick stays
     st.autoPick = i; st.extSel = null; invalidate(true); updateControls();

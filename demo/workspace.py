@@ -59,11 +59,13 @@ class Workspace:
         session.embedding = emb.key
         return emb
 
-    def automatic_masks(self, session: Session):
+    def automatic_masks(self, session: Session, on_partial=None):
         """SAM's automatic masks of the session's image (core.sam.automask.AutoMasks), from the
-        engine's shared per-image analysis (Everything, Refer and "add all" compute it once)."""
+        engine's shared per-image analysis (Everything, Refer and "add all" compute it once).
+        on_partial: `core.sam.automask.PartialMasks`, the masks so far when computed now."""
         self.embedding(session)   # encoded first (its time is measured for the estimates)
-        return self.engine.automatic_masks(session.image, self.automask_settings(), self.model(session))
+        return self.engine.automatic_masks(session.image, self.automask_settings(), self.model(session),
+                                           on_partial)
 
     def grounding_settings(self):
         """core.refer.GroundingSettings over the app's automatic-mask settings."""

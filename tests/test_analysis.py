@@ -19,9 +19,9 @@ def counted(tiny_segmenter, monkeypatch):
     calls = []
     real = tiny_segmenter.everything
 
-    def everything(emb, settings=None):
+    def everything(emb, settings=None, on_partial=None):
         calls.append(emb.key)
-        return real(emb, settings)
+        return real(emb, settings, on_partial)
 
     monkeypatch.setattr(tiny_segmenter, "everything", everything)
     return tiny_segmenter, calls

@@ -550,7 +550,7 @@ def test_everything_without_masks_ends_the_canvas_progress_line(cb, monkeypatch)
     h, w = session.image.shape[:2]
     none = AutoMasks(masks=np.zeros((0, h, w), bool), scores=np.zeros(0, np.float32),
                      boxes=np.zeros((0, 4), np.float32))
-    monkeypatch.setattr(cb.ws, "automatic_masks", lambda s: none)
+    monkeypatch.setattr(cb.ws, "automatic_masks", lambda s, on_partial=None: none)
     out = cb.segment.everything(session, session.image_key)
     message = json.loads(out.canvas)
     assert "No automatic masks" in message["notice"] and message["phase"] == "ready"
@@ -581,3 +581,63 @@ def test_downloads_of_trained_models_carry_no_untrained_marker(cb, monkeypatch):
     monkeypatch.setattr(type(cb.ctx.engine), "untrained", property(lambda self: False))
     doc = cb.segment.mark_untrained({"note": "x"})
     assert doc == {"note": "x"}
+
+
+def test_everything_streams_the_masks_found_so_far_then_all_of_them(cb, monkeypatch):
+    """Issue 20: Everything draws masks as they arrive: partial canvas messages (with the
+    fraction done, the session untouched, a pick refused until the end), then the final set."""
+    from core.sam.automask import AutoMasks
+    from demo.panels.segment import iter_everything
+
+    session = loaded(cb)
+    h, w = session.image.shape[:2]
+    masks = np.zeros((3, h, w), bool)
+    masks[0, :10, :10] = masks[1, 20:40, 20:40] = masks[2, 50:60, 5:15] = True
+    def auto(n):
+        return AutoMasks(masks=masks[:n], scores=np.linspace(.9, .7, 3)[:n].astype(np.float32),
+                         boxes=np.zeros((n, 4), np.float32))
+    seen_during = []
+
+    def fake(s, on_partial=None):
+        on_partial(auto(1), 0.25)
+        seen_during.append(s.auto)
+        on_partial(auto(2), 0.5)
+        return auto(3)
+
+    monkeypatch.setattr(cb.ws, "automatic_masks", fake)
+    session.auto = None
+    outs = list(iter_everything(cb.segment, session, session.image_key))
+    messages = [json.loads(o.canvas) for o in outs]
+    assert [len(m["auto"]) for m in messages][-1] == 3 and "partial" not in messages[-1]
+    partial = [m for m in messages if "partial" in m]
+    assert 1 <= len(partial) <= 2 and partial[-1]["partial"] in (0.25, 0.5)
+    assert "so far" in outs[0].status and seen_during == [None]
+    assert len(session.auto.masks) == 3
+
+    def broken(s, on_partial=None):
+        on_partial(auto(1), 0.25)
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cb.ws, "automatic_masks", broken)
+    with pytest.raises(RuntimeError, match="boom"):   # after any partial answers, the failure
+        list(iter_everything(cb.segment, session, session.image_key))
+
+
+def test_everything_partials_of_a_replaced_image_are_dropped(cb, monkeypatch):
+    from core.sam.automask import AutoMasks
+    from demo.panels.segment import iter_everything
+
+    session = loaded(cb)
+    first_key = session.image_key
+    h, w = session.image.shape[:2]
+    one = AutoMasks(masks=np.ones((1, h, w), bool), scores=np.ones(1, np.float32), boxes=np.zeros((1, 4), np.float32))
+
+    def fake(s, on_partial=None):
+        s.image_key = "another-image"      # the person loaded another picture meanwhile
+        on_partial(one, 0.5)
+        return one
+
+    monkeypatch.setattr(cb.ws, "automatic_masks", fake)
+    with pytest.raises(Exception) as caught:
+        list(iter_everything(cb.segment, session, first_key))
+    assert type(caught.value).__name__ == "Stale"

@@ -19,8 +19,9 @@ XYXY pixels of the original image with x1/y1 exclusive; points (N, 2) XY pixels.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
@@ -110,6 +111,21 @@ def point_grid(points_per_side: int, size: Tuple[int, int]) -> np.ndarray:
     offsets = (np.arange(points_per_side, dtype=np.float64) + 0.5) / points_per_side
     xs, ys = np.meshgrid(offsets * width, offsets * height)
     return np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32)
+
+
+def coarse_to_fine(points_per_side: int) -> np.ndarray:
+    """An order of the grid's row-major point indices, (n*n,) int64, that covers the whole
+    image early: points on every 2^k-th row and column first (largest k first), then the
+    finer ones; ties keep the row-major order. Everything mode decodes points in this order
+    so that masks drawn while it runs are spread over the image, not stacked at its top."""
+    n = int(points_per_side)
+    rows, cols = np.divmod(np.arange(n * n), n)
+    coarseness = np.zeros(n * n, dtype=np.int64)
+    stride = 2
+    while stride < n:
+        coarseness += ((rows % stride == 0) & (cols % stride == 0)).astype(np.int64)
+        stride *= 2
+    return np.argsort(-coarseness, kind="stable")
 
 
 def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
@@ -244,6 +260,10 @@ class _Candidates:
     stability: list = field(default_factory=list)  # (k,)
     boxes: list = field(default_factory=list)  # (k, 4) XYXY exclusive
     points: list = field(default_factory=list)  # (k, 2) XY original pixels
+    order: list = field(default_factory=list)  # (k,) grid point index * 3 + mask slot
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.scores)
 
     def concat(self, name: str, empty: np.ndarray) -> np.ndarray:
         parts = getattr(self, name)
@@ -281,12 +301,13 @@ def upsample_logits(sam, logits, input_size, original_size):
     return sam.postprocess_masks(logits[:, None].float(), tuple(input_size), tuple(original_size))[:, 0]
 
 
-def _filter_batch(sam, logits, iou, prompts, cfg: AutoMaskSettings, input_size, original_size,
+def _filter_batch(sam, logits, iou, prompts, point_ids, cfg: AutoMaskSettings, input_size, original_size,
                   out: _Candidates, chunk: int = 16) -> None:
     """Stock SAM's per-batch filters, upsampling only the masks that pass the IoU filter.
 
     Predicted IoU first (no pixels needed), then the stability score and the
     boxes on the logits at the original size, as stock SAM computes them.
+    prompts (B, 2) XY pixels; point_ids (B,) their row-major grid indices.
     """
     import torch
 
@@ -308,6 +329,7 @@ def _filter_batch(sam, logits, iou, prompts, cfg: AutoMaskSettings, input_size, 
         out.stability.append(stab[ok].cpu().numpy().astype(np.float32))
         out.boxes.append(masks_to_boxes(masks))
         out.points.append(prompts[sel // 3])
+        out.order.append(point_ids[sel // 3] * 3 + sel % 3)
 
 
 def _unpack(packed: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
@@ -334,13 +356,47 @@ def _clean_small_regions(masks, scores, min_area: int, nms_thresh: float):
     return np.sort(keep)
 
 
-def automatic_masks(sam, features, original_size, input_size, settings: Optional[AutoMaskSettings] = None) -> AutoMasks:
+#: Callback of `automatic_masks` for masks found so far: (provisional AutoMasks, fraction done).
+PartialMasks = Callable[[AutoMasks, float], None]
+
+
+def _select(cand: _Candidates, cfg: AutoMaskSettings, size: Tuple[int, int]):
+    """The candidates' NMS survivors in stock SAM's order (grid point, then mask slot), capped
+    at max_masks: (masks (N, H, W) bool, scores, boxes, stability, points)."""
+    order = np.argsort(cand.concat("order", np.zeros(0, np.int64)), kind="stable")
+    scores = cand.concat("scores", np.zeros(0, np.float32))[order]
+    boxes = cand.concat("boxes", np.zeros((0, 4), np.float32))[order]
+    keep = box_nms(_inclusive(boxes), scores, cfg.box_nms_thresh)
+    if cfg.max_masks is not None:
+        keep = keep[:cfg.max_masks]
+    picked = order[keep]
+    masks = _unpack(cand.concat("packed", np.zeros((0, 0), np.uint8))[picked], size)
+    stability = cand.concat("stability", np.zeros(0, np.float32))[picked]
+    prompts = cand.concat("points", np.zeros((0, 2), np.float32))[picked]
+    return masks, scores[keep], boxes[keep], stability, prompts
+
+
+def _best_first(masks, scores, boxes, stability, prompts) -> AutoMasks:
+    """Non-empty masks sorted by predicted IoU, best first (stable)."""
+    nonempty = masks.any(axis=(1, 2))
+    order = np.argsort(-scores[nonempty], kind="stable")
+    pick = np.nonzero(nonempty)[0][order]
+    return AutoMasks(masks=masks[pick], scores=scores[pick].astype(np.float32), boxes=boxes[pick],
+                     stability=stability[pick], points=prompts[pick].astype(np.float32))
+
+
+def automatic_masks(sam, features, original_size, input_size, settings: Optional[AutoMaskSettings] = None,
+                    on_partial: Optional[PartialMasks] = None, partial_every_s: float = 0.4) -> AutoMasks:
     """All objects in an image from its cached SAM embedding ("everything" mode).
 
     sam: segment_anything Sam (stock or accelerated); features: float32 tensor
     (1, 256, 64, 64) on the model's device; original_size: (H, W) of the
     image; input_size: (h, w) after resizing the longest side to
     sam.image_encoder.img_size. Call under torch.inference_mode().
+    on_partial: called with the masks found so far (NMS applied, small regions not yet
+    cleaned) and the fraction of the grid decoded, at most every `partial_every_s` seconds
+    while it runs; the points are decoded coarse to fine (`coarse_to_fine`), so these spread
+    over the image. The result does not depend on it (candidates are put back in grid order).
     Returns AutoMasks sorted by predicted IoU, best first.
     """
     import torch
@@ -352,32 +408,25 @@ def automatic_masks(sam, features, original_size, input_size, settings: Optional
     size = (int(original_size[0]), int(original_size[1]))
     in_size = (int(input_size[0]), int(input_size[1]))
 
+    ids = coarse_to_fine(cfg.points_per_side)
     points = point_grid(cfg.points_per_side, size)
     to_input = np.array([in_size[1] / size[1], in_size[0] / size[0]], dtype=np.float32)
     dense_pe = sam.prompt_encoder.get_dense_pe()
     cand = _Candidates()
-    for i in range(0, len(points), cfg.points_per_batch):
-        batch = points[i:i + cfg.points_per_batch]
+    last_partial, reported = time.perf_counter(), 0
+    for i in range(0, len(ids), cfg.points_per_batch):
+        batch_ids = ids[i:i + cfg.points_per_batch]
+        batch = points[batch_ids]
         coords = torch.as_tensor(batch * to_input, dtype=torch.float32, device=features.device)
         logits, iou = decode_point_batch(sam, features, dense_pe, coords)
-        _filter_batch(sam, logits, iou, batch, cfg, in_size, size, cand)
+        _filter_batch(sam, logits, iou, batch, batch_ids, cfg, in_size, size, cand)
+        if on_partial is not None and len(cand) > reported and time.perf_counter() - last_partial >= partial_every_s:
+            on_partial(_best_first(*_select(cand, cfg, size)), (i + len(batch_ids)) / len(ids))
+            last_partial, reported = time.perf_counter(), len(cand)
 
-    scores = cand.concat("scores", np.zeros(0, np.float32))
-    boxes = cand.concat("boxes", np.zeros((0, 4), np.float32))
-    keep = box_nms(_inclusive(boxes), scores, cfg.box_nms_thresh)
-    if cfg.max_masks is not None:
-        keep = keep[:cfg.max_masks]
-    masks = _unpack(cand.concat("packed", np.zeros((0, 0), np.uint8))[keep], size)
-    scores, boxes = scores[keep], boxes[keep]
-    stability = cand.concat("stability", np.zeros(0, np.float32))[keep]
-    prompts = cand.concat("points", np.zeros((0, 2), np.float32))[keep]
-
+    masks, scores, boxes, stability, prompts = _select(cand, cfg, size)
     if cfg.min_mask_region_area > 0 and len(masks):
         kept = _clean_small_regions(masks, scores, cfg.min_mask_region_area, cfg.box_nms_thresh)
         masks, scores, stability, prompts = masks[kept], scores[kept], stability[kept], prompts[kept]
         boxes = masks_to_boxes(masks)
-    nonempty = masks.any(axis=(1, 2))
-    order = np.argsort(-scores[nonempty], kind="stable")
-    pick = np.nonzero(nonempty)[0][order]
-    return AutoMasks(masks=masks[pick], scores=scores[pick].astype(np.float32), boxes=boxes[pick],
-                     stability=stability[pick], points=prompts[pick].astype(np.float32))
+    return _best_first(masks, scores, boxes, stability, prompts)

@@ -345,14 +345,17 @@ class Segmenter:
 
     # -------------------------------------------------------------- everything
 
-    def everything(self, emb: ImageEmbedding, settings: AutoMaskSettings | None = None) -> AutoMasks:
+    def everything(self, emb: ImageEmbedding, settings: AutoMaskSettings | None = None,
+                   on_partial=None) -> AutoMasks:
         """All objects: automatic masks from a grid of point prompts (see core.sam.automask).
 
         settings: `core.sam.automask.AutoMaskSettings` (None: its defaults).
+        on_partial: `core.sam.automask.PartialMasks`, called with the masks found so far.
         Returns `core.sam.automask.AutoMasks` (masks at the original size).
         """
         import torch
 
         cfg = settings or AutoMaskSettings()
         with self._everything_lock, self.priority.background(), torch.inference_mode():
-            return automatic_masks(self.sam, emb.features, emb.original_size, emb.input_size, cfg)
+            return automatic_masks(self.sam, emb.features, emb.original_size, emb.input_size, cfg,
+                                   on_partial=on_partial)

@@ -6,7 +6,9 @@ about an image that is no longer the session's is dropped (`Stale`)."""
 from __future__ import annotations
 
 import json
+import queue
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -233,14 +235,25 @@ class SegmentCallbacks:
             session.selection = None
 
     def everything(self, session: Session, key: str | None = None,
-                   progress: Progress = no_progress) -> SegmentOut:
-        """SAM's automatic masks of the whole image, sent to the canvas to draw in colour."""
+                   progress: Progress = no_progress, on_partial: Callable | None = None) -> SegmentOut:
+        """SAM's automatic masks of the whole image, sent to the canvas to draw in colour.
+        on_partial(SegmentOut): the masks found so far, while this call computes them
+        (`partial_out`; not called when the image's analysis is already known)."""
         if key is not None:
             self.ws.check_key(session, key)
         self.ws.embedding(session)
         progress(0.1, "automatic masks")
         start = time.perf_counter()
-        auto = self.ws.automatic_masks(session)
+        image_key = session.image_key
+
+        def report(auto, done: float) -> None:   # cosmetic: never breaks the shared analysis
+            if session.image_key != image_key:
+                return
+            try:
+                on_partial(self.partial_out(session, auto, done, start))
+            except Exception as exc:
+                print(f"everything: a partial answer was dropped: {exc}", file=sys.stderr)
+        auto = self.ws.automatic_masks(session, report if on_partial is not None else None)
         if key is not None:
             self.ws.check_key(session, key)
         session.auto = auto
@@ -255,6 +268,17 @@ class SegmentCallbacks:
         return self.ws.segment_out(session, f"{len(auto.masks)} automatic masks in {ms_since(start)}: "
                                          "hover to see one, click to select it.",
                                 self.ws.canvas_message(session, auto=masks))
+
+    def partial_out(self, session: Session, auto, done: float, start: float) -> SegmentOut:
+        """The canvas message of the automatic masks found so far (`done`: the fraction of the
+        grid decoded); the session is not changed (a pick waits for all of them)."""
+        display = self.ws.display_size(session)
+        masks = [self.ws.mask_payload(m, display, score=round(float(s), 4))
+                 for m, s in zip(auto.masks, auto.scores)]
+        status = (f"{len(masks)} automatic masks so far ({round(100 * done)} % of the grid, "
+                  f"{ms_since(start)}); the rest are on their way.")
+        return self.ws.segment_out(session, status,
+                                   self.ws.canvas_message(session, auto=masks, partial=round(done, 3)))
 
     def pick(self, session: Session, payload: dict) -> SegmentOut:
         """A click at working-image (x, y) in 'Everything' mode: select the smallest automatic
@@ -358,6 +382,39 @@ class SegmentCallbacks:
                 pass
         oh, ow = session.original_size
         return np.asarray(Image.fromarray(session.image).resize((ow, oh), Image.Resampling.BILINEAR))
+
+
+def iter_everything(seg: SegmentCallbacks, session: Session, key: str | None) -> Iterator[SegmentOut]:
+    """Everything as a generator: the masks found so far (at most every 0.4 s, the newest
+    only, when the image's analysis is computed now), then all of them. The work runs in its
+    own thread; its failure is raised here, after the partial answers."""
+    partials: queue.Queue = queue.Queue()
+    done: dict = {}
+
+    def work() -> None:
+        try:
+            done["out"] = seg.everything(session, key, on_partial=partials.put)
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            done["error"] = exc
+        finally:
+            partials.put(None)
+
+    worker = threading.Thread(target=work, name="samclip-everything", daemon=True)
+    worker.start()
+    while (item := partials.get()) is not None:
+        while not partials.empty():      # a slow page gets the newest masks only
+            newer = partials.get()
+            if newer is None:
+                item = None
+                break
+            item = newer
+        if item is None:
+            break
+        yield item
+    worker.join()
+    if "error" in done:
+        raise done["error"]
+    yield done["out"]
 
 
 def iter_load(seg: SegmentCallbacks, session: Session, path, name: str) -> Iterator[SegmentOut]:
@@ -489,7 +546,8 @@ def _wire(sh: PanelHost, example_gallery, sam_choice) -> None:
         return values(cb.segment.pick(sess, event_data(evt)), request)
 
     def on_everything(sess: Session, evt: gr.EventData, request: gr.Request):
-        return values(cb.segment.everything(sess, event_data(evt).get("key")), request)
+        for out in iter_everything(cb.segment, sess, event_data(evt).get("key")):
+            yield values(out, request)
 
     # Loading an image is two events: the quick one (read, check, show the picture) runs
     # with the light events; the SAM encoding follows in the encoder's own queue (one at a

@@ -302,3 +302,36 @@ def test_matches_stock_generator_on_same_embedding(tiny):
         union = (flat | m).sum(1)
         matched += (inter / np.maximum(union, 1)).max() >= 0.999
     assert matched == len(stock)
+
+
+# ----------------------------------------------------------------- masks as they arrive
+def test_coarse_to_fine_is_a_permutation_that_starts_spread_over_the_grid():
+    order = automask.coarse_to_fine(16)
+    assert sorted(order.tolist()) == list(range(256))
+    rows, cols = np.divmod(order[:16], 16)
+    assert set(rows.tolist()) == {0, 4, 8, 12} and set(cols.tolist()) == {0, 4, 8, 12}
+    assert order[:4].tolist() == [0, 8, 128, 136]          # the coarsest level first, row-major
+    assert automask.coarse_to_fine(1).tolist() == [0]
+    assert sorted(automask.coarse_to_fine(5).tolist()) == list(range(25))
+
+
+def test_partials_arrive_while_running_and_leave_the_result_unchanged(tiny):
+    sam, feats, image, input_size = tiny
+    cfg = AutoMaskSettings(points_per_side=4, points_per_batch=2, pred_iou_thresh=0,
+                           stability_score_thresh=0, box_nms_thresh=1.0)
+    partials = []
+    with torch.inference_mode():
+        plain = automask.automatic_masks(sam, feats, image.shape[:2], input_size, cfg)
+        streamed = automask.automatic_masks(sam, feats, image.shape[:2], input_size, cfg,
+                                            on_partial=lambda m, done: partials.append((m, done)),
+                                            partial_every_s=0.0)
+    assert np.array_equal(streamed.masks, plain.masks) and np.allclose(streamed.scores, plain.scores)
+    assert len(partials) >= 4                               # one per batch that found something new
+    fractions = [done for _, done in partials]
+    assert fractions == sorted(fractions) and 0 < fractions[0] < 1
+    counts = [len(m) for m, _ in partials]
+    assert counts == sorted(counts) and counts[0] >= 1 and counts[-1] <= len(plain)
+    first = partials[0][0]
+    assert first.masks.shape[1:] == plain.masks.shape[1:] and (np.diff(first.scores) <= 0).all()
+    final_masks = {m.tobytes() for m in plain.masks}        # no NMS here: every partial mask is final
+    assert all(m.tobytes() in final_masks for m in partials[-1][0].masks)
