@@ -43,7 +43,7 @@ from demo.wiring import queues
 from demo.workspace import Workspace
 
 #: The public endpoints (api_name -> concurrency group of the page's work of that kind).
-ENDPOINTS: dict[str, str] = {"segment": "click", "everything": "everything", "refer": "everything",
+ENDPOINTS: dict[str, str] = {"segment": "click", "everything": "everything", "refer": "refer",
                              "find": "everything", "label": "everything", "search": "clip"}
 THUMB_SIDE = 128
 MAX_POINTS = 64

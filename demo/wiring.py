@@ -28,6 +28,9 @@ def queues(status) -> dict[str, dict]:
         "encoder": {"concurrency_id": "encoder", "concurrency_limit": 1, "show_progress": "minimal",
                     "show_progress_on": [status], **PRIVATE},
         "everything": {"concurrency_id": "everything", "concurrency_limit": 1, **PRIVATE},
+        # a sentence on a prepared image costs its text only: it must not queue behind another
+        # person's analysis (analyses of different images still run one at a time, in core)
+        "refer": {"concurrency_id": "refer", "concurrency_limit": 3, **PRIVATE},
         "clip": {"concurrency_id": "clip", "concurrency_limit": 1, **PRIVATE},
         "browse": {"concurrency_id": "browse", "concurrency_limit": 2, **PRIVATE},   # pages: disk reads
         "exports": {"concurrency_id": "exports", "concurrency_limit": 2, **QUIET, **PRIVATE},

@@ -143,4 +143,4 @@ def build(sh: PanelHost, tab=None) -> None:
     for trigger in (refer_btn.click, refer_text.submit):
         parse = trigger(sh.guard(on_parse), [refer_text], [parsed, sh.status], **sh.q["click"])
         sh.after_segment(parse.then(sh.heavy(on_refer, True), [sh.session, refer_text],
-                                    sh.seg_outputs + [refer_candidates], **sh.q["everything"]))
+                                    sh.seg_outputs + [refer_candidates], **sh.q["refer"]))

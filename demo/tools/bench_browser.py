@@ -256,6 +256,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sam", default="vit_b", help="vit_tiny | vit_b | vit_l | vit_h (untrained)")
     parser.add_argument("--clicks", type=int, default=20, help="clicks to time (at least 20 for a p95)")
     parser.add_argument("--baseline", type=Path, help="another checkout of the project to measure in the same run")
+    parser.add_argument("--baseline-sam", help="the baseline's SAM (default: --sam), e.g. its own default")
     parser.add_argument("--json", help="also write the results as JSON to this file")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args = parser.parse_args(argv)
@@ -269,7 +270,7 @@ def main(argv=None) -> int:
         try:
             checkouts = [("this checkout", REPO)] + ([("baseline", args.baseline.resolve())] if args.baseline else [])
             for name, repo in checkouts:
-                app = App(args.sam, repo)
+                app = App(args.sam if repo == REPO else (args.baseline_sam or args.sam), repo)
                 try:
                     print(f"measuring the {name} path on {app.url} ...", file=sys.stderr)
                     results[name] = bench_canvas(browser, app.url, args.clicks, tmp)

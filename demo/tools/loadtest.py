@@ -53,6 +53,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from core.bench.timing import cpu_info
 from demo import settings as serving
 from demo.api import ENDPOINTS
 
@@ -62,16 +63,16 @@ MAX_REQUESTS_PER_USER = 2000
 
 
 # ----------------------------------------------------------------------------- the app
-def start_app(port: int, sam: str, workdir: Path, extra_env: dict) -> subprocess.Popen:
+def start_app(port: int, sam: str, workdir: Path, extra_env: dict, repo: Path = REPO) -> subprocess.Popen:
     env = {**os.environ, "TMPDIR": str(workdir / "tmp"), "GRADIO_TEMP_DIR": str(workdir / "tmp" / "gradio"),
            "SAMCLIP_CACHE": str(workdir / "cache"), "SAMCLIP_OFFLINE": "1",
            "GRADIO_ANALYTICS_ENABLED": "False", "SAMCLIP_CACHE_SWEEP": "5",
            "SAMCLIP_CACHE_MAX_AGE": "20", **extra_env}
     (workdir / "tmp" / "gradio").mkdir(parents=True, exist_ok=True)
     log = open(workdir / "app.log", "w")
-    return subprocess.Popen([sys.executable, str(REPO / "app.py"), "--untrained", "--sam", sam,
+    return subprocess.Popen([sys.executable, str(repo / "app.py"), "--untrained", "--sam", sam,
                              "--host", HOST, "--port", str(port), "--gallery-max-objects", "6"],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
 
 
@@ -317,7 +318,8 @@ def marker(user: int) -> str:
     return f"u{user:02d}x"
 
 
-def run_user(app: App, user: int, users: int, stats: Stats, deadline: float, encoding: threading.Event):
+def run_user(app: App, user: int, users: int, stats: Stats, deadline: float, encoding: threading.Event,
+             typing_cps: float = 0.0):
     page = Page(app, deadline)
     upload_dep = app.fn("canvas", "upload")
     encode_dep = app.then(upload_dep)
@@ -325,6 +327,7 @@ def run_user(app: App, user: int, users: int, stats: Stats, deadline: float, enc
     search_dep = app.fn("search-btn", "click")
     refer_btn = app.fn("refer-btn", "click")
     refer_dep = app.then(refer_btn)
+    prepare_dep = app.fn("refer-text", "focus") if typing_cps > 0 else None
     others = [marker(u) for u in range(users) if u != user]
     mine = marker(user)
     rng = random.Random(user)
@@ -405,6 +408,9 @@ def run_user(app: App, user: int, users: int, stats: Stats, deadline: float, enc
                         stats.error(f"user {user} search: {status[:200]}")
             else:                                              # refer
                 text = f"the square on the left {mine}"
+                if typing_cps > 0:                             # focus the box, type, then Enter
+                    timed("refer box focused", page.call, prepare_dep, [None])
+                    time.sleep(len(text) / typing_cps)
                 out = timed("refer", page.call, refer_dep, [None, text], timeout=300)
                 if out is not None:
                     check("refer", json.dumps(out[2:4]))
@@ -485,13 +491,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faults", action="store_true", help="send bad input first")
     parser.add_argument("--start-timeout", type=float, default=420)
     parser.add_argument("--json", help="also write the report here")
+    parser.add_argument("--app-repo", type=Path, default=REPO,
+                        help="the checkout whose app.py to load (default: this one)")
+    parser.add_argument("--typing-cps", type=float, default=0.0,
+                        help="Refer as a person does it: focus the box (which starts the image's "
+                             "analysis), type the sentence at this many characters per second, "
+                             "then press Enter (0: send it at once, no focus)")
     args = parser.parse_args(argv)
     if not 1 <= args.users <= 32 or not 1 <= args.seconds <= 1800:
         parser.error("--users 1..32, --seconds 1..1800")
     workdir = Path(tempfile.mkdtemp(prefix="samclip_loadtest_"))
     base = f"http://{HOST}:{args.port}"
-    proc = start_app(args.port, args.sam, workdir, {})
-    report: dict = {"users": args.users, "seconds": args.seconds, "sam": args.sam}
+    proc = start_app(args.port, args.sam, workdir, {}, args.app_repo.resolve())
+    report: dict = {"users": args.users, "seconds": args.seconds, "sam": args.sam, "typing_cps": args.typing_cps,
+                    "points_per_side": os.environ.get("SAMCLIP_POINTS_PER_SIDE", "app default"),
+                    "cpu": cpu_info().describe()}
     try:
         t0 = time.monotonic()
         while time.monotonic() - t0 < args.start_timeout:
@@ -522,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         stats = Stats()
         encoding = threading.Event()
         deadline = time.monotonic() + args.seconds
-        threads = [threading.Thread(target=run_user, args=(app, u, args.users, stats, deadline, encoding),
+        threads = [threading.Thread(target=run_user, args=(app, u, args.users, stats, deadline, encoding, args.typing_cps),
                                     daemon=True) for u in range(args.users)]
         for i, t in enumerate(threads):
             t.start()
@@ -562,8 +576,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_report(r: dict) -> None:
-    print(f"\n{r['users']} users x {r['seconds']:.0f} s, SAM {r['sam']} (untrained), load average "
+    print(f"\n{r['users']} users x {r['seconds']:.0f} s, SAM {r['sam']} (untrained), automatic-mask grid "
+          f"{r.get('points_per_side')}, Refer typed at {r.get('typing_cps') or 'no'} characters/s; load average "
           f"at start {r['load_start'][0]:.2f}, at end {r['load_end'][0]:.2f}")
+    print(f"CPU: {r.get('cpu', '?')}")
     for case, reason, ok in r.get("faults", []):
         print(f"  fault {'ok ' if ok else 'BAD'} {case}: {reason}")
     print(f"requests {r['requests']}, errors {len(r['errors'])}, cross-user answers {len(r['cross_user'])}")
