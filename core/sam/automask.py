@@ -284,13 +284,17 @@ def _check_inputs(sam, features, original_size, input_size) -> None:
 def decode_point_batch(sam, features, dense_pe, coords):
     """Three candidate masks per positive point: coords (B, 2) float32 XY in the resized input frame.
 
+    Runs the batch decoder (``core.sam.fast_sam.batch_decoder``: ``sam.batch_mask_decoder``
+    where load_sam made one in another precision, else ``sam.mask_decoder``).
     Returns (logits (B*3, 256, 256) float32, predicted IoU (B*3,) float32), torch tensors.
     """
     import torch
 
+    from core.sam.fast_sam import batch_decoder
+
     labels = torch.ones(coords.shape[0], 1, dtype=torch.int64, device=coords.device)
     sparse, dense = sam.prompt_encoder(points=(coords[:, None, :], labels), boxes=None, masks=None)
-    logits, iou = sam.mask_decoder(image_embeddings=features, image_pe=dense_pe,
+    logits, iou = batch_decoder(sam)(image_embeddings=features, image_pe=dense_pe,
                                    sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                    multimask_output=True)
     return logits.flatten(0, 1).float(), iou.flatten(0, 1).float()
