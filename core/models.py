@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core import config
+from core.sam.automask import AutoMaskSettings
 from core.sam.precision import PrecisionChoice, choose_cpu_precision, cpu_model_name
 from core.sam.precision import attach as attach_precision
 from core.sam.precision import cache_key as precision_cache_key
@@ -303,7 +304,6 @@ class _LazyDecoderProbe:
 
     def _get(self):
         if self._probe is None:
-            from core.sam.automask import AutoMaskSettings
             from core.sam.fast_sam import DecoderProbe
 
             self._probe = DecoderProbe(self.sam, {"click": 1, "batch": AutoMaskSettings().points_per_batch})

@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from core import config
+from core.sam.automask import BATCH_DECODER
 from core.sam.fast_common import _FAST_ATTR, _version, fused_linear_supported
 from core.sam.fast_tinyvit import accelerate_encoder, restore_encoder
 from core.sam.tinyvit import is_tinyvit
@@ -59,8 +60,6 @@ _STREAM_ATTR = "_samclip_stream_dtype"
 _PE_ATTR = "_samclip_dense_pe"
 _SIDE_ATTR = "_samclip_image_side"
 _HYPER_ATTR = "_samclip_hypernetworks"
-#: Attribute (a registered submodule) of the Sam holding the mask decoder for prompt batches.
-BATCH_DECODER = "batch_mask_decoder"
 
 
 # --------------------------------------------------------------------- precision
@@ -803,7 +802,7 @@ def accelerate_sam(sam, device=None, *, enable: bool = True, dtype: Optional[tor
         core.sam.variants), which picks the encoder's fast path; None: read from the module.
     batch_decoder_dtype: the precision of batches of prompts (automatic masks) when it
         differs from ``decoder_dtype``: a second fast copy of the mask decoder in that dtype
-        becomes ``sam.batch_mask_decoder`` (a submodule, see ``batch_decoder``); None: no copy,
+        becomes ``sam.batch_mask_decoder`` (a submodule; ``core.sam.automask.batch_decoder``); None: no copy,
         batches use ``sam.mask_decoder`` (on a 2-core AMX CPU bf16 pays off for batches,
         2.2 vs 3.4 s for vit_t's 16x16 grid, but not for one click; core.sam.precision).
 
@@ -1034,10 +1033,3 @@ def fast_decoder_copy(decoder, dtype: torch.dtype):
     _restore_mask_decoder(copied)
     _accelerate_mask_decoder(copied, dev, dtype)
     return copied
-
-
-def batch_decoder(sam):
-    """The mask decoder for batches of prompts (automatic masks): ``sam.batch_mask_decoder``
-    where ``accelerate_sam`` made one (``batch_decoder_dtype``), else ``sam.mask_decoder``."""
-    found = sam._modules.get(BATCH_DECODER)
-    return sam.mask_decoder if found is None else found

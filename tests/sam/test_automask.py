@@ -350,7 +350,7 @@ def test_point_batches_run_the_batch_decoder_when_there_is_one():
     fp32 = fast_sam.accelerate_sam(copy.deepcopy(stock), "cpu", dtype=torch.float32)
     mixed = fast_sam.accelerate_sam(copy.deepcopy(stock), "cpu", dtype=torch.float32,
                                     batch_decoder_dtype=torch.bfloat16)
-    assert "batch_mask_decoder" not in fp32._modules and fast_sam.batch_decoder(fp32) is fp32.mask_decoder
+    assert "batch_mask_decoder" not in fp32._modules and automask.batch_decoder(fp32) is fp32.mask_decoder
     assert next(mixed.batch_mask_decoder.parameters()).dtype == torch.bfloat16
     assert next(mixed.mask_decoder.parameters()).dtype == torch.float32
     calls = {"batch": 0, "click": 0}
@@ -370,4 +370,4 @@ def test_point_batches_run_the_batch_decoder_when_there_is_one():
     Segmenter(mixed)   # clicks' priority reaches the batch decoder too (a registered submodule)
     assert all(m._forward_pre_hooks for m in mixed.batch_mask_decoder.modules() if not list(m.children()))
     fast_sam.accelerate_sam(mixed, enable=False)   # the stock module has no copy
-    assert "batch_mask_decoder" not in mixed._modules and fast_sam.batch_decoder(mixed) is mixed.mask_decoder
+    assert "batch_mask_decoder" not in mixed._modules and automask.batch_decoder(mixed) is mixed.mask_decoder

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from core import config, models
-from core.sam import precision
+from core.sam import automask, precision
 from core.sam.precision import PrecisionChoice
 
 
@@ -104,9 +104,9 @@ def test_load_sam_auto_gives_batches_their_own_decoder(cache, monkeypatch):
     sam = models.load_sam("vit_tiny", untrained=True, device="cpu", precision="auto")
     assert precision.precision_of(sam).decoder == {"click": "fp32", "batch": "bf16"}
     assert next(sam.mask_decoder.parameters()).dtype == torch.float32
-    assert next(fast_sam.batch_decoder(sam).parameters()).dtype == torch.bfloat16
+    assert next(automask.batch_decoder(sam).parameters()).dtype == torch.bfloat16
     explicit = models.load_sam("vit_tiny", untrained=True, device="cpu", precision="bf16")
-    assert fast_sam.batch_decoder(explicit) is explicit.mask_decoder   # explicit: decoder fp32 as before
+    assert automask.batch_decoder(explicit) is explicit.mask_decoder   # explicit: decoder fp32 as before
     assert next(explicit.mask_decoder.parameters()).dtype == torch.float32
 
 
