@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core import config
+from core.sam.automask import AutoMaskSettings
 from core.sam.precision import PrecisionChoice, choose_cpu_precision, cpu_model_name
 from core.sam.precision import attach as attach_precision
 from core.sam.precision import cache_key as precision_cache_key
@@ -232,7 +233,9 @@ def load_sam(name: str | None = None, checkpoint: str | os.PathLike | None = Non
     weights (required for "vit_tiny"; for "vit_t" they equal MobileSAM's own random init). `fast=True`
     applies `core.sam.fast_sam.accelerate_sam` (same results, faster on CPU/GPU); `fast=False`
     keeps the stock module. `precision` ("auto" | "fp32" | "bf16" | "fp16", default
-    `config.SAM_PRECISION`) picks the fast path's image-encoder precision.
+    `config.SAM_PRECISION`) picks the fast path's image-encoder precision; the mask decoder
+    runs float32 except where "auto" measured bf16 faster (per workload: clicks in
+    `sam.mask_decoder`, automatic-mask batches in `sam.batch_mask_decoder` when it differs).
     Returns a `segment_anything.modeling.Sam` in eval mode.
     """
     device = device or default_device()
@@ -252,7 +255,9 @@ def load_sam(name: str | None = None, checkpoint: str | os.PathLike | None = Non
             sam.requires_grad_(False)
             if fast:
                 choice = sam_precision_choice(sam, name, device, precision or config.SAM_PRECISION)
-                sam = accelerate_sam(sam, device, dtype=PRECISIONS[choice.dtype], encoder=variant.encoder)
+                sam = accelerate_sam(sam, device, dtype=PRECISIONS[choice.dtype], encoder=variant.encoder,
+                                     decoder_dtype=PRECISIONS[choice.decoder_dtype("click")],
+                                     batch_decoder_dtype=PRECISIONS[choice.decoder_dtype("batch")])
                 attach_precision(sam, choice)
             _LOADED[key] = sam
         return _LOADED[key]
@@ -264,7 +269,9 @@ def sam_precision_choice(sam, name: str, device: str, requested: str = "auto") -
     requested: "fp32" | "bf16" | "fp16" (taken as given, source "explicit") or "auto": the
     variant's own policy when it names one, else on a GPU the device's support (`best_dtype`,
     source "flags"), on a CPU `core.sam.precision.choose_cpu_precision` (fp32 without native
-    bf16; else the cached or freshly measured faster of fp32 / bf16).
+    bf16; else the cached or freshly measured faster of fp32 / bf16, for the image encoder
+    and, per workload, the mask decoder: `fast_sam.DecoderProbe`; "batch" decodes
+    `AutoMaskSettings().points_per_batch` prompts).
     """
     import torch
 
@@ -283,8 +290,30 @@ def sam_precision_choice(sam, name: str, device: str, requested: str = "auto") -
     threads = fast_sam.set_threads()   # time with the threads the model will run with
     cache = precision_cache_key(name, cpu=cpu_model_name(), flags=fast_sam.cpu_flags(),
                                 torch_version=torch.__version__, threads=threads)
+    probe = _LazyDecoderProbe(sam)
     return choose_cpu_precision(cache, capable=fast_sam.cpu_supports_bf16(), time_fn=lambda p: fast_sam.encoder_seconds(
-        sam, sam_variant(name).encoder, p))
+        sam, sam_variant(name).encoder, p), decoder_time_fn=probe.seconds, decoder_agrees=probe.agrees)
+
+
+class _LazyDecoderProbe:
+    """`fast_sam.DecoderProbe` of `sam` for the "click" (1 prompt) and "batch" workloads,
+    built on first use (a cached decision builds none)."""
+
+    def __init__(self, sam):
+        self.sam, self._probe = sam, None
+
+    def _get(self):
+        if self._probe is None:
+            from core.sam.fast_sam import DecoderProbe
+
+            self._probe = DecoderProbe(self.sam, {"click": 1, "batch": AutoMaskSettings().points_per_batch})
+        return self._probe
+
+    def seconds(self, workload: str, precision: str) -> float:
+        return self._get().seconds(workload, precision)
+
+    def agrees(self, workload: str, precision: str) -> bool:
+        return self._get().agrees(workload, precision)
 
 
 # ----------------------------------------------------------------------------- CLIP

@@ -281,16 +281,29 @@ def _check_inputs(sam, features, original_size, input_size) -> None:
         raise ValueError(f"input_size must be (h, w) within the encoder size {img}, got {input_size}")
 
 
+#: Attribute of a Sam holding a second mask decoder for batches of prompts: a fast copy in another
+#: precision than ``sam.mask_decoder`` (``core.sam.fast_sam.accelerate_sam(batch_decoder_dtype=...)``).
+BATCH_DECODER = "batch_mask_decoder"
+
+
+def batch_decoder(sam):
+    """The mask decoder for batches of prompts: ``sam.batch_mask_decoder`` when present, else
+    ``sam.mask_decoder`` (load_sam makes the copy where bf16 measured faster for batches only)."""
+    found = getattr(sam, BATCH_DECODER, None)
+    return sam.mask_decoder if found is None else found
+
+
 def decode_point_batch(sam, features, dense_pe, coords):
     """Three candidate masks per positive point: coords (B, 2) float32 XY in the resized input frame.
 
+    Runs `batch_decoder(sam)`.
     Returns (logits (B*3, 256, 256) float32, predicted IoU (B*3,) float32), torch tensors.
     """
     import torch
 
     labels = torch.ones(coords.shape[0], 1, dtype=torch.int64, device=coords.device)
     sparse, dense = sam.prompt_encoder(points=(coords[:, None, :], labels), boxes=None, masks=None)
-    logits, iou = sam.mask_decoder(image_embeddings=features, image_pe=dense_pe,
+    logits, iou = batch_decoder(sam)(image_embeddings=features, image_pe=dense_pe,
                                    sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                    multimask_output=True)
     return logits.flatten(0, 1).float(), iou.flatten(0, 1).float()

@@ -39,6 +39,7 @@ import collections
 import copy
 import functools
 import os
+import statistics
 import threading
 import time
 import types
@@ -50,6 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from core import config
+from core.sam.automask import BATCH_DECODER
 from core.sam.fast_common import _FAST_ATTR, _version, fused_linear_supported
 from core.sam.fast_tinyvit import accelerate_encoder, restore_encoder
 from core.sam.tinyvit import is_tinyvit
@@ -726,13 +728,13 @@ def _postprocess_masks(self, masks: torch.Tensor, input_size, original_size) -> 
     return F.interpolate(up, tuple(original_size), mode="bilinear", align_corners=False)
 
 
-def _decoder_modules(sam):
-    """The mask decoder's attention and LayerNorm2d modules (patched by accelerate_sam)."""
+def _decoder_modules(decoder):
+    """A mask decoder's attention and LayerNorm2d modules (patched by accelerate_sam)."""
     from segment_anything.modeling.common import LayerNorm2d
     from segment_anything.modeling.transformer import Attention
 
-    attn = [m for m in sam.mask_decoder.modules() if isinstance(m, Attention)]
-    norms = [m for m in sam.mask_decoder.modules() if isinstance(m, LayerNorm2d)]
+    attn = [m for m in decoder.modules() if isinstance(m, Attention)]
+    norms = [m for m in decoder.modules() if isinstance(m, LayerNorm2d)]
     return attn, norms
 
 
@@ -752,31 +754,36 @@ def fast_dtype(sam) -> torch.dtype:
     return getattr(sam.image_encoder, _FAST_ATTR, torch.float32)
 
 
+def _restore_mask_decoder(decoder) -> None:
+    """Undo _accelerate_mask_decoder: stock forwards and float32 weights."""
+    attn, norms = _decoder_modules(decoder)
+    for module in (decoder, *attn, *norms, decoder.output_upscaling):
+        for name in ("forward", "predict_masks", _FAST_ATTR, _SIDE_ATTR, _HYPER_ATTR):
+            module.__dict__.pop(name, None)
+    decoder.float()
+
+
 def _restore(sam) -> None:
-    """Undo accelerate_sam: stock forwards and float32 weights."""
-    attn, norms = _decoder_modules(sam)
+    """Undo accelerate_sam: stock forwards and float32 weights, no batch decoder."""
     mlps, linears = _fused_linear_modules(sam)
-    for module in (sam.image_encoder, sam.mask_decoder, *_image_encoder_attention_modules(sam), *attn, *norms,
+    for module in (sam.image_encoder, *_image_encoder_attention_modules(sam),
                    *getattr(sam.image_encoder, "blocks", ()), *mlps, *linears):
         module.__dict__.pop("forward", None)
-        module.__dict__.pop("predict_masks", None)
         module.__dict__.pop(_FAST_ATTR, None)
         module.__dict__.pop(_STREAM_ATTR, None)
-        module.__dict__.pop(_SIDE_ATTR, None)
-        module.__dict__.pop(_HYPER_ATTR, None)
-    sam.mask_decoder.output_upscaling.__dict__.pop("forward", None)
+    _restore_mask_decoder(sam.mask_decoder)
+    sam._modules.pop(BATCH_DECODER, None)
     for name in ("get_dense_pe", _PE_ATTR):
         sam.prompt_encoder.__dict__.pop(name, None)
     sam.__dict__.pop("postprocess_masks", None)
     if is_tinyvit(sam):
         restore_encoder(sam.image_encoder)
     sam.image_encoder.float()
-    sam.mask_decoder.float()
 
 
 def accelerate_sam(sam, device=None, *, enable: bool = True, dtype: Optional[torch.dtype] = None,
                    decoder_dtype: Optional[torch.dtype] = torch.float32, fp32_residual: bool = True,
-                   encoder: Optional[str] = None):
+                   encoder: Optional[str] = None, batch_decoder_dtype: Optional[torch.dtype] = None):
     """Make a segment_anything ``Sam`` fast in place and return the same module.
 
     device: where the model lives/should go (default: where it already is).
@@ -793,6 +800,11 @@ def accelerate_sam(sam, device=None, *, enable: bool = True, dtype: Optional[tor
         vit_b; halves the encoder's deviation from the float32 reference).
     encoder: the image-encoder family, "vit" | "tinyvit" (``SamVariant.encoder`` in
         core.sam.variants), which picks the encoder's fast path; None: read from the module.
+    batch_decoder_dtype: the precision of batches of prompts (automatic masks) when it
+        differs from ``decoder_dtype``: a second fast copy of the mask decoder in that dtype
+        becomes ``sam.batch_mask_decoder`` (a submodule; ``core.sam.automask.batch_decoder``); None: no copy,
+        batches use ``sam.mask_decoder`` (on a 2-core AMX CPU bf16 pays off for batches,
+        2.2 vs 3.4 s for vit_t's 16x16 grid, but not for one click; core.sam.precision).
 
     Contract: ``image_encoder``, ``prompt_encoder`` and ``mask_decoder`` still
     take float32 tensors and return float32 tensors; the prompt encoder stays
@@ -806,7 +818,7 @@ def accelerate_sam(sam, device=None, *, enable: bool = True, dtype: Optional[tor
         return sam
     dtype = best_dtype(dev) if dtype is None else dtype
     decoder_dtype = dtype if decoder_dtype is None else decoder_dtype
-    for value in (dtype, decoder_dtype):
+    for value in (dtype, decoder_dtype, batch_decoder_dtype or decoder_dtype):
         if value not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"unsupported SAM compute dtype {value}; use float32, bfloat16 or float16")
     if dev.type == "cpu":
@@ -816,6 +828,8 @@ def accelerate_sam(sam, device=None, *, enable: bool = True, dtype: Optional[tor
         accelerate_encoder(sam.image_encoder, dtype)
     else:
         _accelerate_vit_encoder(sam, dev, dtype, fp32_residual)
+    if batch_decoder_dtype is not None and batch_decoder_dtype != decoder_dtype:
+        setattr(sam, BATCH_DECODER, fast_decoder_copy(sam.mask_decoder, batch_decoder_dtype))
     _accelerate_decoder(sam, dev, decoder_dtype)
     return sam
 
@@ -881,6 +895,88 @@ def encoder_seconds(sam, encoder: str, precision: str, *, side: Optional[int] = 
     return min(times)
 
 
+class DecoderProbe:
+    """Times fast copies of ``sam``'s prompt encoder + mask decoder per workload and precision.
+
+    workloads: {name: prompts per call}, e.g. {"click": 1, "batch": 2}; each call decodes that
+    many positive points (fixed random positions in the 1024 frame, multimask_output=True) on
+    a fixed random (1, 256, 64, 64) embedding. ``seconds`` runs one warm-up call, then the
+    median of ``repeats``, and keeps the last outputs for ``agrees``. ``sam`` is not modified.
+    """
+
+    def __init__(self, sam, workloads: dict, *, repeats: int = 5, seed: int = 0):
+        gen = torch.Generator().manual_seed(seed)
+        self.sam, self.repeats, self.dev = sam, max(1, repeats), sam.pixel_mean.device
+        self.embedding = torch.randn(1, 256, 64, 64, generator=gen).to(self.dev)
+        size = float(sam.image_encoder.img_size)
+        self.points = {name: (torch.rand(n, 1, 2, generator=gen) * size).to(self.dev) for name, n in workloads.items()}
+        self._decoders: dict = {}
+        self._outputs: dict = {}
+
+    def _decoder(self, precision: str):
+        if precision not in self._decoders:
+            self._decoders[precision] = fast_decoder_copy(self.sam.mask_decoder, PRECISIONS[precision])
+        return self._decoders[precision]
+
+    def _decode(self, decoder, prompts):
+        coords, labels, pe = prompts
+        sparse, dense = self.sam.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        masks, iou = decoder(image_embeddings=self.embedding, image_pe=pe, sparse_prompt_embeddings=sparse,
+                             dense_prompt_embeddings=dense, multimask_output=True)
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize(self.dev)
+        return masks, iou
+
+    def seconds(self, workload: str, precision: str) -> float:
+        """Median seconds of one call of ``workload`` ("click", "batch", ...) in ``precision``."""
+        decoder = self._decoder(precision)
+        coords = self.points[workload]
+        with torch.inference_mode():
+            prompts = (coords, torch.ones(coords.shape[:2], dtype=torch.int64, device=self.dev),
+                       self.sam.prompt_encoder.get_dense_pe())
+            out = self._decode(decoder, prompts)
+            times = []
+            for _ in range(self.repeats):
+                start = time.perf_counter()
+                out = self._decode(decoder, prompts)
+                times.append(time.perf_counter() - start)
+        self._outputs[workload, precision] = out
+        return statistics.median(times)
+
+    def agrees(self, workload: str, precision: str = "bf16", reference: str = "fp32") -> bool:
+        """``decoder_outputs_agree`` for the outputs of ``workload`` in ``precision`` vs ``reference``."""
+        for name in (reference, precision):
+            if (workload, name) not in self._outputs:
+                self.seconds(workload, name)
+        return decoder_outputs_agree(self._outputs[workload, reference], self._outputs[workload, precision])
+
+
+#: Agreement of a mask decoder's outputs with float32 (``decoder_outputs_agree``).
+IOU_ATOL, IOU_RTOL = 0.02, 0.05
+LOGIT_MARGIN = 0.05
+SIGN_AGREEMENT = 0.999
+
+
+def decoder_outputs_agree(reference, output) -> bool:
+    """True when a decoder's outputs (masks (B, K, 256, 256) logits, iou (B, K)) match ``reference``.
+
+    Predicted IoUs within ``IOU_ATOL + IOU_RTOL * |ref|`` (as tests/sam check bf16), and the
+    low-res logits' signs (the masks) agree on at least ``SIGN_AGREEMENT`` of the pixels whose
+    reference logit is not near 0: ``|ref| > LOGIT_MARGIN * max |ref|`` per mask (bf16 flips
+    signs of near-zero logits; those pixels are left out).
+    """
+    ref_masks, ref_iou = (t.float() for t in reference)
+    masks, iou = (t.float() for t in output)
+    if masks.shape != ref_masks.shape or iou.shape != ref_iou.shape:
+        return False
+    if not bool(((iou - ref_iou).abs() <= IOU_ATOL + IOU_RTOL * ref_iou.abs()).all()):
+        return False
+    scale = ref_masks.abs().amax(dim=(-2, -1), keepdim=True)
+    clear = ref_masks.abs() > LOGIT_MARGIN * scale
+    same = (masks > 0) == (ref_masks > 0)
+    return float(same[clear].float().mean()) >= SIGN_AGREEMENT if bool(clear.any()) else True
+
+
 def _accelerate_vit_encoder(sam, dev: torch.device, dtype: torch.dtype, fp32_residual: bool) -> None:
     """accelerate_sam's part for segment_anything's ImageEncoderViT (see the module docstring)."""
     for module in _image_encoder_attention_modules(sam):
@@ -906,19 +1002,34 @@ def _accelerate_vit_encoder(sam, dev: torch.device, dtype: torch.dtype, fp32_res
 
 def _accelerate_decoder(sam, dev: torch.device, decoder_dtype: torch.dtype) -> None:
     """accelerate_sam's part for the prompt encoder, mask decoder and postprocessing (any encoder)."""
-    sam.mask_decoder.predict_masks = types.MethodType(_decoder_predict_masks, sam.mask_decoder)
-    setattr(sam.mask_decoder, _SIDE_ATTR, _ImageSideCache())
     sam.prompt_encoder.get_dense_pe = types.MethodType(_memoized_dense_pe, sam.prompt_encoder)
     sam.postprocess_masks = types.MethodType(_postprocess_masks, sam)
-    upscaling = sam.mask_decoder.output_upscaling
-    if dev.type == "cpu" and _is_upscaling_with_gelu(upscaling) and fused_conv_transpose_supported(decoder_dtype):
+    _accelerate_mask_decoder(sam.mask_decoder, dev, decoder_dtype)
+
+
+def _accelerate_mask_decoder(decoder, dev: torch.device, dtype: torch.dtype) -> None:
+    """Patch a (float32, stock) MaskDecoder in place: folded attention, cached image side, ``dtype`` inside."""
+    decoder.predict_masks = types.MethodType(_decoder_predict_masks, decoder)
+    setattr(decoder, _SIDE_ATTR, _ImageSideCache())
+    upscaling = decoder.output_upscaling
+    if dev.type == "cpu" and _is_upscaling_with_gelu(upscaling) and fused_conv_transpose_supported(dtype):
         upscaling.forward = types.MethodType(_fused_upscaling_forward, upscaling)
-    attn, norms = _decoder_modules(sam)
+    attn, norms = _decoder_modules(decoder)
     for module in attn:
         module.forward = types.MethodType(_decoder_attention_forward, module)
     for module in norms:
         module.forward = types.MethodType(_layernorm2d_forward, module)
-    if decoder_dtype != torch.float32:
-        sam.mask_decoder.to(decoder_dtype)
-        setattr(sam.mask_decoder, _FAST_ATTR, decoder_dtype)
-        sam.mask_decoder.forward = types.MethodType(_decoder_forward, sam.mask_decoder)
+    if dtype != torch.float32:
+        decoder.to(dtype)
+        setattr(decoder, _FAST_ATTR, dtype)
+        decoder.forward = types.MethodType(_decoder_forward, decoder)
+
+
+def fast_decoder_copy(decoder, dtype: torch.dtype):
+    """A copy of ``decoder`` (a MaskDecoder, stock or fast; float32 in and out) on the fast path in
+    ``dtype``. The original is not modified; weights are copied from its current values."""
+    dev = next(decoder.parameters()).device
+    copied = _copy_module(decoder)
+    _restore_mask_decoder(copied)
+    _accelerate_mask_decoder(copied, dev, dtype)
+    return copied

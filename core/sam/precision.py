@@ -9,8 +9,17 @@ threads and SAM variant, so the next start does not measure again. On a GPU "aut
 the device's support (`core.sam.fast_sam.best_dtype`). Explicit "fp32"/"bf16"/"fp16" are
 taken as given.
 
-This module imports no torch: the timing function comes from the caller
-(`core.sam.fast_sam.encoder_seconds` in `core.models.load_sam`).
+The mask decoder: float32 unless "auto" on a CPU with native bf16, where it is timed in
+fp32 and bf16 per workload (`DECODER_WORKLOADS`: one click, one batch of the automatic
+masks' prompts) and bf16 is kept for a workload only when faster and its outputs agree
+with fp32 on the probe (`core.sam.fast_sam.decoder_outputs_agree`). On a 2-core AMX Xeon
+(vit_t) bf16 is faster for batches (automatic masks 2.2 vs 3.4 s) but slower for one click
+(20 vs 14 ms), so the two workloads may run in different precisions. The decisions are
+cached with the encoder's; an entry without them (older cache) gets them measured once.
+
+This module imports no torch: the timing functions come from the caller
+(`core.sam.fast_sam.encoder_seconds` and `core.sam.fast_sam.DecoderProbe` in
+`core.models.sam_precision_choice`).
 """
 from __future__ import annotations
 
@@ -18,7 +27,7 @@ import hashlib
 import json
 import os
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -32,22 +41,53 @@ CPU_CANDIDATES = ("fp32", "bf16")
 _ATTR = "_samclip_precision"
 
 
+#: The mask decoder's workloads, with their names in `PrecisionChoice.describe`.
+DECODER_WORKLOADS = {"click": "clicks", "batch": "automatic masks"}
+
+
 @dataclass(frozen=True)
 class PrecisionChoice:
-    """The fast path's image-encoder precision: dtype name ("fp32" | "bf16" | "fp16"), its
-    source (one of `SOURCES`) and, when timed, seconds per encoder probe pass per candidate."""
+    """The fast path's precisions: the image encoder's dtype name ("fp32" | "bf16" | "fp16"), its
+    source (one of `SOURCES`) and, when timed, seconds per encoder probe pass per candidate.
+
+    decoder: the mask decoder's dtype name per workload ({"click": "fp32", "batch": "bf16"});
+    a workload not named runs float32. decoder_seconds: {workload: {dtype name: seconds per
+    decoder call}} when timed.
+    """
 
     dtype: str
     source: str
     seconds: dict = field(default_factory=dict)
+    decoder: dict = field(default_factory=dict)
+    decoder_seconds: dict = field(default_factory=dict)
+
+    def decoder_dtype(self, workload: str) -> str:
+        """The mask decoder's dtype name for `workload` ("click" | "batch"); "fp32" when not chosen."""
+        return self.decoder.get(workload, "fp32")
 
     def describe(self) -> str:
-        """"bf16 (measured: fp32 0.630 s, bf16 0.840 s)", or "fp32 (flags)"."""
+        """"bf16 (measured: fp32 0.630 s, bf16 0.840 s); decoder: clicks fp32 (14.1 vs 20.0 ms),
+        automatic masks bf16 (35.0 vs 22.0 ms)" (decoder times fp32 vs bf16), or "fp32 (flags)"."""
         timed = ", ".join(f"{k} {v:.3f} s" for k, v in self.seconds.items())
-        return f"{self.dtype} ({self.source}{': ' + timed if timed else ''})"
+        text = f"{self.dtype} ({self.source}{': ' + timed if timed else ''})"
+        parts = [self._describe_decoder(w) for w in DECODER_WORKLOADS if w in self.decoder]
+        return text + ("; decoder: " + ", ".join(parts) if parts else "")
+
+    def _describe_decoder(self, workload: str) -> str:
+        chosen = self.decoder[workload]
+        text = f"{DECODER_WORKLOADS[workload]} {chosen}"
+        seconds = self.decoder_seconds.get(workload, {})
+        if not seconds:
+            return text
+        text += " (" + " vs ".join(f"{v * 1e3:.1f}" for v in seconds.values()) + " ms"
+        if min(seconds, key=seconds.get) != chosen:
+            text += f"; {min(seconds, key=seconds.get)} disagreed"
+        return text + ")"
 
     def to_json(self) -> dict:
-        return {"dtype": self.dtype, "source": self.source, "seconds": dict(self.seconds)}
+        return {"dtype": self.dtype, "source": self.source, "seconds": dict(self.seconds),
+                "decoder": dict(self.decoder),
+                "decoder_seconds": {w: dict(s) for w, s in self.decoder_seconds.items()}}
 
 
 def attach(sam, choice: PrecisionChoice) -> None:
@@ -70,17 +110,46 @@ def fastest(candidates: Sequence[str], time_fn: Callable[[str], float]) -> Preci
     return PrecisionChoice(best, "measured", seconds)
 
 
+def choose_decoder_precision(time_fn: Callable[[str, str], float], agrees: Callable[[str, str], bool],
+                             workloads: Iterable[str] = DECODER_WORKLOADS,
+                             candidates: Sequence[str] = CPU_CANDIDATES) -> tuple[dict, dict]:
+    """The mask decoder's precision per workload: the fastest candidate by `time_fn(workload,
+    name) -> seconds`, kept only when `agrees(workload, name)` (its outputs match the first
+    candidate's, fp32; not asked for the first). Returns ({workload: name}, {workload: {name: s}})."""
+    chosen, seconds = {}, {}
+    for workload in workloads:
+        timed = fastest(tuple(candidates), lambda name: time_fn(workload, name)).seconds
+        ranked = sorted(candidates, key=lambda name: (timed[name], candidates.index(name)))
+        chosen[workload] = next((name for name in ranked
+                                 if name == candidates[0] or agrees(workload, name)), candidates[0])
+        seconds[workload] = timed
+    return chosen, seconds
+
+
 def choose_cpu_precision(key: str, *, capable: bool, time_fn: Callable[[str], float],
-                         candidates: Sequence[str] = CPU_CANDIDATES) -> PrecisionChoice:
+                         candidates: Sequence[str] = CPU_CANDIDATES,
+                         decoder_time_fn: Callable[[str, str], float] | None = None,
+                         decoder_agrees: Callable[[str, str], bool] | None = None) -> PrecisionChoice:
     """"auto" on a CPU: fp32 without native bf16 (`capable` False; nothing timed), else the
-    cached decision for `key`, else `fastest(candidates, time_fn)`, written to the cache."""
+    cached decision for `key`, else `fastest(candidates, time_fn)`, written to the cache.
+
+    With `decoder_time_fn` (and `decoder_agrees`, see `choose_decoder_precision`) the mask
+    decoder is chosen too, on a capable CPU: from the cache, or measured when the cached entry
+    has no decoder fields (an older cache; the entry is then rewritten)."""
     if not capable:
         return PrecisionChoice("fp32", "flags")
-    cached = read_cached(key)
-    if cached is not None:
-        return cached
-    choice = fastest(tuple(candidates), time_fn)
-    write_cached(key, choice)
+    choice = read_cached(key)
+    measured = choice is None
+    if measured:
+        choice = fastest(tuple(candidates), time_fn)
+    if decoder_time_fn is not None and not choice.decoder:
+        if decoder_agrees is None:
+            raise TypeError("choose_cpu_precision: decoder_time_fn needs decoder_agrees")
+        decoder, seconds = choose_decoder_precision(decoder_time_fn, decoder_agrees, candidates=tuple(candidates))
+        choice = replace(choice, decoder=decoder, decoder_seconds=seconds)
+        measured = True
+    if measured:
+        write_cached(key, choice)
     return choice
 
 
@@ -122,7 +191,10 @@ def read_cached(key: str) -> PrecisionChoice | None:
     """The decision remembered for `key` (source "cached"), None when absent or unreadable."""
     entry = _read_all().get(key)
     try:
-        return PrecisionChoice(str(entry["dtype"]), "cached", {str(k): float(v) for k, v in entry["seconds"].items()})
+        return PrecisionChoice(str(entry["dtype"]), "cached", {str(k): float(v) for k, v in entry["seconds"].items()},
+                               {str(w): str(n) for w, n in entry.get("decoder", {}).items()},
+                               {str(w): {str(k): float(v) for k, v in s.items()}
+                                for w, s in entry.get("decoder_seconds", {}).items()})
     except (TypeError, KeyError, ValueError, AttributeError):
         return None
 

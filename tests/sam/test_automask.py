@@ -335,3 +335,39 @@ def test_partials_arrive_while_running_and_leave_the_result_unchanged(tiny):
     assert first.masks.shape[1:] == plain.masks.shape[1:] and (np.diff(first.scores) <= 0).all()
     final_masks = {m.tobytes() for m in plain.masks}        # no NMS here: every partial mask is final
     assert all(m.tobytes() in final_masks for m in partials[-1][0].masks)
+
+
+def test_point_batches_run_the_batch_decoder_when_there_is_one():
+    """load_sam may give batches a bf16 copy of the mask decoder (core.sam.precision): the
+    automatic masks' batches run it, clicks keep `sam.mask_decoder`, and the results stay
+    close to float32."""
+    import copy
+
+    from core import models
+    from core.sam import fast_sam
+
+    stock = models.load_sam("vit_tiny", untrained=True, fast=False, device="cpu")
+    fp32 = fast_sam.accelerate_sam(copy.deepcopy(stock), "cpu", dtype=torch.float32)
+    mixed = fast_sam.accelerate_sam(copy.deepcopy(stock), "cpu", dtype=torch.float32,
+                                    batch_decoder_dtype=torch.bfloat16)
+    assert "batch_mask_decoder" not in fp32._modules and automask.batch_decoder(fp32) is fp32.mask_decoder
+    assert next(mixed.batch_mask_decoder.parameters()).dtype == torch.bfloat16
+    assert next(mixed.mask_decoder.parameters()).dtype == torch.float32
+    calls = {"batch": 0, "click": 0}
+    mixed.batch_mask_decoder.register_forward_hook(lambda *a: calls.__setitem__("batch", calls["batch"] + 1))
+    mixed.mask_decoder.register_forward_hook(lambda *a: calls.__setitem__("click", calls["click"] + 1))
+    features = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(0))
+    coords = torch.tensor([[200.0, 300.0], [700.0, 500.0]])
+    with torch.inference_mode():
+        ref = automask.decode_point_batch(fp32, features, fp32.prompt_encoder.get_dense_pe(), coords)
+        out = automask.decode_point_batch(mixed, features, mixed.prompt_encoder.get_dense_pe(), coords)
+    assert calls == {"batch": 1, "click": 0}
+    assert out[0].dtype == torch.float32 and out[0].shape == ref[0].shape == (6, 256, 256)
+    assert fast_sam.decoder_outputs_agree(ref, out)
+    torch.testing.assert_close(out[1], ref[1], atol=0.02, rtol=0.05)
+    from core.sam.segmenter import Segmenter
+
+    Segmenter(mixed)   # clicks' priority reaches the batch decoder too (a registered submodule)
+    assert all(m._forward_pre_hooks for m in mixed.batch_mask_decoder.modules() if not list(m.children()))
+    fast_sam.accelerate_sam(mixed, enable=False)   # the stock module has no copy
+    assert "batch_mask_decoder" not in mixed._modules and automask.batch_decoder(mixed) is mixed.mask_decoder

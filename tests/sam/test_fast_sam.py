@@ -331,3 +331,29 @@ def test_postprocess_upsamples_only_the_image_and_matches_stock_exactly(original
         ref = stock.postprocess_masks(logits, input_size, original_size)
     assert out.shape == ref.shape == (2, 3, *original_size)
     assert torch.equal(out, ref)
+
+
+# ----------------------------------------------------------------- timing the mask decoder
+def test_decoder_outputs_agree_ignores_only_near_zero_logits():
+    gen = torch.Generator().manual_seed(0)
+    masks, iou = torch.randn(2, 3, 256, 256, generator=gen), torch.rand(2, 3, generator=gen)
+    assert fast_sam.decoder_outputs_agree((masks, iou), (masks.clone(), iou.clone()))
+    near_zero = torch.where(masks.abs() < 0.01, -masks, masks)   # signs flipped where |logit| ~ 0
+    assert fast_sam.decoder_outputs_agree((masks, iou), (near_zero, iou))
+    flipped = masks.clone()
+    flipped[0, 0, :64] *= -1                                     # a clear region changes sides
+    assert not fast_sam.decoder_outputs_agree((masks, iou), (flipped, iou))
+    assert not fast_sam.decoder_outputs_agree((masks, iou), (masks, iou + 0.1))
+    assert not fast_sam.decoder_outputs_agree((masks, iou), (masks[:1], iou[:1]))
+
+
+def test_decoder_probe_times_copies_and_bf16_agrees():
+    """The probe decodes with fast copies (the model is not touched); bf16 passes the agreement check."""
+    sam = _small_sam()
+    before = {k: v.clone() for k, v in sam.mask_decoder.state_dict().items()}
+    probe = fast_sam.DecoderProbe(sam, {"click": 1, "batch": 2}, repeats=1)
+    assert probe.seconds("click", "fp32") > 0 and probe.seconds("batch", "bf16") > 0
+    assert probe.agrees("batch") and probe.agrees("click")
+    assert probe._outputs["batch", "bf16"][0].shape == (2, 3, 256, 256)
+    assert not fast_sam.is_accelerated(sam) and "predict_masks" not in sam.mask_decoder.__dict__
+    assert all(torch.equal(v, sam.mask_decoder.state_dict()[k]) for k, v in before.items())

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from core import config, models
-from core.sam import precision
+from core.sam import automask, precision
 from core.sam.precision import PrecisionChoice
 
 
@@ -67,11 +67,47 @@ def test_load_sam_records_its_choice(cache, monkeypatch):
     assert precision.precision_of(models.load_sam("vit_tiny", untrained=True, fast=False, device="cpu")) is None
     monkeypatch.setattr(fast_sam, "cpu_supports_bf16", lambda: True)
     monkeypatch.setattr(fast_sam, "encoder_seconds", lambda sam, enc, name: {"fp32": 0.5, "bf16": 0.7}[name])
+    monkeypatch.setattr(fast_sam, "DecoderProbe", _FakeProbe)
     stock = models.load_sam("vit_tiny", untrained=True, fast=False, device="cpu")
     choice = models.sam_precision_choice(stock, "vit_tiny", "cpu", "auto")
     assert choice.dtype == "fp32" and choice.source == "measured"
+    assert choice.decoder == {"click": "fp32", "batch": "bf16"}
     assert models.sam_precision_choice(stock, "vit_tiny", "cpu", "auto").source == "cached"
     assert models.sam_precision_choice(stock, "vit_tiny", "cpu", "FP16") == PrecisionChoice("fp16", "explicit")
+
+
+class _FakeProbe:
+    """fast_sam.DecoderProbe with the AMX timings (see AMX_DECODER) and agreeing outputs."""
+
+    def __init__(self, sam, workloads, **kw):
+        from core.sam.automask import AutoMaskSettings
+
+        assert workloads == {"click": 1, "batch": AutoMaskSettings().points_per_batch}
+
+    def seconds(self, workload, name):
+        return AMX_DECODER[workload, name]
+
+    def agrees(self, workload, name):
+        return True
+
+
+def test_load_sam_auto_gives_batches_their_own_decoder(cache, monkeypatch):
+    """An "auto" choice of bf16 for batches only: clicks decode in fp32, batches in a bf16 copy."""
+    import torch
+
+    from core.sam import fast_sam
+
+    monkeypatch.setattr(models, "_LOADED", {})
+    monkeypatch.setattr(fast_sam, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(fast_sam, "encoder_seconds", lambda sam, enc, name: {"fp32": 0.5, "bf16": 0.7}[name])
+    monkeypatch.setattr(fast_sam, "DecoderProbe", _FakeProbe)
+    sam = models.load_sam("vit_tiny", untrained=True, device="cpu", precision="auto")
+    assert precision.precision_of(sam).decoder == {"click": "fp32", "batch": "bf16"}
+    assert next(sam.mask_decoder.parameters()).dtype == torch.float32
+    assert next(automask.batch_decoder(sam).parameters()).dtype == torch.bfloat16
+    explicit = models.load_sam("vit_tiny", untrained=True, device="cpu", precision="bf16")
+    assert automask.batch_decoder(explicit) is explicit.mask_decoder   # explicit: decoder fp32 as before
+    assert next(explicit.mask_decoder.parameters()).dtype == torch.float32
 
 
 def test_real_probe_times_both_encoder_families():
@@ -93,3 +129,83 @@ def test_probe_copies_a_model_a_segmenter_already_hooked():
     sam = models.load_sam("vit_tiny", untrained=True, fast=False, device="cpu")
     Segmenter(sam)
     assert fast_sam.encoder_seconds(sam, "vit", "fp32", side=128, repeats=1) > 0
+
+
+# ----------------------------------------------------------------------------- the mask decoder
+#: Decoder seconds per call as measured on a 2-core AMX Xeon (vit_t): bf16 pays off for batches only.
+AMX_DECODER = {("click", "fp32"): 0.0141, ("click", "bf16"): 0.0200,
+               ("batch", "fp32"): 0.0350, ("batch", "bf16"): 0.0220}
+
+
+def _decoder_timer(seconds: dict, calls: list):
+    def time_fn(workload, name):
+        calls.append((workload, name))
+        return seconds[workload, name]
+    return time_fn
+
+
+def _agreeing(answer: bool, asked: list):
+    def agrees(workload, name):
+        asked.append((workload, name))
+        return answer
+    return agrees
+
+
+def test_decoder_bf16_for_batches_only_when_faster_there(cache):
+    calls, asked = [], []
+    choice = precision.choose_cpu_precision(
+        "k", capable=True, time_fn=lambda name: {"fp32": 0.63, "bf16": 0.5}[name],
+        decoder_time_fn=_decoder_timer(AMX_DECODER, calls), decoder_agrees=_agreeing(True, asked))
+    assert choice.dtype == "bf16" and choice.decoder == {"click": "fp32", "batch": "bf16"}
+    assert choice.decoder_dtype("click") == "fp32" and choice.decoder_dtype("batch") == "bf16"
+    assert choice.decoder_seconds == {"click": {"fp32": 0.0141, "bf16": 0.02}, "batch": {"fp32": 0.035, "bf16": 0.022}}
+    assert asked == [("batch", "bf16")]   # fp32 is the reference; a slower bf16 is not checked
+    assert choice.describe() == ("bf16 (measured: fp32 0.630 s, bf16 0.500 s); decoder: clicks fp32 (14.1 vs 20.0 ms), "
+                                 "automatic masks bf16 (35.0 vs 22.0 ms)")
+
+
+def test_decoder_keeps_fp32_when_bf16_disagrees(cache):
+    asked = []
+    fast_bf16 = {key: (0.01 if key[1] == "bf16" else 0.02) for key in AMX_DECODER}
+    choice = precision.choose_cpu_precision("k", capable=True, time_fn=lambda name: 1.0,
+                                            decoder_time_fn=_decoder_timer(fast_bf16, []),
+                                            decoder_agrees=_agreeing(False, asked))
+    assert choice.decoder == {"click": "fp32", "batch": "fp32"}
+    assert sorted(asked) == [("batch", "bf16"), ("click", "bf16")]
+    assert "clicks fp32 (20.0 vs 10.0 ms; bf16 disagreed)" in choice.describe()
+
+
+def test_decoder_without_native_bf16_is_fp32_untimed(cache):
+    def never(*args):
+        raise AssertionError("timed although the CPU has no native bf16")
+
+    choice = precision.choose_cpu_precision("k", capable=False, time_fn=never, decoder_time_fn=never,
+                                            decoder_agrees=never)
+    assert choice == PrecisionChoice("fp32", "flags") and choice.decoder_dtype("batch") == "fp32"
+    assert choice.describe() == "fp32 (flags)" and not cache.exists()
+
+
+def test_decoder_cache_round_trip_and_old_entries(cache):
+    full = PrecisionChoice("bf16", "measured", {"fp32": 2.0, "bf16": 1.0}, {"click": "fp32", "batch": "bf16"},
+                           {"click": {"fp32": 0.01, "bf16": 0.02}, "batch": {"fp32": 0.03, "bf16": 0.02}})
+    precision.write_cached("new", full)
+    assert precision.read_cached("new") == PrecisionChoice("bf16", "cached", full.seconds, full.decoder,
+                                                           full.decoder_seconds)
+    # an entry written before the decoder was chosen: still read, the decoder measured once
+    data = json.loads(cache.read_text())
+    data["old"] = {"dtype": "fp32", "source": "measured", "seconds": {"fp32": 0.6, "bf16": 0.8}}
+    cache.write_text(json.dumps(data))
+    assert precision.read_cached("old") == PrecisionChoice("fp32", "cached", {"fp32": 0.6, "bf16": 0.8})
+
+    def never(name):
+        raise AssertionError("encoder timed again")
+
+    calls = []
+    choice = precision.choose_cpu_precision("old", capable=True, time_fn=never,
+                                            decoder_time_fn=_decoder_timer(AMX_DECODER, calls),
+                                            decoder_agrees=_agreeing(True, []))
+    assert choice.dtype == "fp32" and choice.source == "cached" and len(calls) == 4
+    assert choice.decoder == {"click": "fp32", "batch": "bf16"}
+    again = precision.choose_cpu_precision("old", capable=True, time_fn=never, decoder_time_fn=never,
+                                           decoder_agrees=never)
+    assert again == choice and json.loads(cache.read_text())["old"]["decoder"] == {"click": "fp32", "batch": "bf16"}
