@@ -32,29 +32,21 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from core.bench.timing import CpuInfo, cpu_info
+
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
-def cpu_info() -> dict:
-    """Model name, the flags that matter for the encoder, core count, load average."""
-    model, flags = "unknown", set()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        found = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-        model = found.group(1).strip() if found else model
-        found = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
-        flags = set(found.group(1).split()) if found else set()
-    except OSError:
-        pass
-    return {"model": model, "cores": os.cpu_count(),
-            "amx": bool({"amx_bf16", "amx_tile"} & flags), "avx512_bf16": "avx512_bf16" in flags,
-            "avx2": "avx2" in flags, "loadavg": round(os.getloadavg()[0], 2)}
+def machine() -> dict:
+    """The CPU (core.bench.timing.cpu_info) and the load average now."""
+    return {**asdict(cpu_info()), "loadavg": round(os.getloadavg()[0], 2)}
 
 
 def _free_port() -> int:
@@ -238,8 +230,8 @@ def table(results: dict, cpu: dict, sam: str, clicks: int) -> str:
     names = list(results)
     head = "| measure | " + " | ".join(names) + " |"
     lines = [f"SAM {sam} (untrained), CLIP ViT-B-32 (untrained), {clicks} clicks, headless Chromium, localhost",
-             f"CPU: {cpu['model']} ({cpu['cores']} cores; AMX {cpu['amx']}, AVX512-BF16 "
-             f"{cpu['avx512_bf16']}, AVX2 {cpu['avx2']}); load average {cpu['loadavg']} before, "
+             f"CPU: {CpuInfo(**{k: cpu[k] for k in CpuInfo.__dataclass_fields__}).describe()}; "
+             f"load average {cpu['loadavg']} before, "
              f"{cpu.get('loadavg_after', '?')} after",
              "", head, "|---|" + "---|" * len(names)]
     for label, key in rows:
@@ -262,7 +254,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    cpu = cpu_info()
+    cpu = machine()
     results: dict = {}
     tmp = Path(tempfile.mkdtemp(prefix="samclip_bench_files_"))
     with sync_playwright() as pw:

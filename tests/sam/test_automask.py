@@ -346,7 +346,8 @@ def test_point_batches_run_the_batch_decoder_when_there_is_one():
     from core import models
     from core.sam import fast_sam
 
-    stock = models.load_sam("vit_tiny", untrained=True, fast=False, device="cpu")
+    torch.manual_seed(0)    # a model of its own: load_sam's shared one may carry other tests' hooks
+    stock = models._build_sam("vit_tiny", None).eval().requires_grad_(False)
     fp32 = fast_sam.accelerate_sam(copy.deepcopy(stock), "cpu", dtype=torch.float32)
     mixed = fast_sam.accelerate_sam(copy.deepcopy(stock), "cpu", dtype=torch.float32,
                                     batch_decoder_dtype=torch.bfloat16)
