@@ -40,6 +40,9 @@ MY_GALLERY_OBJECTS: int = _env_int("SAMCLIP_MY_GALLERY_OBJECTS", 400)
 #: 0 keeps the model's default (16 trained, 4 untrained). Set 16 to measure the trained
 #: path's cost with untrained weights.
 POINTS_PER_SIDE: int = _env_int("SAMCLIP_POINTS_PER_SIDE", 0)
+#: Everything draws the masks found so far (about every 0.4 s) while SAM's grid is decoded;
+#: SAMCLIP_EVERYTHING_PARTIALS=0 sends them only when all are found.
+EVERYTHING_PARTIALS: bool = os.environ.get("SAMCLIP_EVERYTHING_PARTIALS", "1").strip().lower() not in ("0", "false", "no", "off")
 #: Also serve the public API (demo/api.py) as MCP tools at /gradio_api/mcp/ (like
 #: `python app.py --mcp`; needs `gradio[mcp]`). SAMCLIP_MCP=1 turns it on (e.g. on a Space).
 MCP_SERVER: bool = os.environ.get("SAMCLIP_MCP", "").strip().lower() in ("1", "true", "yes", "on")

@@ -24,6 +24,7 @@ from core.io.coco import coco_annotation, coco_document
 from core.io.images import load_image
 from core.sam.segmenter import image_key
 from demo import maskdata
+from demo import settings as serving
 from demo.canvas import mask_canvas
 from demo.errors import error_message
 from demo.outputs import PICK_RADIUS_DISPLAY, Exports, Progress, SegmentOut, ms_since, no_progress, put_file
@@ -546,6 +547,9 @@ def _wire(sh: PanelHost, example_gallery, sam_choice) -> None:
         return values(cb.segment.pick(sess, event_data(evt)), request)
 
     def on_everything(sess: Session, evt: gr.EventData, request: gr.Request):
+        if not serving.EVERYTHING_PARTIALS:
+            yield values(cb.segment.everything(sess, event_data(evt).get("key")), request)
+            return
         for out in iter_everything(cb.segment, sess, event_data(evt).get("key")):
             yield values(out, request)
 
