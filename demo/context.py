@@ -6,6 +6,7 @@ switch the UI offers when no weights are available. Never holds per-user state.
 """
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import threading
@@ -48,6 +49,25 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (Linux /proc; 0 where unknown)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def release_memory_above(limit_bytes: int) -> bool:
+    """`release_memory()` when the process holds more than `limit_bytes` (0: never): trimming
+    after every request would make the next one fault its scratch memory in again. True when
+    it trimmed."""
+    if limit_bytes <= 0 or resident_bytes() <= limit_bytes:
+        return False
+    release_memory()
+    return True
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:

@@ -40,6 +40,9 @@ MY_GALLERY_OBJECTS: int = _env_int("SAMCLIP_MY_GALLERY_OBJECTS", 400)
 #: 0 keeps the model's default (16 trained, 4 untrained). Set 16 to measure the trained
 #: path's cost with untrained weights.
 POINTS_PER_SIDE: int = _env_int("SAMCLIP_POINTS_PER_SIDE", 0)
+#: After a heavy request (encoding, Everything, Refer, find), freed heap memory goes back to
+#: the system when the process holds more than this many MB (0: only the periodic sweep).
+TRIM_ABOVE_MB: int = _env_int("SAMCLIP_TRIM_ABOVE_MB", 2560)
 #: Everything draws the masks found so far (about every 0.4 s) while SAM's grid is decoded;
 #: SAMCLIP_EVERYTHING_PARTIALS=0 sends them only when all are found.
 EVERYTHING_PARTIALS: bool = os.environ.get("SAMCLIP_EVERYTHING_PARTIALS", "1").strip().lower() not in ("0", "false", "no", "off")

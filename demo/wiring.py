@@ -2,13 +2,15 @@
 canvas, the Segment area's outputs), the concurrency groups, the error guard, helpers."""
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import gradio as gr
 
 from demo import settings as serving
-from demo.context import AppContext
+from demo.context import AppContext, release_memory_above
 from demo.errors import guard
 
 # Fairness: each kind of work has its own concurrency group, so a click never waits in the
@@ -55,11 +57,38 @@ class PanelHost:
     q: dict = field(default_factory=dict)
 
     def heavy(self, fn: Callable, with_canvas: bool = False) -> Callable:
-        """`fn` guarded (and wrapped by `gpu`, e.g. spaces.GPU, when given)."""
-        return guard(self.gpu(fn) if self.gpu else fn, self.status, self.canvas if with_canvas else None)
+        """`fn` guarded (and wrapped by `gpu`, e.g. spaces.GPU, when given); when it ends with
+        the process over `settings.TRIM_ABOVE_MB`, freed heap memory goes back to the system
+        (many requests at once otherwise leave their scratch memory in glibc's heaps until
+        the next sweep)."""
+        return guard(trimmed(self.gpu(fn) if self.gpu else fn), self.status, self.canvas if with_canvas else None)
 
     def guard(self, fn: Callable, with_canvas: bool = False) -> Callable:
         return guard(fn, self.status, self.canvas if with_canvas else None)
+
+
+def trimmed(fn: Callable) -> Callable:
+    """`fn` (a function or a generator function) followed by
+    `release_memory_above(settings.TRIM_ABOVE_MB)`."""
+    def trim() -> None:
+        release_memory_above(serving.TRIM_ABOVE_MB * 1024 * 1024)
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            finally:
+                trim()
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            trim()
+    return wrapper
 
 
 def event_data(evt) -> dict:

@@ -264,3 +264,31 @@ def test_the_banner_names_the_default_and_the_status_the_sessions_model(cb, ctx)
     if session.embedding is None:
         out = cb.segment.finish_load(session, session.image_key)
         assert "Your session uses SAM vit_t" in out.status
+
+
+def test_heavy_requests_give_memory_back_only_above_the_limit(monkeypatch):
+    """After a heavy request the heap is trimmed when the process is over TRIM_ABOVE_MB (the
+    8-user load test's peak stays under 3 GB), and not at all below it or with 0."""
+    from demo import context, wiring
+
+    assert context.resident_bytes() > 10 * 1024 * 1024
+    calls = []
+    monkeypatch.setattr(context, "release_memory", lambda: calls.append(1))
+    assert context.release_memory_above(0) is False and context.release_memory_above(1 << 50) is False
+    assert context.release_memory_above(1) is True and calls == [1]
+
+    trims = []
+    monkeypatch.setattr(wiring, "release_memory_above", lambda limit: trims.append(limit))
+    monkeypatch.setattr(wiring.serving, "TRIM_ABOVE_MB", 7)
+
+    def work(x):
+        return x * 2
+
+    def steps(n):
+        yield from range(n)
+
+    assert wiring.trimmed(work)(3) == 6 and trims == [7 * 1024 * 1024]
+    assert list(wiring.trimmed(steps)(3)) == [0, 1, 2] and len(trims) == 2
+    with pytest.raises(ZeroDivisionError):
+        wiring.trimmed(lambda: 1 / 0)()
+    assert len(trims) == 3   # also after a failure
