@@ -1,8 +1,9 @@
 """Which precision SAM's fast path runs in, and why (`PrecisionChoice`).
 
 "auto" on a CPU: a CPU without native bfloat16 (no AVX512-BF16/AMX flag) runs float32 with no
-measurement. A CPU with the flag times the image encoder once per candidate ("fp32", "bf16")
-and keeps the faster: the flag alone is not enough (on a Xeon with AVX512-BF16 but no AMX,
+measurement. A CPU with the flag times the image encoder per candidate ("fp32", "bf16"; in
+A B B A order, each keeping its best pass, so that other work on the machine during one pass
+does not decide) and keeps the faster: the flag alone is not enough (on a Xeon with AVX512-BF16 but no AMX,
 bf16 is slower: vit_t encoder 0.84 s vs 0.63 s fp32). The decision is remembered in
 ``config.CACHE_DIR / "sam_precision.json"``, keyed by CPU model, flags, torch version,
 threads and SAM variant, so the next start does not measure again. On a GPU "auto" follows
@@ -103,9 +104,16 @@ def precision_of(sam) -> PrecisionChoice | None:
 # ----------------------------------------------------------------------------- the rule
 
 
-def fastest(candidates: Sequence[str], time_fn: Callable[[str], float]) -> PrecisionChoice:
-    """Time every candidate with `time_fn(name) -> seconds`; the fastest wins (ties: the first)."""
-    seconds = {name: float(time_fn(name)) for name in candidates}
+def fastest(candidates: Sequence[str], time_fn: Callable[[str], float], rounds: int = 2) -> PrecisionChoice:
+    """Time every candidate with `time_fn(name) -> seconds`, `rounds` times in alternating order
+    (A B, then B A: a burst of other work on the machine, or a drift, then slows both), keeping
+    each one's best; the fastest wins (ties: the first). The decision is cached for good, so a
+    single slowed pass must not decide it."""
+    seconds: dict = {}
+    for r in range(max(1, rounds)):
+        for name in (candidates if r % 2 == 0 else tuple(reversed(candidates))):
+            seconds[name] = min(seconds.get(name, float("inf")), float(time_fn(name)))
+    seconds = {name: seconds[name] for name in candidates}
     best = min(candidates, key=lambda name: (seconds[name], candidates.index(name)))
     return PrecisionChoice(best, "measured", seconds)
 
