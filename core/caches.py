@@ -1,5 +1,6 @@
 """A thread-safe LRU cache bounded by bytes, for the shared caches of the library
-(prompt answers in core.sam.segmenter, per-image analyses in core.analysis)."""
+(prompt answers in core.sam.segmenter, per-image analyses in core.analysis; the segmenter's
+image embeddings use it with a size of 1 each, a bound by count)."""
 from __future__ import annotations
 
 import threading

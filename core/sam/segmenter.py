@@ -12,7 +12,6 @@ import hashlib
 import threading
 import time
 import weakref
-from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -210,12 +209,10 @@ class Segmenter:
         self.sam = sam
         self.transform = ResizeLongestSide(sam.image_encoder.img_size)
         self.cache_size = cache_size or config.EMBED_CACHE_SIZE
-        self._cache: OrderedDict[str, ImageEmbedding] = OrderedDict()
-        self._cache_lock = threading.Lock()
+        self._embeddings: BytesLRU[ImageEmbedding] = BytesLRU(self.cache_size, lambda emb: 1)   # by count
         self._encode_lock = threading.Lock()
         self._decode_lock = threading.Lock()
         self._everything_lock = threading.Lock()
-        self.hits = 0
         self.misses = 0
         self.decodes = 0                            # decoder runs for prompts (not cache hits)
         self.predictions = PredictionCache(config.PREDICTION_CACHE_MB * 1024 * 1024)
@@ -251,21 +248,18 @@ class Segmenter:
             with self.priority.background():
                 emb = self._encode(image, key)
             self.encode_seconds = time.perf_counter() - start
-        with self._cache_lock:
             self.misses += 1
-            self._cache[key] = emb
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+            self._embeddings.put(key, emb)
         return emb
 
     def cached(self, key: str) -> ImageEmbedding | None:
         """The cached embedding with content hash `key`, if any (counts a hit)."""
-        with self._cache_lock:
-            emb = self._cache.get(key)
-            if emb is not None:
-                self._cache.move_to_end(key)
-                self.hits += 1
-            return emb
+        return self._embeddings.get(key)
+
+    @property
+    def hits(self) -> int:
+        """Lookups answered from the embedding cache."""
+        return self._embeddings.hits
 
     def _encode(self, image: np.ndarray, key: str) -> ImageEmbedding:
         import torch
