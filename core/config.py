@@ -22,6 +22,17 @@ def env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={value!r} is not an integer") from exc
 
 
+def env_flag(name: str, default: bool) -> bool:
+    """A yes/no setting: "1", "true", "yes", "on" are yes; "0", "false", "no", "off" no (any
+    case); unset, empty or anything else gives `default`."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    return default
+
+
 #: Where downloaded weights, the example gallery and other caches live.
 CACHE_DIR: Path = _env_path("SAMCLIP_CACHE", Path.home() / ".cache" / "samclip")
 #: Explicit weight files (override the cache and the download).

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+from core.config import env_flag as _env_flag
 from core.config import env_int as _env_int
 
 #: SAM models a person may choose between in the app (comma-separated; the first of
@@ -45,7 +46,7 @@ POINTS_PER_SIDE: int = _env_int("SAMCLIP_POINTS_PER_SIDE", 0)
 TRIM_ABOVE_MB: int = _env_int("SAMCLIP_TRIM_ABOVE_MB", 2560)
 #: Everything draws the masks found so far (about every 0.4 s) while SAM's grid is decoded;
 #: SAMCLIP_EVERYTHING_PARTIALS=0 sends them only when all are found.
-EVERYTHING_PARTIALS: bool = os.environ.get("SAMCLIP_EVERYTHING_PARTIALS", "1").strip().lower() not in ("0", "false", "no", "off")
+EVERYTHING_PARTIALS: bool = _env_flag("SAMCLIP_EVERYTHING_PARTIALS", True)
 #: Also serve the public API (demo/api.py) as MCP tools at /gradio_api/mcp/ (like
 #: `python app.py --mcp`; needs `gradio[mcp]`). SAMCLIP_MCP=1 turns it on (e.g. on a Space).
-MCP_SERVER: bool = os.environ.get("SAMCLIP_MCP", "").strip().lower() in ("1", "true", "yes", "on")
+MCP_SERVER: bool = _env_flag("SAMCLIP_MCP", False)

@@ -292,3 +292,14 @@ def test_heavy_requests_give_memory_back_only_above_the_limit(monkeypatch):
     with pytest.raises(ZeroDivisionError):
         wiring.trimmed(lambda: 1 / 0)()
     assert len(trims) == 3   # also after a failure
+
+
+@pytest.mark.parametrize("value, default, expected", [
+    ("", True, True), ("", False, False), ("1", False, True), ("ON", False, True), ("yes", False, True),
+    ("0", True, False), ("Off", True, False), ("no", True, False), ("maybe", True, True), ("maybe", False, False)])
+def test_yes_no_settings(monkeypatch, value, default, expected):
+    """SAMCLIP_MCP (default no) and SAMCLIP_EVERYTHING_PARTIALS (default yes) read the same way."""
+    from core.config import env_flag
+
+    monkeypatch.setenv("SAMCLIP_TEST_FLAG", value)
+    assert env_flag("SAMCLIP_TEST_FLAG", default) is expected
