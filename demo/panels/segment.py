@@ -263,19 +263,20 @@ class SegmentCallbacks:
         if not len(auto.masks):   # the canvas's progress line ends with the notice
             status = f"No automatic masks found ({ms_since(start)})."
             return self.ws.segment_out(session, status, self.ws.canvas_message(session, notice=status))
-        display = self.ws.display_size(session)
-        masks = [self.ws.mask_payload(m, display, score=round(float(s), 4))
-                 for m, s in zip(auto.masks, auto.scores)]
+        masks = self.auto_payloads(session, auto)
         return self.ws.segment_out(session, f"{len(auto.masks)} automatic masks in {ms_since(start)}: "
                                          "hover to see one, click to select it.",
                                 self.ws.canvas_message(session, auto=masks))
 
+    def auto_payloads(self, session: Session, auto) -> list[dict]:
+        """The canvas payloads of automatic masks (at the display size, with their scores)."""
+        display = self.ws.display_size(session)
+        return [self.ws.mask_payload(m, display, score=round(float(s), 4)) for m, s in zip(auto.masks, auto.scores)]
+
     def partial_out(self, session: Session, auto, done: float, start: float) -> SegmentOut:
         """The canvas message of the automatic masks found so far (`done`: the fraction of the
         grid decoded); the session is not changed (a pick waits for all of them)."""
-        display = self.ws.display_size(session)
-        masks = [self.ws.mask_payload(m, display, score=round(float(s), 4))
-                 for m, s in zip(auto.masks, auto.scores)]
+        masks = self.auto_payloads(session, auto)
         status = (f"{len(masks)} automatic masks so far ({round(100 * done)} % of the grid, "
                   f"{ms_since(start)}); the rest are on their way.")
         return self.ws.segment_out(session, status,
