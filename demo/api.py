@@ -3,8 +3,8 @@ and agents (MCP, `python app.py --mcp`), separate from the page's own events (al
 
 Each endpoint is a thin wrapper over one core call, under the same rules as the page: the
 same upload checks and limits (`maskdata.open_upload`, `Workspace.check_text`), the same
-concurrency groups (`demo.wiring.queues`: segment in "click", everything / refer / find /
-label in "everything", search in "clip"), errors as one-line messages (`gr.Error` with
+concurrency groups (`demo.wiring.queues`: segment in "click", everything / find / label in
+"everything", refer in "refer", search in "clip"), errors as one-line messages (`gr.Error` with
 `demo.errors.error_message`), nothing shared is changed, and nothing is kept between calls
 (no session state: one caller's results are never seen by another).
 
