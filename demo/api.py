@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import functools
 import io
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -122,17 +123,49 @@ def public(fn: Callable) -> Callable:
     return wrapper
 
 
+#: The one answer to an image argument that is not a file Gradio received for this request.
+#: It says nothing about the server's disk: the same words whether a path exists or not.
+NOT_RECEIVED = ("The image must be sent with the request: upload the file (gradio_client's "
+                "handle_file), or give an http(s) URL or a data: URI. Paths on the server are not accepted.")
+
+
+def _received_file(path: Any) -> Path:
+    """The real path of a file in Gradio's upload folder, or UserError(NOT_RECEIVED).
+
+    Gradio moves every file it receives (an upload, a URL it fetched, a data: URI it saved) into
+    its upload folder (`gradio.utils.get_upload_folder()`, $GRADIO_TEMP_DIR) before our code runs.
+    Anything else (a path elsewhere, `..` out of the folder, a symbolic link, a missing file) is
+    refused with the same message, so an answer never tells what exists on the server."""
+    from gradio.utils import get_upload_folder
+
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise UserError(NOT_RECEIVED)
+    folder = Path(os.path.realpath(get_upload_folder()))
+    real = Path(os.path.realpath(path))
+    if os.path.islink(path) or folder not in real.parents or not real.is_file():
+        raise UserError(NOT_RECEIVED)
+    return real
+
+
 def _file_path(image: Any) -> tuple[str | None, str]:
-    """(server path, display name) of an image argument: a FileData dict / object or a path."""
+    """(server path, display name) of an image argument Gradio received for this request.
+
+    Only a FileData (a dict or object whose `meta` says "gradio.FileData": Gradio has checked
+    and moved such a file into its upload folder) is accepted; a plain string or a dict without
+    `meta` is never opened, whatever it names (UserError(NOT_RECEIVED))."""
     if image is None:
         return None, ""
     if isinstance(image, dict):
-        path = image.get("path")
-        return path, image.get("orig_name") or (Path(path).name if path else "")
-    if isinstance(image, (str, Path)):
-        return str(image), Path(str(image)).name
-    path = getattr(image, "path", None)
-    return path, getattr(image, "orig_name", None) or (Path(path).name if path else "")
+        meta, path, name = image.get("meta"), image.get("path"), image.get("orig_name")
+    elif isinstance(image, gr.FileData):
+        meta, path, name = image.meta, image.path, image.orig_name
+    else:
+        raise UserError(NOT_RECEIVED)
+    if not isinstance(meta, dict) or meta.get("_type") != "gradio.FileData":
+        raise UserError(NOT_RECEIVED)
+    real = _received_file(path)
+    shown = name if isinstance(name, str) and name else real.name
+    return str(real), Path(shown).name
 
 
 class PublicApi:

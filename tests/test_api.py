@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import threading
 import urllib.request
@@ -222,3 +223,60 @@ def test_readme_python_example_runs(app, images):
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)   # noqa: S102 (our own README's example)
     assert scope["best"]["rle"]["size"] == list(_size(images["a"]))
+
+
+# ------------------------------------------------------ only files sent with the request
+#: Each endpoint's data with the image argument left as None (filled in by `_call_raw`).
+RAW_ARGS = {"segment": [None, [[10, 10, 1]], None], "everything": [None], "refer": [None, "the cat"],
+            "find": [None, "cats"], "label": [None, ""],
+            "search": ["", None, None, 8, "crop", "cosine", "examples", False]}
+META = {"_type": "gradio.FileData"}
+
+
+def _call_raw(app, endpoint: str, image) -> str:
+    """POST /gradio_api/call/<endpoint> with `image` as the image argument; the event stream's text."""
+    import httpx
+
+    data = list(RAW_ARGS[endpoint])
+    data[data.index(None)] = image
+    base = app.url.rstrip("/")
+    event = httpx.post(f"{base}/gradio_api/call/{endpoint}", json={"data": data}, timeout=60).json()
+    return httpx.get(f"{base}/gradio_api/call/{endpoint}/{event['event_id']}", timeout=120).text
+
+
+def _hostile_inputs(images) -> dict:
+    """Ways to name a file on the server that Gradio did not receive for this request."""
+    from gradio.utils import get_upload_folder   # the app runs with this process's environment
+
+    upload = Path(get_upload_folder())
+    trap = upload / "samclip-test-symlink"
+    trap.mkdir(parents=True, exist_ok=True)
+    link = trap / "linked.jpg"
+    if not link.is_symlink():
+        link.symlink_to(images["a"])
+    real = str(images["a"])
+    dotted = str(upload / ".." / os.path.relpath(real, upload.parent))
+    return {"plain path": real, "dict without meta": {"path": real},
+            "dict without meta, missing file": {"path": real + ".missing.jpg"},
+            "plain path, missing file": real + ".missing.jpg",
+            "path with ..": {"path": dotted}, "path with .. and meta": {"path": dotted, "meta": META},
+            "symlink in the upload folder": {"path": str(link), "meta": META},
+            "symlink, no meta": str(link),
+            "file:// URL": f"file://{real}", "file:// URL with meta": {"path": f"file://{real}", "meta": META}}
+
+
+@pytest.mark.parametrize("endpoint", sorted(RAW_ARGS))
+def test_api_never_opens_a_server_path(app, images, endpoint):
+    """Every endpoint refuses server paths, `..`, symlinks and file:// URLs, with one message
+    that does not depend on whether the file exists (before the fix a plain path was opened)."""
+    h, w = _size(images["a"])
+    answers = {}
+    for what, image in _hostile_inputs(images).items():
+        text = _call_raw(app, endpoint, image)
+        assert "event: error" in text and "event: complete" not in text, (what, text[:300])
+        assert f"{h}, {w}" not in text and "Traceback" not in text, what
+        answers[what] = text
+    ours = {t for t in answers.values() if "Paths on the server are not accepted" in t}
+    assert len(ours) == 1, "one message for every refused path"
+    assert answers["plain path"] == answers["plain path, missing file"]
+    assert answers["dict without meta"] == answers["dict without meta, missing file"]
