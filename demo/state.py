@@ -139,6 +139,11 @@ class Session:
         """The object the person has selected, (H, W) bool, or None."""
         return None if self.selection is None else self.selection.mask
 
+    def encoded(self) -> bool:
+        """True when SAM's embedding of the CURRENT image is in the shared cache (an embedding
+        of an image the person has since moved away from never counts)."""
+        return self.embedding is not None and self.embedding == self.image_key
+
     def require_image(self) -> np.ndarray:
         if self.image is None:
             raise UserError("No image yet: upload one or pick an example first.")

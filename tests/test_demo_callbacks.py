@@ -641,3 +641,59 @@ def test_everything_partials_of_a_replaced_image_are_dropped(cb, monkeypatch):
     with pytest.raises(Exception) as caught:
         list(iter_everything(cb.segment, session, first_key))
     assert type(caught.value).__name__ == "Stale"
+
+
+def _fresh_image(path: Path, seed: int) -> Path:
+    """A picture no cache has seen (random content), saved at `path`."""
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (50 + seed % 7, 70, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("order", ["upload then upload", "example then upload", "upload then example"])
+def test_an_image_chosen_while_another_encodes_is_encoded(cb, tmp_path, monkeypatch, order):
+    """Issue 26 #1: the first image's encoding ends after the second was chosen. Before the fix
+    the session then stored the FIRST image's embedding, the second's encode was skipped as
+    "already encoded" and the canvas stayed on "encoding..." for good (8 of 8 tries)."""
+    import threading
+
+    seg = cb.segment.ws.segmenter(Session())
+    real_set_image = seg.set_image
+    for rep in range(8):
+        seg._embeddings.clear()   # every image uncached, examples too
+        first_is_upload, second_is_upload = order.startswith("upload"), order.endswith("upload")
+        a = (_fresh_image(tmp_path / f"a{rep}.png", 2 * rep), f"a{rep}.png") if first_is_upload \
+            else (cb.segment.example_paths()[0], "chelsea_cat.jpg")
+        b = (_fresh_image(tmp_path / f"b{rep}.png", 2 * rep + 1), f"b{rep}.png") if second_is_upload \
+            else (cb.segment.example_paths()[1], "coffee.jpg")
+        entered, gate = threading.Event(), threading.Event()
+
+        def slow_once(image, _entered=entered, _gate=gate):
+            monkeypatch.setattr(seg, "set_image", real_set_image)   # only the first encode waits
+            _entered.set()
+            assert _gate.wait(30)
+            return real_set_image(image)
+
+        monkeypatch.setattr(seg, "set_image", slow_once)
+        session = Session()
+        first = iter_load(cb.segment, session, *a)
+        assert json.loads(next(first).canvas)["phase"] == "encoding"
+        outcome: list = []
+
+        def finish_first(gen=first):
+            try:
+                outcome.extend(gen)
+            except Stale as exc:
+                outcome.append(exc)
+
+        worker = threading.Thread(target=finish_first)
+        worker.start()
+        assert entered.wait(30)
+        second = iter_load(cb.segment, session, *b)
+        shown = next(second)
+        gate.set()
+        worker.join(30)
+        assert isinstance(outcome[-1], Stale)                    # the first image's result is dropped
+        last = list(second)[-1] if json.loads(shown.canvas)["phase"] == "encoding" else shown
+        assert session.image_name == b[1] and session.encoded(), (rep, order)
+        assert json.loads(last.canvas)["phase"] == "ready" and json.loads(last.canvas)["key"] == session.image_key

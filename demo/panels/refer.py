@@ -77,7 +77,7 @@ class ReferCallbacks:
     def prepare(self, session: Session) -> str:
         """Start the image's analysis ahead of a sentence (the Refer tab was opened, the box
         focused): returns at once; the work runs in the background and yields to clicks."""
-        if session.image is None or session.embedding is None or not self.ctx.loaded.is_set():
+        if session.image is None or not session.encoded() or not self.ctx.loaded.is_set():
             return ""
         image, settings, model = session.image, self.ws.grounding_settings(), self.ws.model(session)
         engine = self.ws.engine

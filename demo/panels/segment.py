@@ -74,7 +74,7 @@ class SegmentCallbacks:
         h, w = opened.image.shape[:2]
         note = (f" (downscaled from {opened.original_size[1]}x{opened.original_size[0]}; exports "
                 f"stay at the original size)" if opened.downscaled else "")
-        if session.embedding is not None:
+        if session.encoded():
             return self.ws.segment_out(session, f"Loaded {name} ({w}x{h}){note}; its SAM embedding was "
                                              "cached. Click on an object.", self.ws.canvas_message(session))
         estimate = self.ctx.encode_estimate(self.ws.model(session))
@@ -85,7 +85,7 @@ class SegmentCallbacks:
     def finish_load(self, session: Session, key: str) -> SegmentOut:
         """Compute SAM's embedding of the image `key` (once per image, cached)."""
         self.ws.check_key(session, key)
-        if session.embedding is not None:
+        if session.encoded():
             raise Stale("already encoded")
         start = time.perf_counter()
         self.ws.embedding(session)
@@ -101,7 +101,7 @@ class SegmentCallbacks:
     def load_all(self, session: Session, path, name: str) -> SegmentOut:
         """`begin_load` + `finish_load` in one call (tests, scripts)."""
         first = self.begin_load(session, path, name)
-        if session.embedding is not None:
+        if session.encoded():
             return first
         return self.finish_load(session, session.image_key)
 
@@ -533,7 +533,7 @@ def _wire(sh: PanelHost, example_gallery, sam_choice) -> None:
         return (*values(out, request), gr.Gallery(selected_index=None))
 
     def on_encode(sess: Session, request: gr.Request):
-        if sess.image is None or sess.embedding is not None:
+        if sess.image is None or sess.encoded():
             return {sh.status: gr.skip()}
         return values(cb.segment.finish_load(sess, sess.image_key), request)
 
