@@ -280,3 +280,62 @@ def test_api_never_opens_a_server_path(app, images, endpoint):
     assert len(ours) == 1, "one message for every refused path"
     assert answers["plain path"] == answers["plain path, missing file"]
     assert answers["dict without meta"] == answers["dict without meta, missing file"]
+
+
+# ---------------------------------------------------------------------- MCP, real client
+def _mcp(app, work):
+    """Run `work(session)` in an MCP client session over streamable HTTP against the app."""
+    import asyncio
+
+    mcp_client = pytest.importorskip("mcp")
+    from mcp.client.streamable_http import streamablehttp_client
+
+    async def main():
+        async with streamablehttp_client(app.url + "gradio_api/mcp/") as (read, write, _):
+            async with mcp_client.ClientSession(read, write) as session:
+                await session.initialize()
+                return await work(session)
+
+    return asyncio.run(main())
+
+
+def _data_uri(path) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def test_mcp_tools_have_typed_arguments_and_say_how_to_pass_an_image(app):
+    async def work(session):
+        return (await session.list_tools()).tools
+
+    tools = {t.name: t for t in _mcp(app, work)}
+    assert sorted(tools) == sorted(ENDPOINTS)
+    props = tools["segment"].inputSchema["properties"]
+    points = next(o for o in props["points"].get("oneOf", props["points"].get("anyOf", [props["points"]]))
+                  if o.get("type") == "array")
+    assert points["items"] == {"type": "array", "items": {"type": "number"}}
+    box = next(o for o in props["box"].get("oneOf", props["box"].get("anyOf", [props["box"]]))
+               if o.get("type") == "array")
+    assert box["items"] == {"type": "number"}
+    assert "x from the left edge and y from the top" in props["points"]["description"]
+    assert "exclusive" in props["box"]["description"]
+    for name, tool in tools.items():
+        image = tool.inputSchema["properties"]["image"]
+        assert "data: URI" in image["description"] and "http(s) URL" in image["description"], name
+
+
+def test_mcp_answers_are_json(app, images):
+    h, w = _size(images["a"])
+
+    async def work(session):
+        seg = await session.call_tool("segment", {"image": _data_uri(images["a"]), "points": [[w / 2, h / 2, 1]]})
+        found = await session.call_tool("find", {"image": _data_uri(images["a"]), "phrase": "cats"})
+        bad = await session.call_tool("segment", {"image": _data_uri(images["a"]), "points": [[w * 9, 1, 1]]})
+        return seg, found, bad
+
+    seg, found, bad = _mcp(app, work)
+    answer = json.loads(seg.content[0].text)              # JSON, not Python's repr
+    assert answer["size"] == [h, w] and _mask(answer["best"]["rle"]).shape == (h, w)
+    doc = json.loads(found.content[0].text)
+    assert doc["count"] == len(doc["instances"])
+    assert "None" not in found.content[0].text and "'" not in found.content[0].text[:40]
+    assert bad.isError and "outside the image" in bad.content[0].text
