@@ -21,7 +21,7 @@ from demo.callbacks import Callbacks
 from demo.context import TITLE, AppContext
 from demo.panels import compare, find, refer, search, segment
 from demo.state import Session
-from demo.wiring import PanelHost
+from demo.wiring import QUIET, PanelHost
 
 INTRO = (f"# {TITLE}\n"
          "<span class='intro-more'>Click an object to segment it with **SAM**, compare its **mask** and "
@@ -77,20 +77,34 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
         sh = PanelHost(ctx, cb, session, status=None, gpu=gpu, queries=example_queries(ctx))
         segment.build(sh)
         with gr.Tabs():
-            with gr.Tab("Compare views", id="compare"):
+            with gr.Tab("Compare views", id="compare") as compare_tab:
                 compare.build(sh)
-            with gr.Tab("Search", id="search"):
+            with gr.Tab("Search", id="search") as search_tab:
                 search_panel = search.build(sh)
             with gr.Tab("Refer", id="refer") as refer_tab:
                 refer.build(sh, refer_tab)
-            with gr.Tab("Find & label", id="find"):
+            with gr.Tab("Find & label", id="find") as find_tab:
                 find.build(sh)
+        _track_open_tab(sh, {"compare": compare_tab, "search": search_tab, "refer": refer_tab,
+                             "find": find_tab})
         _wire_page(sh, demo, banner, untrained_btn, timer, search_panel)
         # The public API ("Use via API", MCP tools): stateless endpoints, apart from the
         # page's own events (all private), in the same concurrency groups (demo/api.py).
         api.register(ctx, gpu)
     _start_sweeper(ctx, cb, demo)
     return demo
+
+
+def _track_open_tab(sh: PanelHost, tabs: dict) -> None:
+    """Keep `Session.open_tab` up to date, so work that depends on the tab showing (Refer
+    prepares a newly loaded image) knows it without a round trip to the browser."""
+    def opener(name: str):
+        def on_select(sess: Session):
+            sess.open_tab = name
+        return on_select
+
+    for name, tab in tabs.items():
+        tab.select(opener(name), [sh.session], None, **QUIET, **sh.q["light"])
 
 
 def _wire_page(sh: PanelHost, demo: gr.Blocks, banner, untrained_btn, timer, search_panel) -> None:

@@ -87,6 +87,7 @@ class Session:
     embedding: str | None = None              # key of `image`'s SAM embedding in the shared
                                               # cache (None: not encoded yet); never the tensor
     sam_model: str = ""                       # this session's SAM ("" : the app's default)
+    open_tab: str = ""                        # the tab under the canvas the person has open (its id)
     prompts: list[Prompt] = field(default_factory=list)
     prompt_version: int = 0                   # the canvas's counter of the prompts last committed
     candidates: MaskPrediction | None = None  # SAM's answer for `prompts`

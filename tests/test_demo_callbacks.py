@@ -697,3 +697,27 @@ def test_an_image_chosen_while_another_encodes_is_encoded(cb, tmp_path, monkeypa
         last = list(second)[-1] if json.loads(shown.canvas)["phase"] == "encoding" else shown
         assert session.image_name == b[1] and session.encoded(), (rep, order)
         assert json.loads(last.canvas)["phase"] == "ready" and json.loads(last.canvas)["key"] == session.image_key
+
+
+def test_refer_prepares_a_new_image_while_its_tab_is_open(cb, tmp_path, monkeypatch):
+    """Issue 26 #5: an image loaded while the Refer tab shows is prepared for referring at
+    once (the page calls prepare_if_open after every load); with another tab open, it is not."""
+    import threading
+
+    from core.sam.segmenter import image_key
+
+    calls, called = [], threading.Event()
+
+    def analysed(image, settings, sam=None):
+        calls.append(image_key(image))
+        called.set()
+
+    monkeypatch.setattr(cb.ws.engine, "grounding_candidates", analysed)
+    session = Session()
+    session.open_tab = "search"
+    cb.segment.load_all(session, _fresh_image(tmp_path / "s.png", 101), "s.png")
+    assert cb.refer.prepare_if_open(session) == "" and not calls
+    session.open_tab = "refer"
+    cb.segment.load_all(session, _fresh_image(tmp_path / "r.png", 102), "r.png")
+    assert cb.refer.prepare_if_open(session).startswith("Preparing")
+    assert called.wait(10) and calls == [session.image_key]

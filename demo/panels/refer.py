@@ -91,6 +91,11 @@ class ReferCallbacks:
         threading.Thread(target=work, name="samclip-prepare", daemon=True).start()
         return "Preparing this image's objects for referring..."
 
+    def prepare_if_open(self, session: Session) -> str:
+        """`prepare` when the Refer tab is the one open (called after every image load, so a
+        new image is prepared while the person looks at Refer); "" otherwise."""
+        return self.prepare(session) if session.open_tab == "refer" else ""
+
     @staticmethod
     def expression_markdown(expression) -> str:
         parts = [f"**noun:** {expression.noun or '(none found)'}",

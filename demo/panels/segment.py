@@ -534,8 +534,11 @@ def _wire(sh: PanelHost, example_gallery, sam_choice) -> None:
 
     def on_encode(sess: Session, request: gr.Request):
         if sess.image is None or sess.encoded():
+            cb.refer.prepare_if_open(sess)   # a cached image: Refer's analysis may start now
             return {sh.status: gr.skip()}
-        return values(cb.segment.finish_load(sess, sess.image_key), request)
+        out = values(cb.segment.finish_load(sess, sess.image_key), request)
+        cb.refer.prepare_if_open(sess)       # the Refer tab showing: prepare the new image
+        return out
 
     def on_model(sess: Session, name: str, request: gr.Request):
         cb.files.register(sess, request.session_hash)
