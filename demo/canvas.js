@@ -26,7 +26,7 @@ const st = {
   tool: 'pos', points: [], box: null, corner: null, history: [], future: [], version: 0,
   cands: [], scores: [], chosen: 0, extSel: null, hoverMask: null, hoverOn: true,
   auto: [], autoLabel: null, autoLayer: null, autoHover: -1, autoPick: -1, pendingRefresh: false,
-  drag: null, pointer: null, seq: 0,
+  drag: null, pointer: null, overPanel: false, seq: 0,
 };
 const stats = { clicks: [], boxes: [], hovers: 0, hoverTimes: [], everything: [], everythingFirst: [], firstMask: [],
                 lastAction: null, renders: 0, rtt: [], serverMs: [] };
@@ -222,7 +222,10 @@ function updateControls() {
       b.className = 'sc-chip' + (i === st.chosen ? ' sc-on' : '');
       b.textContent = `#${i + 1} · ${st.scores[i].toFixed(3)}`;
       b.title = 'Use this candidate mask';
-      b.addEventListener('click', () => { st.chosen = i; invalidate(true); updateControls(); commit(); });
+      b.addEventListener('click', () => {
+        st.chosen = i; invalidate(true); updateControls(); commit();
+        root.focus({ preventScroll: true });   // the chip is rebuilt: keep the keys on the canvas
+      });
       chips.appendChild(b);
     });
   }
@@ -293,6 +296,10 @@ function newImage(m) {
   st.version++; say('');
   view.width = st.dw; view.height = st.dh; fit();
   view.dataset.key = m.key; view.dataset.loaded = '0';
+  // on a phone the examples sit below the canvas: bring the new picture back into view
+  const top = root.getBoundingClientRect().top;
+  if (window.innerWidth < 700 && (top < 0 || top > window.innerHeight * 0.5)) root.scrollIntoView({ block: 'start' });
+  if (Math.min(st.w, st.h) < 16) say(`This image is only ${st.w}x${st.h} pixels: too small to see here, and SAM finds little in so few pixels.`, 8000);
   const img = new Image();
   img.onload = () => { if (st.key === m.key) { st.img = img; view.dataset.loaded = '1'; invalidate(true); } };
   img.onerror = () => say('The picture could not be loaded; please pick it again.');
@@ -520,11 +527,15 @@ document.addEventListener('keydown', (e) => {
   // shortcuts also work while the pointer is over the picture and nothing else has the focus
   if (!interactive || e.defaultPrevented || root.contains(document.activeElement)) return;
   const t = document.activeElement;
-  if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.isContentEditable)) return;
-  if (!st.pointer) return;
+  if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT' || t.isContentEditable)) return;
+  // the pointer over the canvas panel (picture, toolbar, chips) or the focus inside it
+  if (!st.pointer && !st.overPanel && !element.contains(t)) return;
   if (historyKey(e)) { e.preventDefault(); }
   else if (e.key === 'Escape') { clearAll(); }
 });
+
+element.addEventListener('pointerenter', () => { st.overPanel = true; });
+element.addEventListener('pointerleave', () => { st.overPanel = false; });
 
 // ------------------------------------------------------------------ toolbar, upload
 for (const b of element.querySelectorAll('.sc-tool')) {

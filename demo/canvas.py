@@ -47,7 +47,7 @@ TEMPLATE = """
     <canvas class="sc-view" width="640" height="360"></canvas>
     <div class="sc-empty"><span>Drop an image here, press <b>Upload</b> or pick an example</span></div>
     <div class="sc-busy" style="display:none"><div class="sc-bar"><div class="sc-fill"></div></div><span class="sc-busy-text"></span></div>
-    <div class="sc-notice" style="display:none"></div>
+    <div class="sc-notice" role="status" aria-live="polite" style="display:none"></div>
   </div>
   <div class="sc-footer"><span class="sc-cands"></span><span class="sc-readout"></span></div>
   <div class="sc-hint">click: + point · right-click / Shift+click: − point · drag: box · click a point: remove it · Ctrl+Z: undo · Ctrl+Shift+Z / Ctrl+Y: redo · Esc: clear</div>
@@ -86,7 +86,8 @@ CSS = """
 .sc-fill.sc-indeterminate { width: 100% !important; animation: sc-pulse 1.2s ease-in-out infinite; }
 @keyframes sc-pulse { 0% { opacity: .3; } 50% { opacity: 1; } 100% { opacity: .3; } }
 .sc-notice { position: absolute; top: 8px; left: 8px; right: 8px; padding: 6px 10px; border-radius: 6px;
-  background: #fff3cd; color: #5c4400; border: 1px solid #e8a33d; font-size: 13px; }
+  background: #fff3cd; color: #5c4400; border: 1px solid #e8a33d; font-size: 13px;
+  pointer-events: none; /* a message, not a lid: clicks reach the picture under it */ }
 .sc-footer { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; min-height: 1.6em; font-size: 13px; }
 .sc-cands { display: inline-flex; gap: 4px; flex-wrap: wrap; }
 .sc-readout { color: var(--body-text-color-subdued, #555); }

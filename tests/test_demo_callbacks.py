@@ -386,7 +386,9 @@ def test_missing_weights_are_explained_and_untrained_is_offered(tmp_path):
 def test_parse_expression_shows_noun_and_direction(cb):
     md = cb.refer.parse_expression("the second cat from the rigth")
     assert "**noun:** cat" in md and "**direction:** right" in md and "**ordinal:** 2" in md
-    assert "rigth → right" in md
+    assert "rigth → right" in md and "check the spelling" not in md
+    unknown = cb.refer.parse_expression("asdf qwerty")      # issue 26 #9: say the noun is unknown
+    assert "**noun:** qwerty (not an English word the app knows" in unknown
     with pytest.raises(UserError, match="Type a referring expression"):
         cb.refer.parse_expression("")
 
@@ -721,3 +723,11 @@ def test_refer_prepares_a_new_image_while_its_tab_is_open(cb, tmp_path, monkeypa
     cb.segment.load_all(session, _fresh_image(tmp_path / "r.png", 102), "r.png")
     assert cb.refer.prepare_if_open(session).startswith("Preparing")
     assert called.wait(10) and calls == [session.image_key]
+
+
+def test_counts_read_as_english():
+    """Issue 26 #9: "1 automatic mask", not "1 automatic masks"."""
+    from demo.outputs import plural
+
+    assert plural(1, "automatic mask") == "1 automatic mask"
+    assert plural(0, "candidate") == "0 candidates" and plural(3, "candidate") == "3 candidates"

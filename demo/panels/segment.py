@@ -27,7 +27,7 @@ from demo import maskdata
 from demo import settings as serving
 from demo.canvas import mask_canvas
 from demo.errors import error_message
-from demo.outputs import PICK_RADIUS_DISPLAY, Exports, Progress, SegmentOut, ms_since, no_progress, put_file
+from demo.outputs import PICK_RADIUS_DISPLAY, Exports, Progress, SegmentOut, ms_since, no_progress, plural, put_file
 from demo.state import Prompt, Selection, Session, Stale, UserError
 from demo.wiring import QUIET, PanelHost, event_data, queues
 from demo.workspace import Workspace
@@ -264,7 +264,7 @@ class SegmentCallbacks:
             status = f"No automatic masks found ({ms_since(start)})."
             return self.ws.segment_out(session, status, self.ws.canvas_message(session, notice=status))
         masks = self.auto_payloads(session, auto)
-        return self.ws.segment_out(session, f"{len(auto.masks)} automatic masks in {ms_since(start)}: "
+        return self.ws.segment_out(session, f"{plural(len(auto.masks), 'automatic mask')} in {ms_since(start)}: "
                                          "hover to see one, click to select it.",
                                 self.ws.canvas_message(session, auto=masks))
 
@@ -277,7 +277,7 @@ class SegmentCallbacks:
         """The canvas message of the automatic masks found so far (`done`: the fraction of the
         grid decoded); the session is not changed (a pick waits for all of them)."""
         masks = self.auto_payloads(session, auto)
-        status = (f"{len(masks)} automatic masks so far ({round(100 * done)} % of the grid, "
+        status = (f"{plural(len(masks), 'automatic mask')} so far ({round(100 * done)} % of the grid, "
                   f"{ms_since(start)}); the rest are on their way.")
         return self.ws.segment_out(session, status,
                                    self.ws.canvas_message(session, auto=masks, partial=round(done, 3)))
