@@ -66,7 +66,7 @@ CSS = """
 .sc-tools button { border-radius: 0; margin-left: -1px; }
 .sc-tools button:first-child { border-radius: 6px 0 0 6px; }
 .sc-tools button:last-child { border-radius: 0 6px 6px 0; }
-.sc-on { background: #1e90ff !important; color: #fff !important; border-color: #1e90ff !important; }
+.sc-on { background: #0b5cad !important; color: #fff !important; border-color: #0b5cad !important; }
 .sc-switch { font-size: 13px; display: inline-flex; align-items: center; gap: 3px; }
 .sc-upload { position: relative; overflow: hidden; }
 .sc-upload input { position: absolute; inset: 0; opacity: 0; cursor: pointer; }
@@ -90,8 +90,8 @@ CSS = """
   pointer-events: none; /* a message, not a lid: clicks reach the picture under it */ }
 .sc-footer { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; min-height: 1.6em; font-size: 13px; }
 .sc-cands { display: inline-flex; gap: 4px; flex-wrap: wrap; }
-.sc-readout { color: var(--body-text-color-subdued, #555); }
-.sc-hint { font-size: 12px; color: var(--body-text-color-subdued, #666); }
+.sc-readout { color: #4a4a4a; }
+.sc-hint { font-size: 12px; color: #4a4a4a; }
 """
 
 

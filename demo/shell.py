@@ -11,6 +11,7 @@ stays usable; a result for an image that is no longer current (`Stale`) is dropp
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Callable
 
 import gradio as gr
@@ -37,12 +38,18 @@ CSS = """
 .caption-label { white-space: normal !important; overflow: visible !important; text-overflow: clip !important;
   line-height: 1.2; font-size: 12px; }
 #downloads button { font-size: 13px; }
+/* contrast (WCAG AA, checked by axe-core): Gradio's subdued footer link and primary buttons */
+#banner { overflow: visible !important; max-height: none !important; }
+.show-api, footer a, footer button, .min_value, .max_value { color: #3d3d3d !important; }
+button.primary { background: #b34700 !important; border-color: #b34700 !important; color: #fff !important; }
 @media (max-width: 700px) {
   .intro-more { display: none; }
   #header h1 { font-size: 1.25em; margin: 0; }
   #banner { font-size: 12px; }
 }
 """
+#: Runs once on page load (launch(js=...)): accessibility fixes for Gradio's own markup.
+A11Y_JS = (Path(__file__).with_name("a11y.js")).read_text()
 EXAMPLE_QUERIES_FILE = "queries.json"
 
 def example_queries(ctx: AppContext) -> dict:
