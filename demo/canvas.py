@@ -28,7 +28,7 @@ JS = (HERE / "canvas.js").read_text()
 EVENTS = ("prompts", "pick", "everything", "upload")
 
 TEMPLATE = """
-<div class="sc-root" tabindex="0">
+<div class="sc-root" tabindex="0" role="application" aria-label="Image canvas: click to segment; with the keyboard, arrows move a cross-hair, Space adds a point, Shift+Space a negative point, B a box corner, Enter picks an object after Everything">
   <div class="sc-toolbar">
     <span class="sc-tools" role="group" aria-label="click / tap tool">
       <button class="sc-tool sc-on" data-tool="pos" title="Click or tap: a positive point (object)">+ point</button>
@@ -50,7 +50,8 @@ TEMPLATE = """
     <div class="sc-notice" role="status" aria-live="polite" style="display:none"></div>
   </div>
   <div class="sc-footer"><span class="sc-cands"></span><span class="sc-readout"></span></div>
-  <div class="sc-hint">click: + point · right-click / Shift+click: − point · drag: box · click a point: remove it · Ctrl+Z: undo · Ctrl+Shift+Z / Ctrl+Y: redo · Esc: clear</div>
+  <div class="sc-hint">click: + point · right-click / Shift+click: − point · drag: box · click a point: remove it · Ctrl+Z: undo · Ctrl+Shift+Z / Ctrl+Y: redo · Esc: clear · keyboard (canvas focused): arrows move the cross-hair, Space / Shift+Space: + / − point, B: box corners, Enter: pick</div>
+  <div class="sc-live" aria-live="polite"></div>
 </div>
 """
 
@@ -92,6 +93,8 @@ CSS = """
 .sc-cands { display: inline-flex; gap: 4px; flex-wrap: wrap; }
 .sc-readout { color: #4a4a4a; }
 .sc-hint { font-size: 12px; color: #4a4a4a; }
+.sc-root:focus-visible { outline: 3px solid #0b5cad; outline-offset: 2px; }
+.sc-live { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
 """
 
 
