@@ -731,3 +731,43 @@ def test_counts_read_as_english():
 
     assert plural(1, "automatic mask") == "1 automatic mask"
     assert plural(0, "candidate") == "0 candidates" and plural(3, "candidate") == "3 candidates"
+
+
+def test_the_encode_that_runs_finishes_the_image_chosen_meanwhile(cb, tmp_path, monkeypatch):
+    """Issue 26 #1 as the page drives it: ONE encode event for two loads (the page may merge
+    or drop the second image's encode while the first runs). The encode started for the first
+    image goes on to the second one, chosen while it ran; the first's embedding is never the
+    session's. Uncached images, 8 times."""
+    import threading
+
+    seg = cb.segment.ws.segmenter(Session())
+    real_set_image = seg.set_image
+    for rep in range(8):
+        seg._embeddings.clear()
+        a = _fresh_image(tmp_path / f"ea{rep}.png", 40 + 2 * rep)
+        b = _fresh_image(tmp_path / f"eb{rep}.png", 41 + 2 * rep)
+        entered, gate = threading.Event(), threading.Event()
+
+        def slow_once(image, _entered=entered, _gate=gate):
+            monkeypatch.setattr(seg, "set_image", real_set_image)
+            _entered.set()
+            assert _gate.wait(30)
+            return real_set_image(image)
+
+        monkeypatch.setattr(seg, "set_image", slow_once)
+        session = Session()
+        cb.segment.begin_load(session, a, a.name)
+        result: list = []
+        worker = threading.Thread(target=lambda: result.append(cb.segment.encode_current(session)))
+        worker.start()
+        assert entered.wait(30)                               # the first image is encoding
+        shown = cb.segment.begin_load(session, b, b.name)     # the second is chosen: no encode of its own
+        assert json.loads(shown.canvas)["phase"] == "encoding"
+        gate.set()
+        worker.join(30)
+        assert result, "the encode did not finish"
+        message = json.loads(result[0].canvas)
+        assert message["phase"] == "ready" and message["name"] == b.name
+        assert session.encoded() and session.image_key == message["key"]
+        with pytest.raises(Stale):                            # nothing left: a later encode is a no-op
+            cb.segment.encode_current(session)

@@ -98,6 +98,20 @@ class SegmentCallbacks:
                                          f"ready in {took:.0f} ms. Click on an object.{own}",
                                 self.ws.canvas_message(session, encode_ms=round(took, 1)))
 
+    def encode_current(self, session: Session, rounds: int = 4) -> SegmentOut:
+        """`finish_load` for the image the session shows, and again for the next one when the
+        person chose another while it was encoded (at most `rounds` images): the page sends one
+        encode per load, but may merge or drop one sent while another runs, so the encode that
+        runs is the one that finishes the current image. Stale when nothing is left to encode."""
+        for _ in range(rounds):
+            if session.image is None or session.encoded():
+                break
+            try:
+                return self.finish_load(session, session.image_key)
+            except Stale:
+                continue          # another image was chosen while this one was encoded
+        raise Stale("nothing to encode: the image shown is encoded already")
+
     def load_all(self, session: Session, path, name: str) -> SegmentOut:
         """`begin_load` + `finish_load` in one call (tests, scripts)."""
         first = self.begin_load(session, path, name)
@@ -536,7 +550,7 @@ def _wire(sh: PanelHost, example_gallery, sam_choice) -> None:
         if sess.image is None or sess.encoded():
             cb.refer.prepare_if_open(sess)   # a cached image: Refer's analysis may start now
             return {sh.status: gr.skip()}
-        out = values(cb.segment.finish_load(sess, sess.image_key), request)
+        out = values(cb.segment.encode_current(sess), request)
         cb.refer.prepare_if_open(sess)       # the Refer tab showing: prepare the new image
         return out
 
@@ -565,7 +579,9 @@ def _wire(sh: PanelHost, example_gallery, sam_choice) -> None:
                                        (sh.canvas.upload, on_upload, [session], [example_gallery]),
                                        (sam_choice.input, on_model, [session, sam_choice], [])):
         first = trigger(sh.heavy(fn, True), inputs, outputs + extra, **QUIET, **q["light"])
-        sh.after_segment(first.then(encode, [session], outputs, **q["encoder"]))
+        # "always_last": an image chosen while the previous one encodes gets its encode after
+        # it (Gradio's default "once" dropped it: the canvas stayed on "encoding" for good)
+        sh.after_segment(first.then(encode, [session], outputs, trigger_mode="always_last", **q["encoder"]))
     # every prompt change is committed (Gradio's default "once" dropped a change made while
     # the previous commit ran); commit_prompts drops the older of two by their version
     sh.after_segment(sh.canvas.prompts(sh.heavy(on_prompts, True), [session], outputs,

@@ -1,6 +1,6 @@
 """Load and fault test of the app: N simulated people against a local app, through its queue.
 
-    python -m demo.tools.loadtest [--users 8] [--seconds 120] [--port 7931] [--sam vit_t] [--faults]
+    python -m demo.tools.loadtest [--users 8] [--seconds 120] [--port 7931] [--sam vit_t] [--faults] [--switchers 1]
 
 Starts `app.py --untrained` on 127.0.0.1 (its own temporary folder, short cache ages so
 reclaimed files can be seen), then runs `--users` simulated people for `--seconds`. Each one
@@ -26,7 +26,10 @@ folder to shrink back to that size; `left` lists the files that are new since th
 bytes, an empty file, over-long text, a call to the untrained-models switch, the API listing:
 only the public endpoints of demo/api.py)
 and prints the one-line reason each gets. Localhost only; every loop is bounded in count and
-time. Exit status 0 when the targets hold (0 errors, 0 cross-user answers).
+time. `--switchers` of the users (default 1) change their mind instead: a second image 0.1-0.5 s
+after the first, while it is still encoding (`run_switcher`); a session whose image is then
+never encoded counts as stuck.
+Exit status 0 when the targets hold (0 errors, 0 cross-user answers, 0 stuck sessions).
 """
 from __future__ import annotations
 
@@ -421,6 +424,82 @@ def run_user(app: App, user: int, users: int, stats: Stats, deadline: float, enc
         page.close()
 
 
+def run_switcher(app: App, user: int, users: int, stats: Stats, deadline: float, stuck: list):
+    """A person who changes their mind: picks an image, and another one 0.1-0.5 s later while
+    the first is still encoding (upload then upload, example then upload, upload then example,
+    in turn). Like the page, each load chains its encode event; a second encode of the same
+    event waits for the first (the page's "always_last"), encodes of different events are sent
+    at once. The session is stuck when, after both answers, the image it shows is not encoded
+    (the canvas's preview says "not encoded"): counted in `stuck`."""
+    page = Page(app, deadline)
+    upload_dep, example_dep = app.fn("canvas", "upload"), app.fn("examples", "select")
+    encodes = {upload_dep["id"]: app.then(upload_dep), example_dep["id"]: app.then(example_dep)}
+    rng = random.Random(1000 + user)
+    mine, step, uploads = marker(user), 0, 0
+    orders = (("upload", "upload"), ("example", "upload"), ("upload", "example"))
+
+    def load(kind: str) -> tuple[dict, dict] | None:
+        nonlocal uploads
+        if kind == "example":
+            dep, index = example_dep, rng.randrange(2)
+            out = page.call(dep, [None], event_data={"index": index, "value": None, "selected": True},
+                            trigger_id=app.by_elem["examples"])
+        else:
+            uploads += 1
+            name = f"{mine}_switch{uploads}.png"
+            code, path = page.upload(name, user_image(user + 100, uploads))
+            if code != 200:
+                raise RuntimeError(f"upload HTTP {code}: {path}")
+            dep = upload_dep
+            out = page.call(dep, [None], event_data={"path": path, "name": name},
+                            trigger_id=app.by_elem["canvas"])
+        if "⚠️" in status_of(out):
+            raise RuntimeError(status_of(out)[:200])
+        return dep, canvas_of(out)
+
+    def encode(dep: dict, box: list):
+        try:
+            box.append(page.call(encodes[dep["id"]], [None], timeout=300))
+        except Exception as exc:  # reported by the caller
+            box.append(exc)
+
+    try:
+        while time.monotonic() < deadline and step < MAX_REQUESTS_PER_USER // 10:
+            first, second = orders[step % len(orders)]
+            step += 1
+            start = time.perf_counter()
+            try:
+                dep_a, _ = load(first)
+                box_a: list = []
+                worker = threading.Thread(target=encode, args=(dep_a, box_a), daemon=True)
+                worker.start()
+                time.sleep(rng.uniform(0.1, 0.5))
+                dep_b, shown = load(second)
+                box_b: list = []
+                if dep_b["id"] == dep_a["id"]:
+                    worker.join(330)                     # the page defers the same event
+                    encode(dep_b, box_b)
+                else:
+                    encode(dep_b, box_b)
+                    worker.join(330)
+            except Exception as exc:
+                stats.error(f"user {user} switch: {type(exc).__name__}: {exc}")
+                continue
+            for box in (box_a, box_b):
+                if box and isinstance(box[0], Exception):
+                    stats.error(f"user {user} switch encode: {type(box[0]).__name__}: {box[0]}")
+                elif box and "⚠️" in status_of(box[0]):
+                    stats.error(f"user {user} switch encode: {status_of(box[0])[:200]}")
+            answer = page.preview({"key": shown.get("key"), "points": [[5, 5, 1]], "box": None})
+            if not answer.get("ok"):
+                with stats.lock:
+                    stuck.append(f"user {user} {first} then {second}: {answer.get('reason')}")
+            stats.add(f"switch ({first} then {second})", time.perf_counter() - start)
+            time.sleep(rng.uniform(0.2, 0.8))
+    finally:
+        page.close()
+
+
 # ----------------------------------------------------------------------------- faults
 def big_png(width: int, height: int) -> bytes:
     """A valid, tiny PNG of width x height black pixels (a 'decompression bomb')."""
@@ -497,9 +576,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="Refer as a person does it: focus the box (which starts the image's "
                              "analysis), type the sentence at this many characters per second, "
                              "then press Enter (0: send it at once, no focus)")
+    parser.add_argument("--switchers", type=int, default=1,
+                        help="how many of the users switch images while encoding (see run_switcher)")
     args = parser.parse_args(argv)
     if not 1 <= args.users <= 32 or not 1 <= args.seconds <= 1800:
         parser.error("--users 1..32, --seconds 1..1800")
+    if not 0 <= args.switchers <= args.users:
+        parser.error("--switchers 0..--users")
     workdir = Path(tempfile.mkdtemp(prefix="samclip_loadtest_"))
     base = f"http://{HOST}:{args.port}"
     proc = start_app(args.port, args.sam, workdir, {}, args.app_repo.resolve())
@@ -536,7 +619,11 @@ def main(argv: list[str] | None = None) -> int:
         stats = Stats()
         encoding = threading.Event()
         deadline = time.monotonic() + args.seconds
-        threads = [threading.Thread(target=run_user, args=(app, u, args.users, stats, deadline, encoding, args.typing_cps),
+        stuck: list[str] = []
+        switchers = range(args.users - args.switchers, args.users)
+        threads = [threading.Thread(target=run_switcher, args=(app, u, args.users, stats, deadline, stuck),
+                                    daemon=True) if u in switchers else
+                   threading.Thread(target=run_user, args=(app, u, args.users, stats, deadline, encoding, args.typing_cps),
                                     daemon=True) for u in range(args.users)]
         for i, t in enumerate(threads):
             t.start()
@@ -556,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
         memory.stop.set()
         left = sorted(files_under(tmp) - files_start)
         report["left_behind"], report["left_behind_count"] = left[:12], len(left)
-        report.update(requests=stats.requests, errors=stats.errors, cross_user=stats.cross,
+        report.update(requests=stats.requests, errors=stats.errors, cross_user=stats.cross, stuck=stuck,
                       mem_start_gb=mem_start / 1e9, mem_peak_gb=memory.peak / 1e9,
                       mem_end_gb=rss_bytes(proc.pid) / 1e9,
                       disk_start=disk_start, disk_peak=disk_peak, disk_end=disk_end,
@@ -572,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     print_report(report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=str))
-    return 0 if not report.get("errors") and not report.get("cross_user") else 1
+    return 0 if not report.get("errors") and not report.get("cross_user") and not report.get("stuck") else 1
 
 
 def print_report(r: dict) -> None:
@@ -582,8 +669,9 @@ def print_report(r: dict) -> None:
     print(f"CPU: {r.get('cpu', '?')}")
     for case, reason, ok in r.get("faults", []):
         print(f"  fault {'ok ' if ok else 'BAD'} {case}: {reason}")
-    print(f"requests {r['requests']}, errors {len(r['errors'])}, cross-user answers {len(r['cross_user'])}")
-    for line in (r["errors"] + r["cross_user"])[:10]:
+    print(f"requests {r['requests']}, errors {len(r['errors'])}, cross-user answers {len(r['cross_user'])}, "
+          f"stuck sessions {len(r.get('stuck', []))}")
+    for line in (r["errors"] + r["cross_user"] + r.get("stuck", []))[:10]:
         print("   ", line)
     print(f"{'event':34s} {'n':>5s} {'p50 s':>7s} {'p95 s':>7s} {'max s':>7s}")
     for kind, v in r["latency"].items():

@@ -593,3 +593,29 @@ def test_keys_work_after_a_candidate_chip_and_the_notice_lets_clicks_through(pag
     page.mouse.click(*at(page, 0.5, 0.02))                   # under the notice
     s = wait_state(page, "s.points.length === 1", timeout=5_000)
     assert s["name"] == "astronaut.jpg"
+
+
+def test_uploads_in_quick_succession_end_with_the_last_one_encoded(page, tmp_path, screenshots):
+    """Issue 26 #1 in the page: a second upload while the first is encoding. Both uploads
+    chain the same encode event, whose Gradio trigger mode 'once' made the page drop the
+    second image's encode while the first ran: the canvas stayed on 'encoding' for good.
+    Uncached images (random content), three times; then an example and an upload."""
+    rng = np.random.default_rng(26)
+    for rep in range(3):
+        paths = []
+        for name in (f"first{rep}.png", f"second{rep}.png"):
+            paths.append(tmp_path / name)
+            Image.fromarray(rng.integers(0, 255, (700, 1000, 3), dtype=np.uint8)).save(paths[-1])
+        upload(page, paths[0])
+        wait_state(page, f"s.name === 'first{rep}.png'")         # the first one is encoding now
+        upload(page, paths[1])
+        wait_state(page, f"s.name === 'second{rep}.png' && s.phase === 'ready'", timeout=60_000)
+        wait_text(page, "#status", f"Loaded second{rep}.png", timeout=60_000)
+    page.locator("#examples button.thumbnail-item", has_text="rocket").click()
+    wait_state(page, "s.name === 'rocket.jpg'")
+    last = tmp_path / "after_example.png"
+    Image.fromarray(rng.integers(0, 255, (700, 1000, 3), dtype=np.uint8)).save(last)
+    upload(page, last)
+    s = wait_state(page, "s.name === 'after_example.png' && s.phase === 'ready'", timeout=60_000)
+    assert s["busy"] == ""
+    page.screenshot(path=str(screenshots / "26_quick_uploads.png"))
