@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 import traceback
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -270,9 +271,15 @@ class AppContext:
 
     def prune_display_files(self) -> int:
         """Remove the oldest canvas pictures beyond `settings.display_files`; returns how many."""
-        files = sorted(self.display_dir.glob("*.jpg"), key=lambda p: p.stat().st_mtime)
+        aged = []
+        for path in self.display_dir.glob("*.jpg"):
+            try:
+                aged.append((path.stat().st_mtime, path))
+            except FileNotFoundError:   # deleted meanwhile (another prune, a session's end)
+                continue
+        aged.sort()
         removed = 0
-        for path in files[:max(0, len(files) - self.settings.display_files)]:
+        for _, path in aged[:max(0, len(aged) - self.settings.display_files)]:
             path.unlink(missing_ok=True)
             removed += 1
         return removed
@@ -283,18 +290,21 @@ class AppContext:
         from PIL import Image
 
         path = self.display_path(key)
-        if not path.exists():
+        try:
+            os.utime(path)      # there already: recently used, so pruned last
+        except FileNotFoundError:
+            # new (or pruned / released meanwhile): written under a name of this call's own,
+            # then moved in place, so two requests for one picture at once (an image chosen
+            # again while its encode answers) never move or truncate each other's file
             pil = Image.fromarray(image)
             if max(pil.size) > max_side:
                 scale = max_side / max(pil.size)
                 pil = pil.resize((max(1, round(pil.size[0] * scale)), max(1, round(pil.size[1] * scale))),
                                  Image.Resampling.LANCZOS)
-            tmp = path.with_suffix(".tmp")
+            tmp = path.with_name(f"{path.stem}.{uuid.uuid4().hex[:12]}.tmp")
             pil.save(tmp, format="JPEG", quality=92)
             tmp.replace(path)
             self.prune_display_files()
-        else:
-            path.touch()   # recently used: pruned last
         return f"gradio_api/file={path}"
 
     def start(self, build_gallery: bool = True) -> threading.Thread:

@@ -303,3 +303,33 @@ def test_yes_no_settings(monkeypatch, value, default, expected):
 
     monkeypatch.setenv("SAMCLIP_TEST_FLAG", value)
     assert env_flag("SAMCLIP_TEST_FLAG", default) is expected
+
+
+def test_canvas_pictures_written_twice_at_once_or_pruned_meanwhile_raise_nothing(tmp_path, monkeypatch):
+    """Issue 26 #9: images switched fast logged a FileNotFoundError traceback. Two requests for
+    one canvas picture at once shared one temporary name (the second found it moved away), and
+    the prune read the age of a picture another request had just deleted."""
+
+    context = AppContext(EngineSettings(sam="vit_tiny", untrained=True, device="cpu"),
+                         AppSettings(examples_dir=tmp_path, cache_dir=tmp_path / "cache"))
+    image = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    real_replace, nested = Path.replace, []
+
+    def replace_after_another_request(self, target):     # the other request runs just before the move
+        if not nested:
+            nested.append("started")
+            nested.append(context.display_url("k1", image, 32))
+        return real_replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", replace_after_another_request)
+    assert context.display_url("k1", image, 32) == nested[1]
+    monkeypatch.setattr(Path, "replace", real_replace)
+    assert Image.open(context.display_path("k1")).size == (32, 21)
+    assert not list(context.display_dir.glob("*.tmp"))
+    real_glob = Path.glob
+    monkeypatch.setattr(Path, "glob", lambda self, pattern: [*real_glob(self, pattern), self / "gone.jpg"])
+    assert context.prune_display_files() == 0             # a picture deleted meanwhile is skipped
+    context.forget_display("k1")                          # released, then shown again: written again
+    monkeypatch.setattr(Path, "glob", real_glob)
+    context.display_url("k1", image, 32)
+    assert context.display_path("k1").stat().st_size > 0

@@ -556,6 +556,22 @@ def run_faults(app: App, max_upload: int) -> list[tuple[str, str, bool]]:
 
 
 # ----------------------------------------------------------------------------- main
+def log_tracebacks(log: Path) -> list[str]:
+    """The last line (exception type and message) of every traceback in the app's log."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    found, inside = [], False
+    for line in lines:
+        if line.startswith("Traceback (most recent call last)"):
+            inside = True
+        elif inside and line and not line.startswith((" ", "\t", "During handling", "The above exception")):
+            found.append(line[:200])
+            inside = False
+    return found
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else float("nan")
@@ -655,6 +671,7 @@ def main(argv: list[str] | None = None) -> int:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+        report["tracebacks"] = log_tracebacks(workdir / "app.log")
         shutil.rmtree(workdir, ignore_errors=True)
     print_report(report)
     if args.json:
@@ -672,6 +689,9 @@ def print_report(r: dict) -> None:
     print(f"requests {r['requests']}, errors {len(r['errors'])}, cross-user answers {len(r['cross_user'])}, "
           f"stuck sessions {len(r.get('stuck', []))}")
     for line in (r["errors"] + r["cross_user"] + r.get("stuck", []))[:10]:
+        print("   ", line)
+    print(f"tracebacks in the app's log: {len(r.get('tracebacks', []))}")
+    for line in r.get("tracebacks", [])[:5]:
         print("   ", line)
     print(f"{'event':34s} {'n':>5s} {'p50 s':>7s} {'p95 s':>7s} {'max s':>7s}")
     for kind, v in r["latency"].items():
