@@ -428,8 +428,9 @@ def run_switcher(app: App, user: int, users: int, stats: Stats, deadline: float,
     """A person who changes their mind: picks an image, and another one 0.1-0.5 s later while
     the first is still encoding (upload then upload, example then upload, upload then example,
     in turn). Like the page, each load chains its encode event; a second encode of the same
-    event waits for the first (the page's "always_last"), encodes of different events are sent
-    at once. The session is stuck when, after both answers, the image it shows is not encoded
+    event while the first runs is handled as the page does by the event's trigger mode in the
+    app's config ("always_last": sent when the first ends; "once": dropped), encodes of
+    different events are sent at once. The session is stuck when, after both answers, the image it shows is not encoded
     (the canvas's preview says "not encoded"): counted in `stuck`."""
     page = Page(app, deadline)
     upload_dep, example_dep = app.fn("canvas", "upload"), app.fn("examples", "select")
@@ -476,12 +477,15 @@ def run_switcher(app: App, user: int, users: int, stats: Stats, deadline: float,
                 time.sleep(rng.uniform(0.1, 0.5))
                 dep_b, shown = load(second)
                 box_b: list = []
-                if dep_b["id"] == dep_a["id"]:
+                mode = encodes[dep_b["id"]].get("trigger_mode", "once")
+                if dep_b["id"] != dep_a["id"] or mode == "multiple":
+                    encode(dep_b, box_b)                 # another event (or "multiple"): sent at once
+                    worker.join(330)
+                elif mode == "always_last":
                     worker.join(330)                     # the page defers the same event
                     encode(dep_b, box_b)
                 else:
-                    encode(dep_b, box_b)
-                    worker.join(330)
+                    worker.join(330)                     # "once": the page drops it while one runs
             except Exception as exc:
                 stats.error(f"user {user} switch: {type(exc).__name__}: {exc}")
                 continue
