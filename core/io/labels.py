@@ -18,7 +18,8 @@ class LabelledObject:
     """One object: mask (H, W) bool; category: its class name; score: the class probability
     when a model proposed it (None for a person's object); origin: "user" or "proposal";
     reviewed: False for a proposal nobody has accepted yet; hidden: hidden in the viewer (still
-    exported)."""
+    exported); margin: the top-1 minus top-2 class probability when a model chose among
+    classes (None otherwise; the review queue reads it)."""
 
     mask: np.ndarray
     category: str
@@ -26,6 +27,7 @@ class LabelledObject:
     origin: str = "user"
     reviewed: bool = True
     hidden: bool = False
+    margin: float | None = None
 
     def __post_init__(self) -> None:
         self.mask = np.asarray(self.mask, dtype=bool)

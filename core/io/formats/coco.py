@@ -21,6 +21,8 @@ def object_extras(obj: LabelledObject) -> dict:
     extra = {"origin": obj.origin, "reviewed": bool(obj.reviewed), "hidden": bool(obj.hidden)}
     if obj.score is not None:
         extra["score"] = round(float(obj.score), 6)
+    if obj.margin is not None:
+        extra["margin"] = round(float(obj.margin), 6)
     return extra
 
 
@@ -67,10 +69,11 @@ def read_coco_set(path: Path) -> tuple[list[LabelledImage], list[str]]:
         for ann in data.annotations(image_id):
             if int(ann["category_id"]) not in data.categories:
                 raise ValueError(f"annotation {ann.get('id')} has an unknown category {ann['category_id']}")
-            score = ann.get("score")
+            score, margin = ann.get("score"), ann.get("margin")
             objects.append(LabelledObject(
                 mask=annotation_mask(ann, height, width), category=data.category_of(ann),
                 score=None if score is None else float(score), origin=ann.get("origin") if ann.get("origin") in ORIGINS else "user",
-                reviewed=bool(ann.get("reviewed", True)), hidden=bool(ann.get("hidden", False))))
+                reviewed=bool(ann.get("reviewed", True)), hidden=bool(ann.get("hidden", False)),
+                margin=None if margin is None else float(margin)))
         images.append(LabelledImage(entry["file_name"], height, width, objects))
     return images, categories
