@@ -85,7 +85,7 @@ def doubts(file_name: str, objects: list[LabelledObject], settings: DoubtSetting
         terms += float(inside)
         if inside >= settings.overlap_share:
             reasons.append(f"{inside:.0%} inside another object")
-        out.append(Doubt(file_name, i, obj.category, round(terms, 4), tuple(reasons) or ("confident",)))
+        out.append(Doubt(file_name, i, obj.category, round(terms, 4), tuple(reasons) or ("no flag raised",)))
     return out
 
 

@@ -22,6 +22,23 @@ from demo.wiring import QUIET, PanelHost
 from demo.workspace import Workspace
 
 PICTURE_SIDE = 768
+#: Page script (app.py passes it to launch): in the Dataset tab, <- / A and -> / D step through
+#: the set, Enter accepts and Delete rejects the picked proposal; never while typing in a box.
+KEYS_JS = """
+() => {
+  document.addEventListener("keydown", (e) => {
+    const prev = document.querySelector("#set-prev");
+    if (!prev || prev.offsetParent === null || e.defaultPrevented || e.ctrlKey || e.metaKey || e.altKey) return;
+    const t = e.target, tag = (t && t.tagName || "").toLowerCase();
+    if (tag === "input" || tag === "textarea" || tag === "select" || (t && t.isContentEditable)) return;
+    if (t && t.closest && t.closest("#canvas")) return;
+    const ids = {ArrowLeft: "#set-prev", a: "#set-prev", A: "#set-prev", ArrowRight: "#set-next",
+                 d: "#set-next", D: "#set-next", Enter: "#set-accept", Delete: "#set-reject"};
+    const target = ids[e.key] && document.querySelector(ids[e.key]);
+    if (target) { e.preventDefault(); target.click(); }
+  });
+}
+"""
 QUEUE_HEADERS = ["#", "image", "object", "class", "doubt", "why"]
 EXPORT_CHOICES = ["reviewed only", "all (proposals too)"]
 
@@ -191,7 +208,7 @@ def build(sh: PanelHost) -> None:
             w["export"] = gr.Button("Export the set", elem_id="set-export")
             w["file"] = gr.File(label="Dataset (zip)", interactive=False, elem_id="set-file")
         with gr.Column(scale=2):
-            w["strip"] = gr.Gallery(label="The set (select an image)", columns=6, height=190, allow_preview=False,
+            w["strip"] = gr.Gallery(label="The set (select an image)", columns=6, height=230, allow_preview=False,
                                     elem_id="set-strip")
             with gr.Row():
                 w["prev"] = gr.Button("← Previous", size="sm", elem_id="set-prev")
@@ -229,7 +246,10 @@ def _wire(sh: PanelHost, w: dict) -> None:
     def on_tick(sess: Session):
         line, running = cb.progress(sess)
         summary = sess.dataset.summary() if sess.dataset is not None else "No set yet."
-        return line, cb.strip(sess), summary, gr.Timer(active=running)
+        shown = (gr.skip(), gr.skip())
+        if not running and sess.dataset is not None and sess.dataset.entries:   # the last tick: show the results
+            shown = cb.show(sess, sess.dataset_index)
+        return line, cb.strip(sess), summary, *shown, gr.Timer(active=running), gr.skip()
 
     def on_row(sess: Session, evt: gr.SelectData):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else int(evt.index)
@@ -250,7 +270,8 @@ def _wire(sh: PanelHost, w: dict) -> None:
     w["apply"].click(sh.guard(on_apply), [sh.session, w["phrase"], w["vocab"], w["examples"]],
                      [w["progress"], w["timer"], sh.status], **light)
     w["cancel"].click(sh.guard(lambda s: (cb.cancel(s), gr.skip())), [sh.session], [w["progress"], sh.status], **light)
-    w["timer"].tick(on_tick, [sh.session], [w["progress"], w["strip"], w["summary"], w["timer"]], **light)
+    w["timer"].tick(sh.guard(on_tick), [sh.session], [w["progress"], w["strip"], w["summary"], w["picture"],
+                                                      w["objects"], w["timer"], sh.status], **light)
     w["refresh"].click(sh.guard(lambda s: (cb.queue(s), gr.skip())), [sh.session], [w["queue"], sh.status], **light)
     w["queue"].select(sh.guard(on_row), [sh.session], [w["picture"], w["objects"], sh.status], **light)
     decided = [w["queue"], w["summary"], w["strip"], sh.status]

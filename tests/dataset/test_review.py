@@ -38,5 +38,5 @@ def test_queue_orders_by_doubt_and_names_the_reasons():
     reasons = {d.index: d.reasons for d in queue}
     assert reasons[1] == ("low class probability 0.30", "close second class (margin 0.05)")
     assert reasons[2] == ("tiny (1 px)",)
-    assert reasons[3] == ("100% inside another object",) and reasons[0] == ("confident",)
+    assert reasons[3] == ("100% inside another object",) and reasons[0] == ("no flag raised",)
     assert queue[-1].index == 0
