@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import base64
 import functools
+import inspect
 import io
+import json
+import os
 import sys
 import traceback
+import typing
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -106,33 +110,86 @@ class Picture:
         return {"image": self.name, "size": list(self.original), "work_size": list(self.image.shape[:2])}
 
 
+def _from_mcp(request) -> bool:
+    """True for a call made by Gradio's MCP server on behalf of an agent (it forwards the MCP
+    request's headers, which carry the protocol version or the session id)."""
+    headers = getattr(request, "headers", None) or {}
+    return any(name in headers for name in ("mcp-protocol-version", "mcp-session-id"))
+
+
 def public(fn: Callable) -> Callable:
-    """Any exception becomes `gr.Error` with one line for a person (never a traceback);
-    unexpected ones are logged with their traceback on the server."""
+    """An endpoint for `gr.api`: any exception becomes `gr.Error` with one line for a person
+    (never a traceback; unexpected ones are logged with their traceback on the server), and
+    an agent calling through MCP gets the answer as JSON text (Gradio's MCP server would
+    otherwise send Python's repr of the dict). Scripts (gradio_client) get the dict."""
+    hints = typing.get_type_hints(fn)
+    signature = inspect.signature(fn)
+    params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()]
+    count = len(params)   # Gradio passes the request positionally, after the inputs
+    params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                    annotation=gr.Request))
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        request = kwargs.pop("request", args[count] if len(args) > count else None)
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args[:count], **kwargs)
         except gr.Error:
             raise
         except Exception as exc:
             if not isinstance(exc, (UserError, ModelsUnavailable, ValueError)):
                 traceback.print_exc(file=sys.stderr)
             raise gr.Error(" ".join(error_message(exc).split()), print_exception=False) from None
+        return json.dumps(result, ensure_ascii=False) if _from_mcp(request) else result
+
+    wrapper.__signature__ = signature.replace(parameters=params, return_annotation=hints.get("return"))
+    wrapper.__annotations__ = {**hints, "request": gr.Request}
     return wrapper
 
 
+#: The one answer to an image argument that is not a file Gradio received for this request.
+#: It says nothing about the server's disk: the same words whether a path exists or not.
+NOT_RECEIVED = ("The image must be sent with the request: upload the file (gradio_client's "
+                "handle_file), or give an http(s) URL or a data: URI. Paths on the server are not accepted.")
+
+
+def _received_file(path: Any) -> Path:
+    """The real path of a file in Gradio's upload folder, or UserError(NOT_RECEIVED).
+
+    Gradio moves every file it receives (an upload, a URL it fetched, a data: URI it saved) into
+    its upload folder (`gradio.utils.get_upload_folder()`, $GRADIO_TEMP_DIR) before our code runs.
+    Anything else (a path elsewhere, `..` out of the folder, a symbolic link, a missing file) is
+    refused with the same message, so an answer never tells what exists on the server."""
+    from gradio.utils import get_upload_folder
+
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise UserError(NOT_RECEIVED)
+    folder = Path(os.path.realpath(get_upload_folder()))
+    real = Path(os.path.realpath(path))
+    if os.path.islink(path) or folder not in real.parents or not real.is_file():
+        raise UserError(NOT_RECEIVED)
+    return real
+
+
 def _file_path(image: Any) -> tuple[str | None, str]:
-    """(server path, display name) of an image argument: a FileData dict / object or a path."""
+    """(server path, display name) of an image argument Gradio received for this request.
+
+    Only a FileData (a dict or object whose `meta` says "gradio.FileData": Gradio has checked
+    and moved such a file into its upload folder) is accepted; a plain string or a dict without
+    `meta` is never opened, whatever it names (UserError(NOT_RECEIVED))."""
     if image is None:
         return None, ""
     if isinstance(image, dict):
-        path = image.get("path")
-        return path, image.get("orig_name") or (Path(path).name if path else "")
-    if isinstance(image, (str, Path)):
-        return str(image), Path(str(image)).name
-    path = getattr(image, "path", None)
-    return path, getattr(image, "orig_name", None) or (Path(path).name if path else "")
+        meta, path, name = image.get("meta"), image.get("path"), image.get("orig_name")
+    elif isinstance(image, gr.FileData):
+        meta, path, name = image.meta, image.path, image.orig_name
+    else:
+        raise UserError(NOT_RECEIVED)
+    if not isinstance(meta, dict) or meta.get("_type") != "gradio.FileData":
+        raise UserError(NOT_RECEIVED)
+    real = _received_file(path)
+    shown = name if isinstance(name, str) and name else real.name
+    return str(real), Path(shown).name
 
 
 class PublicApi:
@@ -159,9 +216,9 @@ class PublicApi:
         """Segment one object in an image with SAM from clicks and/or a box.
 
         Args:
-            image: the image file (PNG, JPEG, WebP...).
-            points: clicks as [[x, y, label], ...] in pixels of the image; label 1 = on the object, 0 = background.
-            box: an optional box [x1, y1, x2, y2] around the object, in pixels of the image.
+            image: the image: an uploaded file (gradio_client.handle_file), a public http(s) URL, or a data: URI such as data:image/jpeg;base64,... (PNG, JPEG, WebP...). The server does not fetch addresses on its own network (localhost, private ranges) nor open paths on its disk.
+            points: clicks as [[x, y, label], ...]: x from the left edge and y from the top, in pixels of the image as sent (not scaled); label 1 = on the object, 0 = background.
+            box: an optional box [x1, y1, x2, y2] around the object: top-left corner (x1, y1) and bottom-right corner (x2, y2, exclusive) in pixels of the image as sent.
         Returns:
             {"image", "size": [H, W], "best": {"score", "box" [x1, y1, x2, y2], "area", "rle" (COCO RLE), "png" (base64 mask PNG)}, "candidates": [{"score", "box", "area", "rle"}]}; all at the image's own size.
         """
@@ -192,7 +249,7 @@ class PublicApi:
         """All of SAM's automatic masks of an image (everything mode), best score first.
 
         Args:
-            image: the image file (PNG, JPEG, WebP...).
+            image: the image: an uploaded file (gradio_client.handle_file), a public http(s) URL, or a data: URI such as data:image/jpeg;base64,... (PNG, JPEG, WebP...). The server does not fetch addresses on its own network (localhost, private ranges) nor open paths on its disk.
         Returns:
             {"image", "size": [H, W], "count", "masks": [{"score", "box" [x1, y1, x2, y2], "area", "rle" (COCO RLE)}]} at the image's own size.
         """
@@ -205,7 +262,7 @@ class PublicApi:
         """Find the one object a sentence refers to, e.g. "the cat on the left" or "the second cup from the right".
 
         Args:
-            image: the image file (PNG, JPEG, WebP...).
+            image: the image: an uploaded file (gradio_client.handle_file), a public http(s) URL, or a data: URI such as data:image/jpeg;base64,... (PNG, JPEG, WebP...). The server does not fetch addresses on its own network (localhost, private ranges) nor open paths on its disk.
             expression: the referring expression (English).
         Returns:
             {"image", "size", "understood": {"noun", "direction", "ordinal", "corrections"}, "chosen": {"score", "box", "area", "rle"}, "candidates": how many were compared, "direction_applied"}.
@@ -227,7 +284,7 @@ class PublicApi:
         """Find every instance of something in an image, e.g. "dogs" or "the cups on the left".
 
         Args:
-            image: the image file (PNG, JPEG, WebP...).
+            image: the image: an uploaded file (gradio_client.handle_file), a public http(s) URL, or a data: URI such as data:image/jpeg;base64,... (PNG, JPEG, WebP...). The server does not fetch addresses on its own network (localhost, private ranges) nor open paths on its disk.
             phrase: what to find: a noun phrase (a direction word orders the answer).
         Returns:
             {"image", "size", "phrase", "count", "summary", "instances": [{"box" [x1, y1, x2, y2], "score", "label", "rle" (COCO RLE)}]} at the image's own size.
@@ -246,7 +303,7 @@ class PublicApi:
         """Label everything in an image with a vocabulary (zero-shot): COCO instances and panoptic segments.
 
         Args:
-            image: the image file (PNG, JPEG, WebP...).
+            image: the image: an uploaded file (gradio_client.handle_file), a public http(s) URL, or a data: URI such as data:image/jpeg;base64,... (PNG, JPEG, WebP...). The server does not fetch addresses on its own network (localhost, private ranges) nor open paths on its disk.
             vocabulary: comma-separated category names, e.g. "cat, dog, sofa"; blank = the COCO panoptic categories.
         Returns:
             {"image", "size", "instances": a COCO instances document (RLE masks, scores, category names), "panoptic": {"segments_info": [{"id", "category_id", "category", "area", "bbox" [x, y, w, h], "isthing", "score"}]}, "categories", "legend"}.
@@ -279,8 +336,8 @@ class PublicApi:
 
         Args:
             text: what to look for, e.g. "a red car" (used when given; else the image is the query).
-            image: an image to search with instead of a text (the object in `box`, else the whole image).
-            box: [x1, y1, x2, y2] of the object in the query image, in its pixels.
+            image: an image to search with instead of a text (the object in `box`, else the whole image): an uploaded file (gradio_client.handle_file), a public http(s) URL, or a data: URI such as data:image/jpeg;base64,... (PNG, JPEG, WebP...). The server does not fetch addresses on its own network (localhost, private ranges) nor open paths on its disk.
+            box: [x1, y1, x2, y2] of the object in the query image: top-left corner (x1, y1) and bottom-right corner (x2, y2, exclusive), in its pixels.
             k: how many results (1 to 100).
             view: how objects are rendered for CLIP in the example gallery: mask, crop, mask_crop, context, dim or blur.
             metric: cosine (higher is closer) or l2 (squared distance: lower is closer); example gallery only.

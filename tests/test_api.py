@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import threading
 import urllib.request
@@ -222,3 +223,119 @@ def test_readme_python_example_runs(app, images):
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)   # noqa: S102 (our own README's example)
     assert scope["best"]["rle"]["size"] == list(_size(images["a"]))
+
+
+# ------------------------------------------------------ only files sent with the request
+#: Each endpoint's data with the image argument left as None (filled in by `_call_raw`).
+RAW_ARGS = {"segment": [None, [[10, 10, 1]], None], "everything": [None], "refer": [None, "the cat"],
+            "find": [None, "cats"], "label": [None, ""],
+            "search": ["", None, None, 8, "crop", "cosine", "examples", False]}
+META = {"_type": "gradio.FileData"}
+
+
+def _call_raw(app, endpoint: str, image) -> str:
+    """POST /gradio_api/call/<endpoint> with `image` as the image argument; the event stream's text."""
+    import httpx
+
+    data = list(RAW_ARGS[endpoint])
+    data[data.index(None)] = image
+    base = app.url.rstrip("/")
+    event = httpx.post(f"{base}/gradio_api/call/{endpoint}", json={"data": data}, timeout=60).json()
+    return httpx.get(f"{base}/gradio_api/call/{endpoint}/{event['event_id']}", timeout=120).text
+
+
+def _hostile_inputs(images) -> dict:
+    """Ways to name a file on the server that Gradio did not receive for this request."""
+    from gradio.utils import get_upload_folder   # the app runs with this process's environment
+
+    upload = Path(get_upload_folder())
+    trap = upload / "samclip-test-symlink"
+    trap.mkdir(parents=True, exist_ok=True)
+    link = trap / "linked.jpg"
+    if not link.is_symlink():
+        link.symlink_to(images["a"])
+    real = str(images["a"])
+    dotted = str(upload / ".." / os.path.relpath(real, upload.parent))
+    return {"plain path": real, "dict without meta": {"path": real},
+            "dict without meta, missing file": {"path": real + ".missing.jpg"},
+            "plain path, missing file": real + ".missing.jpg",
+            "path with ..": {"path": dotted}, "path with .. and meta": {"path": dotted, "meta": META},
+            "symlink in the upload folder": {"path": str(link), "meta": META},
+            "symlink, no meta": str(link),
+            "file:// URL": f"file://{real}", "file:// URL with meta": {"path": f"file://{real}", "meta": META}}
+
+
+@pytest.mark.parametrize("endpoint", sorted(RAW_ARGS))
+def test_api_never_opens_a_server_path(app, images, endpoint):
+    """Every endpoint refuses server paths, `..`, symlinks and file:// URLs, with one message
+    that does not depend on whether the file exists (before the fix a plain path was opened)."""
+    h, w = _size(images["a"])
+    answers = {}
+    for what, image in _hostile_inputs(images).items():
+        text = _call_raw(app, endpoint, image)
+        assert "event: error" in text and "event: complete" not in text, (what, text[:300])
+        assert f"{h}, {w}" not in text and "Traceback" not in text, what
+        answers[what] = text
+    ours = {t for t in answers.values() if "Paths on the server are not accepted" in t}
+    assert len(ours) == 1, "one message for every refused path"
+    assert answers["plain path"] == answers["plain path, missing file"]
+    assert answers["dict without meta"] == answers["dict without meta, missing file"]
+
+
+# ---------------------------------------------------------------------- MCP, real client
+def _mcp(app, work):
+    """Run `work(session)` in an MCP client session over streamable HTTP against the app."""
+    import asyncio
+
+    mcp_client = pytest.importorskip("mcp")
+    from mcp.client.streamable_http import streamablehttp_client
+
+    async def main():
+        async with streamablehttp_client(app.url + "gradio_api/mcp/") as (read, write, _):
+            async with mcp_client.ClientSession(read, write) as session:
+                await session.initialize()
+                return await work(session)
+
+    return asyncio.run(main())
+
+
+def _data_uri(path) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def test_mcp_tools_have_typed_arguments_and_say_how_to_pass_an_image(app):
+    async def work(session):
+        return (await session.list_tools()).tools
+
+    tools = {t.name: t for t in _mcp(app, work)}
+    assert sorted(tools) == sorted(ENDPOINTS)
+    props = tools["segment"].inputSchema["properties"]
+    points = next(o for o in props["points"].get("oneOf", props["points"].get("anyOf", [props["points"]]))
+                  if o.get("type") == "array")
+    assert points["items"] == {"type": "array", "items": {"type": "number"}}
+    box = next(o for o in props["box"].get("oneOf", props["box"].get("anyOf", [props["box"]]))
+               if o.get("type") == "array")
+    assert box["items"] == {"type": "number"}
+    assert "x from the left edge and y from the top" in props["points"]["description"]
+    assert "exclusive" in props["box"]["description"]
+    for name, tool in tools.items():
+        image = tool.inputSchema["properties"]["image"]
+        assert "data: URI" in image["description"] and "http(s) URL" in image["description"], name
+
+
+def test_mcp_answers_are_json(app, images):
+    h, w = _size(images["a"])
+
+    async def work(session):
+        seg = await session.call_tool("segment", {"image": _data_uri(images["a"]), "points": [[w / 2, h / 2, 1]]})
+        found = await session.call_tool("find", {"image": _data_uri(images["a"]), "phrase": "cats"})
+        bad = await session.call_tool("segment", {"image": _data_uri(images["a"]), "points": [[w * 9, 1, 1]]})
+        return seg, found, bad
+
+    seg, found, bad = _mcp(app, work)
+    answer = json.loads(seg.content[0].text)              # JSON, not Python's repr
+    assert answer["size"] == [h, w] and _mask(answer["best"]["rle"]).shape == (h, w)
+    doc = json.loads(found.content[0].text)
+    assert doc["count"] == len(doc["instances"])
+    assert "None" not in found.content[0].text and "'" not in found.content[0].text[:40]
+    assert bad.isError and "outside the image" in bad.content[0].text
