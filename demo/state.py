@@ -108,6 +108,12 @@ class Session:
     files_dir: str = ""                       # this session's folder for downloads (made by
                                               # SessionFiles.files_dir, deleted when it ends)
     labels: LabelResult | None = None         # the last 'Label everything' (one, replaced)
+    # The Dataset panel's set (demo.dataset_set.ImageSet: on disk in files_dir, bounded),
+    # the image shown, the review queue shown [(file name, object index)], the picked row.
+    dataset: object | None = None
+    dataset_index: int = 0
+    dataset_queue: list = field(default_factory=list)
+    dataset_pick: tuple | None = None
     exported: tuple | None = None             # (what was exported, demo.outputs.Exports, ...): the
                                               # downloads are written once per selection
 
