@@ -1,0 +1,1 @@
+"""Correcting and naming objects: brush/eraser strokes, object lists, history, suggestions."""
