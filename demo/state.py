@@ -107,6 +107,8 @@ class Session:
     files_dir: str = ""                       # this session's folder for downloads (made by
                                               # SessionFiles.files_dir, deleted when it ends)
     labels: LabelResult | None = None         # the last 'Label everything' (one, replaced)
+    edited: Selection | None = None           # the selection brush/eraser strokes made (its
+    edit_base: np.ndarray | None = None       # unedited mask, (H, W) bool: strokes re-apply to it)
     exported: tuple | None = None             # (what was exported, demo.outputs.Exports, ...): the
                                               # downloads are written once per selection
 
@@ -167,4 +169,5 @@ class Session:
         self.candidates = None
         self.auto = None
         self.selection = None
+        self.edited = self.edit_base = None
         self.labels = None
