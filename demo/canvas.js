@@ -34,7 +34,7 @@ const api = { state: () => ({
   key: st.key, phase: st.phase, tool: st.tool, name: st.name, points: st.points.map(p => p.slice()),
   box: st.box && st.box.slice(), corner: st.corner, chosen: st.chosen, ncands: st.cands.length,
   selArea: selectedMask() ? count(selectedMask()) : 0, hoverArea: st.hoverMask ? count(st.hoverMask) : 0,
-  autoCount: st.auto.length, autoPick: st.autoPick, autoHover: st.autoHover, display: [st.dh, st.dw],
+  strokes: (st.strokes || []).length, autoCount: st.auto.length, autoPick: st.autoPick, autoHover: st.autoHover, display: [st.dh, st.dw],
   size: [st.h, st.w], busy: busy.style.display !== 'none' ? st.busyKind : '', redo: st.future.length }),
   stats, toDisplay: (x, y) => [x * st.dw / st.w, y * st.dh / st.h],
   autoMask: (i) => st.auto[i], selected: () => selectedMask(), clientPoint };
@@ -65,8 +65,7 @@ function decode(data) {
 function count(m) { let c = 0; for (let i = 0; i < m.length; i++) c += m[i]; return c; }
 function selectedMask() {
   if (st.tool === 'pick') return st.autoPick >= 0 ? st.auto[st.autoPick] : null;
-  if (st.cands.length) return st.cands[Math.min(st.chosen, st.cands.length - 1)];
-  return st.extSel;
+  return brushEdited(st.cands.length ? st.cands[Math.min(st.chosen, st.cands.length - 1)] : st.extSel);  // + strokes (canvas_brush.js)
 }
 function paint(data, m, rgb, alpha, edge, edgeRgb) {
   const w = st.dw, h = st.dh, a = alpha / 255;
@@ -156,6 +155,7 @@ function draw() {
   g.drawImage(layer, 0, 0);
   stats.renders++;
   view.dataset.renders = String(stats.renders);
+  brushDrawn();                                   // brush outline, stroke timing (canvas_brush.js)
   if (st.tool === 'pick') return;                 // 'Everything' shows masks, not prompts
   const r = Math.max(5, Math.round(Math.max(st.dw, st.dh) / 110)), lw = Math.max(2, r / 3);
   const sx = st.dw / st.w, sy = st.dh / st.h;
@@ -210,7 +210,7 @@ function updateControls() {
   }
   $('.sc-undo').disabled = !(st.tool === 'pick' ? st.autoPick >= 0 : st.history.length);
   $('.sc-redo').disabled = st.tool === 'pick' || !st.future.length;
-  $('.sc-clear').disabled = !(st.points.length || st.box || st.corner || st.extSel || st.autoPick >= 0);
+  $('.sc-clear').disabled = !(st.points.length || st.box || st.corner || st.extSel || st.autoPick >= 0 || (st.strokes || []).length);
   $('.sc-everything').disabled = !ready;
   $('.sc-everything').title = ready ? 'All objects SAM finds, in colour (then click one)' :
     (has ? 'Wait until the image is encoded' : 'Upload an image or pick an example first');
@@ -231,7 +231,8 @@ function updateControls() {
 function describe() {
   if (st.tool === 'pick') return `${st.auto.length} objects · ` + (st.autoPick >= 0 ? `picked #${st.autoPick + 1}` : 'click one to select it');
   const pos = st.points.filter(p => p[2]).length, neg = st.points.length - pos;
-  return `${pos} + / ${neg} − point(s)` + (st.box ? ' · box' : '') + (st.corner ? ' · tap the opposite corner' : '');
+  return `${pos} + / ${neg} − point(s)` + (st.box ? ' · box' : '') + (st.corner ? ' · tap the opposite corner' : '') +
+    ((st.strokes || []).length ? ` · ${st.strokes.length} stroke(s)` : '') + (brushTool() ? ` · ${st.tool} ${brushRadius()} px ([ ] size, Esc: prompts)` : '');
 }
 
 // ------------------------------------------------------------------ messages from Python
@@ -289,7 +290,7 @@ function newImage(m) {
   Object.assign(st, { key: m.key, phase: m.phase, name: m.name, w: m.size[1], h: m.size[0],
     dh: m.display[0], dw: m.display[1], tool: 'pos', points: [], box: null, corner: null, history: [], future: [],
     cands: [], scores: [], chosen: 0, extSel: null, hoverMask: null, auto: [], autoLabel: null,
-    autoLayer: null, autoHover: -1, autoPick: -1, autoPartial: false, pendingRefresh: false, drag: null });
+    strokes: [], live: null, saidReapply: false, autoLayer: null, autoHover: -1, autoPick: -1, autoPartial: false, pendingRefresh: false, drag: null });
   st.version++; say('');
   view.width = st.dw; view.height = st.dh; fit();
   view.dataset.key = m.key; view.dataset.loaded = '0';
@@ -324,8 +325,9 @@ watch('value', () => {
 });
 
 // ------------------------------------------------------------------ prompts
-function snapshot() { return { points: st.points.map(p => p.slice()), box: st.box && st.box.slice(), chosen: st.chosen }; }
+function snapshot() { return { points: st.points.map(p => p.slice()), box: st.box && st.box.slice(), chosen: st.chosen, strokes: st.strokes }; }
 function change(fn) {
+  brushOnPrompt();
   st.history.push(snapshot());
   if (st.history.length > 100) st.history.shift();
   st.future = [];
@@ -334,7 +336,7 @@ function change(fn) {
   refresh();
 }
 function payload(extra) {
-  return Object.assign({ key: st.key, model: st.model || '', points: st.points.map(p => p.slice()), box: st.box }, extra || {});
+  return Object.assign({ key: st.key, model: st.model || '', points: st.points.map(p => p.slice()), box: st.box, strokes: st.strokes || [] }, extra || {});
 }
 async function refresh() {
   const version = ++st.version, key = st.key;
@@ -372,7 +374,7 @@ function commit(extra) {
 }
 // what the canvas shows as the selection: the server keeps the same one
 function shown() { return st.cands.length ? 'prompt' : (st.extSel ? 'external' : 'none'); }
-function restore(s) { st.points = s.points; st.box = s.box; st.chosen = s.chosen; st.corner = null; refresh(); }
+function restore(s) { st.points = s.points; st.box = s.box; st.chosen = s.chosen; st.strokes = s.strokes || []; st.corner = null; refresh(); }
 function undo() {
   if (st.tool === 'pick') { unpick(); return; }
   const prev = st.history.pop(); if (!prev) return;
@@ -398,8 +400,8 @@ function leavePick(tool) {
 }
 function clearAll() {
   if (st.tool === 'pick') { leavePick('pos'); invalidate(true); updateControls(); return; }
-  if (!st.points.length && !st.box && !st.corner && !st.extSel) return;
-  change(() => { st.points = []; st.box = null; st.corner = null; st.chosen = 0; });
+  if (!st.points.length && !st.box && !st.corner && !st.extSel && !(st.strokes || []).length) return;
+  change(() => { st.points = []; st.box = null; st.corner = null; st.chosen = 0; st.strokes = []; });
 }
 
 // ------------------------------------------------------------------ hover preview
@@ -435,6 +437,7 @@ view.addEventListener('pointerdown', (e) => {
   const p = clientPoint(e); if (!inside(p)) return;
   e.preventDefault();
   try { view.setPointerCapture(e.pointerId); } catch (err) { /* synthetic events */ }
+  if (brushTool()) { brushDown(p); return; }       // canvas_brush.js
   st.drag = { x0: p.x, y0: p.y, dx0: e.clientX, dy0: e.clientY, button: e.button, shift: e.shiftKey,
               alt: e.altKey, active: false, box: null, t0: performance.now(), touch: e.pointerType === 'touch' };
 });
@@ -442,6 +445,7 @@ view.addEventListener('pointermove', (e) => {
   if (!interactive || !st.key || !st.img) return;
   const p = clientPoint(e);
   st.pointer = inside(p) ? p : null;
+  if (brushTool()) { brushMove(p); return; }       // canvas_brush.js
   const d = st.drag;
   if (d) {
     if (!d.active && Math.hypot(e.clientX - d.dx0, e.clientY - d.dy0) > 6 && st.tool !== 'pick') {
@@ -467,6 +471,7 @@ view.addEventListener('pointerleave', () => {
   if (st.hoverMask || st.autoHover >= 0) { st.hoverMask = null; st.autoHover = -1; invalidate(true); }
 });
 view.addEventListener('pointerup', (e) => {
+  if (st.live) { brushUp(clientPoint(e)); return; }   // canvas_brush.js
   const d = st.drag; st.drag = null;
   if (!d || !interactive || !st.key) return;
   const p = clientPoint(e), t0 = d.t0;
@@ -513,7 +518,7 @@ function historyKey(e) {
 }
 root.addEventListener('keydown', (e) => {
   if (!interactive) return;
-  if (historyKey(e)) { e.preventDefault(); }
+  if (historyKey(e) || brushKey(e)) { e.preventDefault(); }
   else if (e.key === 'Escape') { e.preventDefault(); if (st.corner) { st.corner = null; invalidate(false); updateControls(); } else clearAll(); }
 });
 document.addEventListener('keydown', (e) => {
@@ -522,7 +527,7 @@ document.addEventListener('keydown', (e) => {
   const t = document.activeElement;
   if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.isContentEditable)) return;
   if (!st.pointer) return;
-  if (historyKey(e)) { e.preventDefault(); }
+  if (historyKey(e) || brushKey(e)) { e.preventDefault(); }
   else if (e.key === 'Escape') { clearAll(); }
 });
 
