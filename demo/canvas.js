@@ -272,7 +272,7 @@ function apply(m) {
       stats.lastAction = null;
     }
   }
-  if (m.selection) {
+  if (m.selection && !brushEcho(m)) {               // canvas_brush.js: an edited mask
     const mask = decode(m.selection);
     if (m.selection.source === 'prompt') {          // the slow path's answer for our prompts
       st.cands = [mask]; st.scores = [m.selection.score || 0]; st.chosen = 0;

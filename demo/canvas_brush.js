@@ -5,9 +5,11 @@
 // A stroke is drawn in the browser as the pointer moves (no request per move); at
 // pointer-up it joins st.strokes, {mode: 'paint' | 'erase', radius, points: [[x, y]...]} in
 // working-image pixels, which every commit sends with the prompts: the server re-applies
-// the list, in order, on the SAM mask (core/annotate/strokes.py), with the same rule as
-// here: a pixel is covered when its centre lies within `radius` of the polyline. Undo and
-// redo snapshot the list with the prompts.
+// the list, in order, on the SAM mask (core/annotate/strokes.py), with about the same rule
+// as here: a pixel (col, row), centre at x = col, y = row as OpenCV draws, is covered when it
+// lies within `radius` of the polyline. The server answers each commit with the edited mask
+// it made (source 'edited', with the prompts' version): the canvas then shows those pixels,
+// so canvas, server and downloads agree. Undo and redo snapshot the list with the prompts.
 function brushTool() { return st.tool === 'brush' || st.tool === 'erase'; }
 function brushRadius() { return st.brushR || 8; }          // display pixels
 function brushSetRadius(r) {
@@ -29,9 +31,9 @@ function brushRaster(m, s) {
     const y0 = Math.max(0, Math.floor(Math.min(a[1], b[1]) - r)), y1 = Math.min(h, Math.ceil(Math.max(a[1], b[1]) + r) + 1);
     const dx = b[0] - a[0], dy = b[1] - a[1], len2 = dx * dx + dy * dy;
     for (let y = y0; y < y1; y++) {
-      const py = y + 0.5;
+      const py = y;
       for (let x = x0; x < x1; x++) {
-        const px = x + 0.5;
+        const px = x;
         let t = len2 ? ((px - a[0]) * dx + (py - a[1]) * dy) / len2 : 0;
         t = t < 0 ? 0 : (t > 1 ? 1 : t);
         const ex = px - (a[0] + t * dx), ey = py - (a[1] + t * dy);
@@ -45,6 +47,8 @@ function brushRaster(m, s) {
 function brushEdited(base) {
   const strokes = st.strokes || [];
   if (!strokes.length && !st.live) return base;
+  const echo = st.serverEdit;
+  if (!st.live && echo && echo.version === st.version && echo.key === st.key) return echo.mask;
   const c = st.editCache;
   let done;
   if (c && c.base === base && c.strokes === strokes && c.dw === st.dw) done = c.mask;
@@ -57,6 +61,16 @@ function brushEdited(base) {
   const out = new Uint8Array(done);
   brushRaster(out, st.live);
   return out;
+}
+// a canvas message with the server's edited mask: kept (shown while the prompts' version is
+// the one it answers); true when handled
+function brushEcho(m) {
+  if (m.selection.source !== 'edited') return false;
+  if (m.selection.version === st.version) {
+    st.serverEdit = { mask: decode(m.selection), version: m.selection.version, key: st.key };
+    invalidate(true);
+  }
+  return true;
 }
 function brushPoint(p) { return [Math.round(p.x * 100) / 100, Math.round(p.y * 100) / 100]; }
 function brushDown(p) {
@@ -141,3 +155,6 @@ function brushSelect(tool) {
   view.addEventListener('pointercancel', () => { st.live = null; invalidate(true); });
   view.addEventListener('pointerleave', () => { st.brushAt = null; if (brushTool()) invalidate(false); });
 }
+// for tests and tools: the strokes, and whether the canvas shows the server's edited mask
+api.brush = () => ({ strokes: (st.strokes || []).length, echoed: !!(st.serverEdit && st.serverEdit.version === st.version),
+                     radius: brushRadius(), ms: (stats.brushMs || []).slice() });

@@ -19,7 +19,7 @@ from demo import api
 from demo import settings as serving
 from demo.callbacks import Callbacks
 from demo.context import TITLE, AppContext
-from demo.panels import compare, find, refer, search, segment
+from demo.panels import compare, dataset, find, refer, search, segment
 from demo.state import Session
 from demo.wiring import PanelHost
 
@@ -85,6 +85,8 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
                 refer.build(sh, refer_tab)
             with gr.Tab("Find & label", id="find"):
                 find.build(sh)
+            with gr.Tab("Dataset", id="dataset"):
+                dataset.build(sh)
         _wire_page(sh, demo, banner, untrained_btn, timer, search_panel)
         # The public API ("Use via API", MCP tools): stateless endpoints, apart from the
         # page's own events (all private), in the same concurrency groups (demo/api.py).

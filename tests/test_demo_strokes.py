@@ -2,6 +2,8 @@
 every panel and download) is the SAM mask with the canvas's strokes re-applied in order."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -41,8 +43,10 @@ def test_prompting_again_reapplies_the_strokes_on_the_new_sam_mask_and_says_so(c
     commit(cb, session, [(w / 2, h / 2, 1)])
     sam = session.candidates.masks[0]
     out = commit(cb, session, [(w / 2, h / 2, 1)], strokes=[PAINT, ERASE])
-    want = apply_strokes(sam, parse_strokes([PAINT, ERASE]))
+    want = apply_strokes(sam, parse_strokes([PAINT, ERASE], sam.shape), sam.shape)
     assert np.array_equal(session.selected_mask(), want) and "re-applied" in out.status
+    echo = json.loads(out.canvas)["selection"]          # the canvas is sent the server's pixels
+    assert echo["source"] == "edited" and echo["version"] == session.prompt_version
     # the mask PNG download is the edited mask (at the original size)
     ex = cb.segment.exports(session)
     png = png_to_mask(open(ex.mask_png, "rb").read())
@@ -62,7 +66,7 @@ def test_strokes_on_a_selection_made_elsewhere_reapply_to_its_unedited_mask(cb):
     assert session.selected_mask()[20, 20] and session.selected_mask()[2, 2]
 
 
-@pytest.mark.parametrize("bad", [[{"mode": "paint"}], "nope", [PAINT] * 501])
+@pytest.mark.parametrize("bad", [[{"mode": "paint"}], "nope", [PAINT] * 2001])
 def test_bad_strokes_get_a_message(cb, bad):
     session = loaded(cb)
     with pytest.raises(UserError):

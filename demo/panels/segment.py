@@ -18,7 +18,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from core.annotate.strokes import apply_strokes, parse_strokes
+from core.annotate.strokes import apply_strokes, edited_mask, parse_strokes
 from core.engine import sam_label
 from core.gallery.build import list_images
 from core.io.coco import coco_annotation, coco_document
@@ -200,7 +200,7 @@ class SegmentCallbacks:
             raise Stale("dropped: newer prompts were committed already")
         prompts = self.parse_prompts(payload, session.image.shape[:2])
         try:
-            strokes = parse_strokes(payload.get("strokes"))
+            strokes = parse_strokes(payload.get("strokes") or [], session.image.shape[:2])
         except ValueError as exc:
             raise UserError(str(exc)) from None
         session.prompt_version = version
@@ -229,13 +229,15 @@ class SegmentCallbacks:
         if version < session.prompt_version or prompts is not session.prompts:
             raise Stale("dropped: newer prompts were committed meanwhile")
         session.candidates = pred
-        mask = apply_strokes(pred.masks[chosen], strokes) if strokes else pred.masks[chosen]
+        mask = edited_mask(pred.masks[chosen], strokes, pred.masks[chosen].shape) if strokes else pred.masks[chosen]
         session.selection = Selection("prompt", mask, chosen, float(pred.scores[chosen]), len(pred.masks))
         session.edited, session.edit_base = (session.selection, pred.masks[chosen]) if strokes else (None, None)
         canvas = None
         if payload.get("echo"):   # the canvas's fast path could not answer: send the mask
             canvas = self.ws.canvas_message(session, selection=self.ws.mask_payload(
                 pred.masks[chosen], self.ws.display_size(session), source="prompt"))
+        elif strokes:             # the edited mask as the server made it: the canvas shows it
+            canvas = self.edited_echo(session, mask, version)
         edits = (f" Your {len(strokes)} brush/eraser stroke(s) are re-applied on top of it "
                  "(Undo or Clear removes them)." if strokes else "")
         return self.ws.segment_out(session, f"Mask updated in {ms_since(start)}: {len(pred.masks)} "
@@ -253,12 +255,20 @@ class SegmentCallbacks:
             base = session.edit_base if session.edited is sel else sel.mask
         else:
             base = np.zeros(session.image.shape[:2], dtype=bool)
-        mask = apply_strokes(base, strokes)
+        mask = apply_strokes(base, strokes, base.shape)
         source = sel.source if shown == "external" and sel is not None else "prompt"
         session.selection = Selection(source, mask, 0, float("nan"), 1)
         session.edited, session.edit_base = session.selection, base
         return self.ws.segment_out(session, f"Mask edited by {len(strokes)} brush/eraser stroke(s): "
-                                         f"{int(mask.sum())} pixels.")
+                                         f"{int(mask.sum())} pixels.",
+                                   self.edited_echo(session, mask, session.prompt_version))
+
+    def edited_echo(self, session: Session, mask: np.ndarray, version: int) -> str:
+        """A canvas message with the edited mask at display size (source "edited" and the
+        prompts' `version`): the canvas replaces its own drawing of the strokes with it, so
+        the canvas and the server (and every export) show the same pixels."""
+        return self.ws.canvas_message(session, selection=self.ws.mask_payload(
+            mask, self.ws.display_size(session), source="edited", version=version))
 
     @staticmethod
     def clear_selection(session: Session, shown: str) -> None:

@@ -51,18 +51,18 @@ def test_brush_erase_undo_redo_and_the_download_is_what_the_canvas_shows(page, s
     hover_off(page)
     page.locator("#canvas [data-tool=brush]").click()
     drag(page, (0.15, 0.2), (0.6, 0.25))
-    painted = wait_state(page, "s.strokes === 1 && s.selArea > 0")["selArea"]
+    painted = wait_state(page, "s.strokes === 1 && s.selArea > 0 && window.samcanvas.canvas.brush().echoed")["selArea"]
     wait_text(page, "#status", "1 brush/eraser stroke")
     page.keyboard.press("e")                        # the canvas has the focus after drawing
     assert state(page)["tool"] == "erase"
     drag(page, (0.4, 0.05), (0.4, 0.45))
-    erased = wait_state(page, "s.strokes === 2")["selArea"]
+    erased = wait_state(page, "s.strokes === 2 && window.samcanvas.canvas.brush().echoed")["selArea"]
     assert 0 < erased < painted
     shot(page, screenshots, "annotate_brush_desktop.png")
     page.keyboard.press("Control+z")
-    assert wait_state(page, "s.strokes === 1")["selArea"] == painted
+    assert wait_state(page, "s.strokes === 1 && window.samcanvas.canvas.brush().echoed")["selArea"] == painted
     page.keyboard.press("Control+Shift+z")
-    assert wait_state(page, "s.strokes === 2")["selArea"] == erased
+    assert wait_state(page, "s.strokes === 2 && window.samcanvas.canvas.brush().echoed")["selArea"] == erased
     wait_text(page, "#status", "2 brush/eraser stroke")
     shown = canvas_mask(page)
     for _ in range(20):                             # the downloads follow the commit
