@@ -20,7 +20,7 @@ from demo import api
 from demo import settings as serving
 from demo.callbacks import Callbacks
 from demo.context import TITLE, AppContext
-from demo.panels import compare, find, refer, search, segment
+from demo.panels import compare, dataset, find, refer, search, segment
 from demo.state import Session
 from demo.wiring import QUIET, PanelHost
 
@@ -50,6 +50,8 @@ button.primary { background: #b34700 !important; border-color: #b34700 !importan
 """
 #: Runs once on page load (launch(js=...)): accessibility fixes for Gradio's own markup.
 A11Y_JS = (Path(__file__).with_name("a11y.js")).read_text()
+#: The page's script (app.py's launch(js=...)): the accessibility fixes and the Dataset tab's keys.
+PAGE_JS = f"() => {{ ({A11Y_JS.strip()})(); ({dataset.KEYS_JS.strip()})(); }}"
 EXAMPLE_QUERIES_FILE = "queries.json"
 
 def example_queries(ctx: AppContext) -> dict:
@@ -70,7 +72,7 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
     # canvas pictures and session downloads are served in place: Gradio keeps no copy that
     # would outlive the session (ending it deletes its folder, the only copy)
     gr.set_static_paths([str(ctx.display_dir), str(ctx.files_root)])
-    with gr.Blocks(title=TITLE, delete_cache=(serving.CACHE_SWEEP_S, serving.CACHE_MAX_AGE_S)) as demo:
+    with api.ApiBlocks(title=TITLE, delete_cache=(serving.CACHE_SWEEP_S, serving.CACHE_MAX_AGE_S)) as demo:
         # Per-session state: dropped (with the session's files) SESSION_TTL_S after its last
         # event, or at once when the page is closed (demo.unload below: Gradio runs it when
         # the page's heartbeat request ends).
@@ -92,8 +94,10 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
                 refer.build(sh, refer_tab)
             with gr.Tab("Find & label", id="find") as find_tab:
                 find.build(sh)
+            with gr.Tab("Dataset", id="dataset") as dataset_tab:
+                dataset.build(sh)
         _track_open_tab(sh, {"compare": compare_tab, "search": search_tab, "refer": refer_tab,
-                             "find": find_tab})
+                             "find": find_tab, "dataset": dataset_tab})
         _wire_page(sh, demo, banner, untrained_btn, timer, search_panel)
         # The public API ("Use via API", MCP tools): stateless endpoints, apart from the
         # page's own events (all private), in the same concurrency groups (demo/api.py).

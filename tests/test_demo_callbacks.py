@@ -599,16 +599,22 @@ def test_everything_streams_the_masks_found_so_far_then_all_of_them(cb, monkeypa
         return AutoMasks(masks=masks[:n], scores=np.linspace(.9, .7, 3)[:n].astype(np.float32),
                          boxes=np.zeros((n, 4), np.float32))
     seen_during = []
+    import threading
+    gate = threading.Event()   # the work ends only once a partial answer was taken (no race)
 
     def fake(s, on_partial=None):
         on_partial(auto(1), 0.25)
         seen_during.append(s.auto)
         on_partial(auto(2), 0.5)
+        assert gate.wait(30)
         return auto(3)
 
     monkeypatch.setattr(cb.ws, "automatic_masks", fake)
     session.auto = None
-    outs = list(iter_everything(cb.segment, session, session.image_key))
+    answers = iter_everything(cb.segment, session, session.image_key)
+    outs = [next(answers)]
+    gate.set()
+    outs += list(answers)
     messages = [json.loads(o.canvas) for o in outs]
     assert [len(m["auto"]) for m in messages][-1] == 3 and "partial" not in messages[-1]
     partial = [m for m in messages if "partial" in m]

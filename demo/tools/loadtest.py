@@ -430,8 +430,9 @@ def run_switcher(app: App, user: int, users: int, stats: Stats, deadline: float,
     in turn). Like the page, each load chains its encode event; a second encode of the same
     event while the first runs is handled as the page does by the event's trigger mode in the
     app's config ("always_last": sent when the first ends; "once": dropped), encodes of
-    different events are sent at once. The session is stuck when, after both answers, the image it shows is not encoded
-    (the canvas's preview says "not encoded"): counted in `stuck`."""
+    different events are sent at once. The session is stuck when, after both answers, the
+    image it shows is not encoded (the canvas's preview says "not encoded"): counted in
+    `stuck` (issue 26 #1: an app whose page drops that encode fails here)."""
     page = Page(app, deadline)
     upload_dep, example_dep = app.fn("canvas", "upload"), app.fn("examples", "select")
     encodes = {upload_dep["id"]: app.then(upload_dep), example_dep["id"]: app.then(example_dep)}
@@ -664,6 +665,7 @@ def main(argv: list[str] | None = None) -> int:
         left = sorted(files_under(tmp) - files_start)
         report["left_behind"], report["left_behind_count"] = left[:12], len(left)
         report.update(requests=stats.requests, errors=stats.errors, cross_user=stats.cross, stuck=stuck,
+                      switchers=args.switchers,
                       mem_start_gb=mem_start / 1e9, mem_peak_gb=memory.peak / 1e9,
                       mem_end_gb=rss_bytes(proc.pid) / 1e9,
                       disk_start=disk_start, disk_peak=disk_peak, disk_end=disk_end,
@@ -691,7 +693,8 @@ def print_report(r: dict) -> None:
     for case, reason, ok in r.get("faults", []):
         print(f"  fault {'ok ' if ok else 'BAD'} {case}: {reason}")
     print(f"requests {r['requests']}, errors {len(r['errors'])}, cross-user answers {len(r['cross_user'])}, "
-          f"stuck sessions {len(r.get('stuck', []))}")
+          f"stuck sessions {len(r.get('stuck', []))} (of {r.get('switchers', 0)} user(s) switching pictures "
+          "while encoding)")
     for line in (r["errors"] + r["cross_user"] + r.get("stuck", []))[:10]:
         print("   ", line)
     print(f"tracebacks in the app's log: {len(r.get('tracebacks', []))}")
