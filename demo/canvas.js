@@ -535,7 +535,7 @@ function historyKey(e) {
 // ------------------------------------------------------------------ keyboard segmenting
 // With the focus on the canvas itself (Tab to it; a focus ring shows it): the arrow keys move
 // a cross-hair (Shift: 5x farther), Space adds a positive point there and Shift+Space a
-// negative one, B sets a box corner (again: the opposite corner), Enter picks the
+// negative one, C sets a box corner (again: the opposite corner), Enter picks the
 // 'Everything' mask under the cross-hair, Tab moves on. A live region reads the selection.
 function cursorStep(big) { return Math.max(1, Math.round(Math.max(st.w, st.h) / 50)) * (big ? 5 : 1); }
 function announce(text) { live.textContent = text; }
