@@ -28,6 +28,27 @@ def mask_to_box(mask: np.ndarray) -> np.ndarray:
     return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float32)
 
 
+def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
+    """Tight boxes of (N, H, W) bool masks: (N, 4) float32 XYXY, x1/y1 exclusive ((0, 4) for
+    none). An empty mask gets [0, 0, 0, 0] (a box of no area) where `mask_to_box` raises:
+    a batch of candidates keeps its order and length."""
+    masks = np.asarray(masks, dtype=bool)
+    n = masks.shape[0]
+    boxes = np.zeros((n, 4), dtype=np.float32)
+    if n == 0:
+        return boxes
+    rows = masks.any(axis=2)
+    cols = masks.any(axis=1)
+    nonempty = rows.any(axis=1)
+    h, w = masks.shape[1:]
+    boxes[:, 0] = np.argmax(cols, axis=1)
+    boxes[:, 1] = np.argmax(rows, axis=1)
+    boxes[:, 2] = w - np.argmax(cols[:, ::-1], axis=1)
+    boxes[:, 3] = h - np.argmax(rows[:, ::-1], axis=1)
+    boxes[~nonempty] = 0
+    return boxes
+
+
 def expand_box(box: np.ndarray, margin: float, size: tuple[int, int]) -> np.ndarray:
     """Grow an XYXY box by `margin` x its longer side on every side, clipped to size (H, W)."""
     x0, y0, x1, y1 = (float(v) for v in box)

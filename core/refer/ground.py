@@ -445,13 +445,6 @@ def score_mix_global_view(image: np.ndarray, mask: np.ndarray, how: str = "dim",
     return pad_to_square(emphasise(small_image, mask, how))
 
 
-def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
-    """(N, 4) float32 XYXY boxes of (N, H, W) bool masks ((0, 4) for none)."""
-    if len(masks) == 0:
-        return np.zeros((0, 4), dtype=np.float32)
-    return np.stack([views.mask_to_box(m) for m in masks]).astype(np.float32)
-
-
 def global_local_features(embedder, image: np.ndarray, masks: np.ndarray, settings: GroundingSettings, *,
                           need_local: bool = True, need_global: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Global-Local CLIP's (local (N, D), global (N, D)) float32 features of N candidate masks.
@@ -517,7 +510,7 @@ def image_candidates(segmenter, embedder, image: np.ndarray, settings: Grounding
         make = global_local_features if settings.method == "global_local" else score_mix_features
         local, global_ = make(embedder, image, masks, settings, need_local=need_local, need_global=need_global)
         method = settings.method
-    return Candidates(masks=masks, boxes=masks_to_boxes(masks), local=local, global_=global_,
+    return Candidates(masks=masks, boxes=views.masks_to_boxes(masks), local=local, global_=global_,
                       image_hw=(int(image.shape[0]), int(image.shape[1])), method=method)
 
 
