@@ -15,10 +15,10 @@ from core.io.masks import box_to_mask, mask_to_png
 
 
 def parse_box(text: str) -> list[float]:
-    """"x1,y1,x2,y2" -> four floats (ValueError with the reason otherwise)."""
+    """"x0,y0,x1,y1" (XYXY, x1/y1 exclusive) -> four floats (ValueError with the reason otherwise)."""
     parts = [p for p in text.replace(" ", "").split(",") if p]
     if len(parts) != 4:
-        raise ValueError(f"--like-box needs x1,y1,x2,y2, got {text!r}")
+        raise ValueError(f"--like-box needs x0,y0,x1,y1, got {text!r}")
     return [float(p) for p in parts]
 
 
@@ -47,12 +47,13 @@ def run_find(args) -> int:
 
 
 def run_label(args) -> int:
-    """`python -m core label IMAGE --out DIR`: panoptic, semantic and instance files; a summary on stdout."""
+    """`python -m core label IMAGE [--out DIR]`: a summary on stdout; with --out, the panoptic,
+    semantic and instance files too."""
     engine = engine_from_args(args)
     image = load_image(Path(args.image))
     result = label_image(engine, image, args.vocab, automask=automask_settings_from_args(args),
                          settings=LabelSettings(min_score=args.min_score))
-    files = write_label_outputs(args.out, result, Path(args.image).name, untrained=engine.untrained)
+    files = write_label_outputs(args.out, result, Path(args.image).name, untrained=engine.untrained) if args.out else {}
     segments = result.panoptic.segments
     print(json.dumps({"image": Path(args.image).name, "vocabulary": len(result.labelling.vocabulary),
                       "candidates": len(result.labelling.labels), "instances": len(result.instances.names),
@@ -69,7 +70,7 @@ def register(subparsers) -> None:
                                           "background vocabulary; --like-box finds objects like the one in a box.")
     p.add_argument("image")
     p.add_argument("phrase", nargs="?", default="", help="what to find (may be empty with --like-box)")
-    p.add_argument("--like-box", help="x1,y1,x2,y2: find objects like the object in this box")
+    p.add_argument("--like-box", help="x0,y0,x1,y1 (pixels, x1/y1 exclusive): find objects like the object in this box")
     p.add_argument("--min-probability", type=float, default=FindSettings().min_probability,
                    help="P(phrase) against the competing vocabulary an instance needs (default: %(default)s)")
     p.add_argument("--out", help="folder for instance_N.png masks and find.json")
@@ -80,13 +81,13 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("label", help="label everything: semantic, instance and panoptic outputs",
                               description="Labels every SAM candidate with CLIP from a vocabulary and writes "
                                           "panoptic.png/.json (COCO panoptic), semantic.png/.json and "
-                                          "instances.json (COCO) into --out.")
+                                          "instances.json (COCO) into --out, and prints a summary.")
     p.add_argument("image")
     p.add_argument("--vocab", default="coco-panoptic",
                    help='coco-panoptic (default), a file of words, "cat, dog, sofa", or a sentence (its nouns)')
     p.add_argument("--min-score", type=float, default=LabelSettings().min_score,
                    help="a candidate whose best label probability is lower stays unlabelled (default: %(default)s)")
-    p.add_argument("--out", required=True, help="folder for the output files")
+    p.add_argument("--out", help="folder for the output files (without it: the summary only)")
     add_automask_arguments(p)
     add_model_arguments(p)
     p.set_defaults(func=run_label)
