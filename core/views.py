@@ -20,7 +20,8 @@ BLUR_FRACTION = 0.03  #: blur radius of the `blur` view, as a fraction of the cr
 
 
 def mask_to_box(mask: np.ndarray) -> np.ndarray:
-    """Tight box of an (H, W) bool mask: (4,) float32 XYXY, x1/y1 exclusive. ValueError if empty."""
+    """Tight box of an (H, W) bool mask: (4,) float32 XYXY (x0, y0, x1, y1),
+    x1/y1 exclusive. ValueError if empty."""
     mask = np.asarray(mask, dtype=bool)
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
@@ -29,8 +30,8 @@ def mask_to_box(mask: np.ndarray) -> np.ndarray:
 
 
 def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
-    """Tight boxes of (N, H, W) bool masks: (N, 4) float32 XYXY, x1/y1 exclusive ((0, 4) for
-    none). An empty mask gets [0, 0, 0, 0] (a box of no area) where `mask_to_box` raises:
+    """Tight boxes of (N, H, W) bool masks: (N, 4) float32 XYXY (x0, y0, x1, y1),
+    x1/y1 exclusive ((0, 4) for none). An empty mask gets [0, 0, 0, 0] (a box of no area) where `mask_to_box` raises:
     a batch of candidates keeps its order and length."""
     masks = np.asarray(masks, dtype=bool)
     n = masks.shape[0]

@@ -24,7 +24,7 @@ Two scorers (``GroundingSettings.method``):
   pixels around the candidate.
 
 :func:`ground` runs both stages. Conventions: images (H, W, 3) uint8 RGB; masks (H, W) bool;
-boxes XYXY float pixels of the original image (x2/y2 exclusive); ``image_hw`` is (height, width).
+boxes XYXY (x0, y0, x1, y1) float pixels of the original image, x1/y1 exclusive; ``image_hw`` is (height, width).
 No full-size padded or float copy of the image is made in the default path; very large
 images keep fewer candidates (``max_candidate_pixels``).
 """
@@ -379,7 +379,7 @@ def local_view(image: np.ndarray, mask: np.ndarray, fill=(123, 117, 104)) -> np.
 
     image: (H, W, 3) uint8; mask: (H, W) bool, not empty; fill: an RGB triple (0..255) or None
     to keep the pixels (a plain box crop). Returns (y2 - y1, x2 - x1, 3) uint8 for the mask's
-    box (x1, y1, x2, y2) = :func:`core.views.mask_to_box` (x2/y2 exclusive); only the box is
+    box XYXY (x0, y0, x1, y1) = :func:`core.views.mask_to_box`, x1/y1 exclusive; only the box is
     copied. :meth:`core.embed.Embedder.resize_to_input` then squashes it to CLIP's input.
     """
     x1, y1, x2, y2 = (int(v) for v in views.mask_to_box(mask))
