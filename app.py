@@ -20,6 +20,7 @@ import os
 import sys
 from pathlib import Path
 
+from core import config
 from core.gallery.browse import GALLERY_ENV, gallery_path_from_env
 from core.cli.args import add_model_arguments, engine_settings_from_args
 from core.views import VIEW_NAMES
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.queue(default_concurrency_limit=2, max_size=256)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS, js=PAGE_JS,
                 ssr_mode=False, show_error=False, allowed_paths=[str(ctx.settings.examples_dir)],
-                max_file_size=serving.MAX_UPLOAD_BYTES, mcp_server=args.mcp)
+                max_file_size=config.MAX_IMAGE_BYTES, mcp_server=args.mcp)
     return 0
 
 

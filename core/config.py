@@ -60,7 +60,18 @@ PREDICTION_CACHE_MB: int = env_int("SAMCLIP_PREDICTION_CACHE_MB", 48)
 #: Memory for per-image analyses shared by all callers (automatic masks, grounding
 #: candidates and their CLIP features; core.analysis), in MB.
 ANALYSIS_CACHE_MB: int = env_int("SAMCLIP_ANALYSIS_CACHE_MB", 256)
-#: Largest image accepted, in pixels (width * height); bigger ones are refused with a message.
-MAX_IMAGE_PIXELS: int = env_int("SAMCLIP_MAX_IMAGE_PIXELS", 100_000_000)
-#: Largest upload accepted, in bytes.
-MAX_IMAGE_BYTES: int = env_int("SAMCLIP_MAX_IMAGE_BYTES", 50 * 1024 * 1024)
+#: The one set of image limits, for the library, the CLI, the app's uploads and its API:
+#: images with more pixels (width * height) than this are refused from the header, before
+#: decoding (40 MP, e.g. 6000x6000 is 36 MP)...
+MAX_IMAGE_PIXELS: int = env_int("SAMCLIP_MAX_IMAGE_PIXELS", 40_000_000)
+#: ...and files bigger than this many bytes (20 MB; the app's web server refuses a bigger
+#: upload before storing it).
+MAX_IMAGE_BYTES: int = env_int("SAMCLIP_MAX_IMAGE_BYTES", 20 * 1024 * 1024)
+#: Former names of these limits: set, they stop the program with the new name rather than
+#: being ignored.
+RENAMED: dict[str, str] = {"SAMCLIP_MAX_UPLOAD_PIXELS": "SAMCLIP_MAX_IMAGE_PIXELS",
+                           "SAMCLIP_MAX_UPLOAD_BYTES": "SAMCLIP_MAX_IMAGE_BYTES"}
+for _old, _new in RENAMED.items():
+    if os.environ.get(_old, "").strip():
+        raise ValueError(f"environment variable {_old} was renamed {_new} (one image limit for the "
+                         f"app and the library): set {_new} instead")

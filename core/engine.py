@@ -28,6 +28,15 @@ UNTRAINED_NOTICE = ("UNTRAINED weights (random, for trying the interface): masks
                     "and search results are meaningless")
 
 
+def automask_for(untrained: bool, **fields) -> AutoMaskSettings:
+    """`AutoMaskSettings(**fields)`, with untrained (random) weights keeping every mask: their
+    predicted IoUs and stabilities are low, so both thresholds are 0 unless `fields` set them.
+    The app and every CLI command run with --untrained use this."""
+    if untrained:
+        fields = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, **fields}
+    return AutoMaskSettings(**fields)
+
+
 @dataclass(frozen=True)
 class EngineSettings:
     """Which models to load. Paths override the cache; `untrained` builds random weights.

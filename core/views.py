@@ -20,12 +20,34 @@ BLUR_FRACTION = 0.03  #: blur radius of the `blur` view, as a fraction of the cr
 
 
 def mask_to_box(mask: np.ndarray) -> np.ndarray:
-    """Tight box of an (H, W) bool mask: (4,) float32 XYXY, x1/y1 exclusive. ValueError if empty."""
+    """Tight box of an (H, W) bool mask: (4,) float32 XYXY (x0, y0, x1, y1),
+    x1/y1 exclusive. ValueError if empty."""
     mask = np.asarray(mask, dtype=bool)
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
         raise ValueError("the mask is empty: no object pixels")
     return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float32)
+
+
+def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
+    """Tight boxes of (N, H, W) bool masks: (N, 4) float32 XYXY (x0, y0, x1, y1),
+    x1/y1 exclusive ((0, 4) for none). An empty mask gets [0, 0, 0, 0] (a box of no area) where `mask_to_box` raises:
+    a batch of candidates keeps its order and length."""
+    masks = np.asarray(masks, dtype=bool)
+    n = masks.shape[0]
+    boxes = np.zeros((n, 4), dtype=np.float32)
+    if n == 0:
+        return boxes
+    rows = masks.any(axis=2)
+    cols = masks.any(axis=1)
+    nonempty = rows.any(axis=1)
+    h, w = masks.shape[1:]
+    boxes[:, 0] = np.argmax(cols, axis=1)
+    boxes[:, 1] = np.argmax(rows, axis=1)
+    boxes[:, 2] = w - np.argmax(cols[:, ::-1], axis=1)
+    boxes[:, 3] = h - np.argmax(rows[:, ::-1], axis=1)
+    boxes[~nonempty] = 0
+    return boxes
 
 
 def expand_box(box: np.ndarray, margin: float, size: tuple[int, int]) -> np.ndarray:

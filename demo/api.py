@@ -73,9 +73,9 @@ class Picture:
         return min(x * self.sx, w - 1.0), min(y * self.sy, h - 1.0)
 
     def box_in(self, box) -> np.ndarray:
-        """[x0, y0, x1, y1] in original pixels (x1, y1 exclusive) -> working pixels (checked, clipped)."""
+        """[x0, y0, x1, y1] in original pixels (x1/y1 exclusive) -> working pixels (checked, clipped)."""
         if not isinstance(box, (list, tuple)) or len(box) != 4:
-            raise UserError("A box is [x0, y0, x1, y1] in pixels of the image (x1, y1 exclusive).")
+            raise UserError("A box is [x0, y0, x1, y1] in pixels of the image (x1/y1 exclusive).")
         x0, y0, x1, y1 = (float(v) for v in box)
         if not all(np.isfinite(v) for v in (x0, y0, x1, y1)):
             raise UserError("A box needs four finite numbers.")

@@ -21,7 +21,7 @@ import numpy as np
 
 from core import config
 from core.sam.automask import AutoMaskSettings
-from core.engine import Engine, EngineSettings, sam_label
+from core.engine import Engine, EngineSettings, automask_for, sam_label
 from core.find.instances import competitors
 from core.find.vocab import TEXT_FEATURES, coco_panoptic, prompt
 from core.gallery.examples import SharedGallerySet
@@ -38,8 +38,7 @@ EXAMPLES_DIR = REPO / "examples"
 
 #: Automatic-mask settings used with untrained models: keep every mask (random weights
 #: give low predicted IoUs) from a coarse grid, so the interface has something to show fast.
-UNTRAINED_AUTOMASK = AutoMaskSettings(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0,
-                                      max_masks=16)
+UNTRAINED_AUTOMASK = automask_for(True, points_per_side=4, max_masks=16)
 
 
 def release_memory() -> None:

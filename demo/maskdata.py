@@ -20,15 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from core import config
 from core.io.images import pil_to_rgb
-from demo import settings as serving
 from demo.state import UserError
 
-#: Uploads with more pixels than this are refused, from the header, before decoding
-#: (smaller ones bigger than the working size are downscaled). $SAMCLIP_MAX_UPLOAD_PIXELS.
-MAX_UPLOAD_PIXELS = serving.MAX_UPLOAD_PIXELS
-#: Uploads bigger than this many bytes are refused. $SAMCLIP_MAX_UPLOAD_BYTES.
-MAX_UPLOAD_BYTES = serving.MAX_UPLOAD_BYTES
 #: Images with more pixels than this are decoded one at a time (their decoded copies are
 #: what costs memory: ~4 bytes per pixel while converting), so N such uploads at once do
 #: not cost N times the memory.
@@ -55,7 +50,8 @@ def open_upload(path, name: str, work_max_side: int = 2048) -> OpenedImage:
     """Read the file at `path` (named `name` for messages) as a working image.
 
     Refuses, with a `UserError` that says why: a missing or empty file, one that is not an
-    image, a damaged or truncated one, one with more than MAX_UPLOAD_PIXELS pixels. Very
+    image, a damaged or truncated one, one over the image limits (`core.config.MAX_IMAGE_PIXELS`,
+    `MAX_IMAGE_BYTES`: the same for the app and the library). Very
     large images are decoded at reduced size where the format allows (JPEG) and downscaled."""
     label = f"'{name}'" if name else "The file"
     file = Path(str(path)) if path else None
@@ -64,9 +60,9 @@ def open_upload(path, name: str, work_max_side: int = 2048) -> OpenedImage:
     size = file.stat().st_size
     if size == 0:
         raise UserError(f"{label} is empty (0 bytes): choose an image file (PNG, JPEG, WebP...).")
-    if size > MAX_UPLOAD_BYTES:
+    if size > config.MAX_IMAGE_BYTES:
         raise UserError(f"{label} is {size / 1e6:.0f} MB; the app takes files up to "
-                        f"{MAX_UPLOAD_BYTES / 1e6:.0f} MB.")
+                        f"{config.MAX_IMAGE_BYTES / 1e6:.0f} MB.")
     with _PIL_LIMIT_LOCK:  # our own pixel limit decides, with our own message
         old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
@@ -81,9 +77,9 @@ def open_upload(path, name: str, work_max_side: int = 2048) -> OpenedImage:
     width, height = pil.size
     if width <= 0 or height <= 0:
         raise UserError(f"{label} has no pixels ({width}x{height}).")
-    if width * height > MAX_UPLOAD_PIXELS:
+    if width * height > config.MAX_IMAGE_PIXELS:
         raise UserError(f"{label} is {width}x{height} = {width * height / 1e6:.0f} megapixels; the "
-                        f"app takes up to {MAX_UPLOAD_PIXELS / 1e6:.0f} MP. Please scale it down.")
+                        f"app takes up to {config.MAX_IMAGE_PIXELS / 1e6:.0f} MP. Please scale it down.")
     try:
         orientation = int(pil.getexif().get(0x0112, 1))
     except Exception:  # a broken EXIF block is not worth refusing the picture for

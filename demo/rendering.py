@@ -1,7 +1,7 @@
 """Pictures the UI shows: mask overlays, prompt markers, outlines, colour maps, thumbnails.
 
 numpy + PIL only. Conventions: images are (H, W, 3) uint8 RGB; masks (H, W) bool;
-boxes (4,) XYXY float pixels of the image (x2/y2 exclusive); points (x, y) pixels.
+boxes (4,) XYXY (x0, y0, x1, y1) float pixels of the image, x1/y1 exclusive; points (x, y) pixels.
 Every function returns a new array and leaves its inputs untouched.
 """
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Serving settings of the app: environment-backed constants, read once at import.
 
 Only the app reads these (sessions, uploads, files, click workers); the library's own
-settings (weights, device, cache, image limits) stay in core/config.py.
+settings (weights, device, cache, image limits: `config.MAX_IMAGE_PIXELS` / `MAX_IMAGE_BYTES`,
+the same for uploads) stay in core/config.py.
 """
 from __future__ import annotations
 
@@ -16,10 +17,6 @@ SAM_CHOICES: tuple[str, ...] = tuple(
     n.strip() for n in os.environ.get("SAMCLIP_SAM_MODELS", "vit_t,vit_b").split(",") if n.strip())
 #: Uploads are downscaled to this longer side for SAM (SAM itself works at 1024).
 WORK_MAX_SIDE: int = _env_int("SAMCLIP_WORK_MAX_SIDE", 1024)
-#: Largest upload the web server accepts, in bytes (refused before it is stored).
-MAX_UPLOAD_BYTES: int = _env_int("SAMCLIP_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
-#: Largest upload in pixels (checked from the header, before decoding).
-MAX_UPLOAD_PIXELS: int = _env_int("SAMCLIP_MAX_UPLOAD_PIXELS", 40_000_000)
 #: A session's state (and its files) are dropped this many seconds after its last event,
 #: or when its page is closed.
 SESSION_TTL_S: int = _env_int("SAMCLIP_SESSION_TTL", 1800)

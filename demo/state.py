@@ -38,8 +38,9 @@ class Stale(Exception):
 class Prompt:
     """One prompt the person made, in working-image pixels.
 
-    kind: "point" (x1, y1 = the point, label 1 positive / 0 negative) or "box"
-    (x1, y1, x2, y2 XYXY, x2/y2 exclusive).
+    kind: "point" (fields x1, y1 = the point, label 1 positive / 0 negative) or "box" (fields
+    x1, y1, x2, y2 = the top-left corner and the bottom-right one: the box XYXY (x0, y0, x1, y1),
+    x1/y1 exclusive).
     """
 
     kind: Literal["point", "box"]

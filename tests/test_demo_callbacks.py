@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core import config
 from core.engine import EngineSettings
 from core.io.masks import png_to_mask, rle_to_mask
 from demo import maskdata
@@ -196,7 +197,7 @@ def test_large_images_are_downscaled_and_exports_keep_the_original_size(cb, tmp_
     ann = json.loads(Path(ex.mask_rle).read_text())
     np.testing.assert_array_equal(rle_to_mask(ann["segmentation"]), mask)
     # too many pixels: refused with the app's own message (header only, nothing decoded)
-    monkeypatch.setattr(maskdata, "MAX_UPLOAD_PIXELS", 500_000)
+    monkeypatch.setattr(config, "MAX_IMAGE_PIXELS", 500_000)
     with pytest.raises(UserError, match="megapixels"):
         cb.segment.begin_load(Session(), path, "Big Photo.jpg")
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core import config
 from core.engine import EngineSettings
 from demo import maskdata
 from demo import settings as serving
@@ -219,10 +220,10 @@ def test_events_are_not_api_endpoints(ctx):
 def test_big_upload_is_checked_before_decoding_and_shrunk(tmp_path, monkeypatch):
     path = tmp_path / "big.png"
     Image.fromarray(np.zeros((3000, 4000, 3), np.uint8)).save(path)
-    monkeypatch.setattr(maskdata, "MAX_UPLOAD_PIXELS", 10_000_000)
+    monkeypatch.setattr(config, "MAX_IMAGE_PIXELS", 10_000_000)
     with pytest.raises(UserError, match="megapixels"):
         maskdata.open_upload(path, "big.png")
-    monkeypatch.setattr(maskdata, "MAX_UPLOAD_PIXELS", 20_000_000)
+    monkeypatch.setattr(config, "MAX_IMAGE_PIXELS", 20_000_000)
     opened = maskdata.open_upload(path, "big.png", work_max_side=1024)
     assert max(opened.image.shape[:2]) == 1024 and opened.original_size == (3000, 4000)
 

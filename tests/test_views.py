@@ -58,3 +58,39 @@ def test_errors():
         render_view("crop", image, np.zeros((10, 10), bool))
     with pytest.raises(ValueError, match="does not match"):
         render_view("crop", image, np.ones((5, 5), bool))
+
+
+def test_one_masks_to_boxes_for_sam_and_refer():
+    """One batch box function (core.views.masks_to_boxes), used by the automatic masks and by
+    Refer's candidates; it agrees with mask_to_box, and an empty mask gets [0, 0, 0, 0]
+    (mask_to_box, for one mask, raises) so a batch keeps its length and order."""
+    from core import views
+    from core.refer import ground
+    from core.sam import automask
+
+    assert automask.masks_to_boxes is views.masks_to_boxes
+    assert not hasattr(ground, "masks_to_boxes")
+    rng = np.random.default_rng(0)
+    masks = rng.random((5, 17, 23)) > 0.97
+    masks[2] = False
+    boxes = views.masks_to_boxes(masks)
+    assert boxes.dtype == np.float32 and boxes.shape == (5, 4)
+    for mask, box in zip(masks, boxes):
+        expected = mask_to_box(mask) if mask.any() else np.zeros(4, np.float32)
+        assert np.array_equal(box, expected)
+    assert views.masks_to_boxes(np.zeros((0, 4, 4), bool)).shape == (0, 4)
+
+
+def test_one_wording_of_the_box_convention():
+    """Docstrings and docs name the exclusive corner one way: XYXY (x0, y0, x1, y1), x1/y1
+    exclusive (one said "x2/y2 exclusive" for the same corner)."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    files = [*repo.glob("core/**/*.py"), *repo.glob("demo/**/*.py"), repo / "README.md", *repo.glob("docs/*.md")]
+    lines = [(f, line) for f in files for line in f.read_text().splitlines()]
+    assert not [(f.name, line) for f, line in lines if re.search(r"x2/y2 exclusive|x2, y2 exclusive", line)]
+    mentions = [(f, line) for f, line in lines if re.search(r"x1/y1 exclusive|x1, y1 exclusive", line)]
+    assert mentions and all("x1/y1 exclusive" in line for _, line in mentions)
+    assert "XYXY (x0, y0, x1, y1)" in (repo / "core" / "views.py").read_text()

@@ -11,7 +11,7 @@ import sys
 
 from core import config
 from core.sam.automask import AutoMaskSettings
-from core.engine import Engine, EngineSettings, sam_label
+from core.engine import Engine, EngineSettings, automask_for, sam_label
 from core.embed import GRID_RESIZES
 from core.sam.variants import sam_variant_names
 from core.refer import GLOBAL_EMPHASES, LOCAL_FILLS, METHODS, SCORINGS, GroundingSettings
@@ -123,19 +123,20 @@ def _automask_flags(g, points_per_side: int) -> None:
     g.add_argument("--points-per-side", type=int, default=points_per_side,
                    help="SAM automatic mask grid (default: %(default)s)")
     g.add_argument("--pred-iou-thresh", type=float, default=None,
-                   help="SAM automatic mask IoU threshold (default 0.88; use 0 with --untrained)")
+                   help="SAM automatic mask IoU threshold (default 0.88; 0 with --untrained)")
     g.add_argument("--stability-thresh", type=float, default=None,
-                   help="SAM stability threshold (default 0.95; use 0 with --untrained)")
+                   help="SAM stability threshold (default 0.95; 0 with --untrained)")
 
 
 def automask_settings_from_args(args: argparse.Namespace) -> AutoMaskSettings:
-    """AutoMaskSettings from --points-per-side, --pred-iou-thresh and --stability-thresh."""
-    defaults = AutoMaskSettings()
-    return AutoMaskSettings(
-        points_per_side=args.points_per_side,
-        pred_iou_thresh=defaults.pred_iou_thresh if args.pred_iou_thresh is None else args.pred_iou_thresh,
-        stability_score_thresh=(defaults.stability_score_thresh if args.stability_thresh is None
-                                else args.stability_thresh))
+    """AutoMaskSettings from --points-per-side, --pred-iou-thresh and --stability-thresh; with
+    --untrained the thresholds not given are 0, as in the app (`core.engine.automask_for`)."""
+    given = {"points_per_side": args.points_per_side}
+    if getattr(args, "pred_iou_thresh", None) is not None:
+        given["pred_iou_thresh"] = args.pred_iou_thresh
+    if getattr(args, "stability_thresh", None) is not None:
+        given["stability_score_thresh"] = args.stability_thresh
+    return automask_for(bool(getattr(args, "untrained", False)), **given)
 
 
 def grounding_settings_from_args(args: argparse.Namespace, *, visual_weight: float | None = None) -> GroundingSettings:

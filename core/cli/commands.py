@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from core import config
-from core.sam.automask import AutoMaskSettings
 from core.bench.timing import cpu_info
 from core.gallery.browse import check_model, search_page
-from core.cli.args import add_model_arguments, engine_from_args, engine_settings_from_args, print_json
+from core.cli.args import (add_model_arguments, automask_settings_from_args, engine_from_args,
+                           engine_settings_from_args, print_json)
 from core.gallery.ray_runner import ray_available, ray_runner
 from core.gallery.gallery import METRICS, Gallery
 from core.gallery.index import INDEX_KINDS, IndexSettings
@@ -112,11 +112,7 @@ def check_output_folder(path: Path) -> None:
 
 def index_settings_from_args(args) -> IngestSettings:
     """IngestSettings of the `index` flags (ValueError for a bad value)."""
-    if args.untrained:  # random weights predict low scores: keep every candidate
-        automask = AutoMaskSettings(points_per_side=args.points_per_side, pred_iou_thresh=0.0,
-                                    stability_score_thresh=0.0)
-    else:
-        automask = AutoMaskSettings(points_per_side=args.points_per_side)
+    automask = automask_settings_from_args(args)   # --untrained keeps every candidate
     index = IndexSettings(kind=args.index, memory_budget_mb=args.memory_budget_mb,
                           recall_target=args.recall_target, opq=args.opq)
     return IngestSettings(view=args.view, metric=args.metric, max_objects=args.max_objects, automask=automask,

@@ -21,10 +21,10 @@ from core.io.masks import box_to_mask, mask_to_png
 
 
 def parse_box(text: str) -> list[float]:
-    """"x1,y1,x2,y2" -> four floats (ValueError with the reason otherwise)."""
+    """"x0,y0,x1,y1" (XYXY, x1/y1 exclusive) -> four floats (ValueError with the reason otherwise)."""
     parts = [p for p in text.replace(" ", "").split(",") if p]
     if len(parts) != 4:
-        raise ValueError(f"--like-box needs x1,y1,x2,y2, got {text!r}")
+        raise ValueError(f"--like-box needs x0,y0,x1,y1, got {text!r}")
     return [float(p) for p in parts]
 
 
@@ -53,9 +53,12 @@ def run_find(args) -> int:
 
 
 def run_label(args) -> int:
-    """`python -m core label IMAGE --out DIR`: panoptic, semantic and instance files; a summary on stdout.
-    With a FOLDER: the set labelled into --out in --format (see `run_label_folder`)."""
+    """`python -m core label IMAGE [--out DIR]`: a summary on stdout; with --out, the panoptic,
+    semantic and instance files too. With a FOLDER: the set labelled into --out in --format
+    (see `run_label_folder`)."""
     if Path(args.image).is_dir():
+        if not args.out:
+            raise ValueError("labelling a FOLDER needs --out (where the dataset is written)")
         return run_label_folder(args)
     if args.find or args.like or args.ray is not None or args.format:
         raise ValueError("--find, --like, --format and --ray label a FOLDER; for one image use `find` or --vocab")
@@ -63,7 +66,7 @@ def run_label(args) -> int:
     image = load_image(Path(args.image))
     result = label_image(engine, image, args.vocab, automask=automask_settings_from_args(args),
                          settings=LabelSettings(min_score=args.min_score))
-    files = write_label_outputs(args.out, result, Path(args.image).name, untrained=engine.untrained)
+    files = write_label_outputs(args.out, result, Path(args.image).name, untrained=engine.untrained) if args.out else {}
     segments = result.panoptic.segments
     print(json.dumps({"image": Path(args.image).name, "vocabulary": len(result.labelling.vocabulary),
                       "candidates": len(result.labelling.labels), "instances": len(result.instances.names),
@@ -133,7 +136,7 @@ def register(subparsers) -> None:
                                           "background vocabulary; --like-box finds objects like the one in a box.")
     p.add_argument("image")
     p.add_argument("phrase", nargs="?", default="", help="what to find (may be empty with --like-box)")
-    p.add_argument("--like-box", help="x1,y1,x2,y2: find objects like the object in this box")
+    p.add_argument("--like-box", help="x0,y0,x1,y1 (pixels, x1/y1 exclusive): find objects like the object in this box")
     p.add_argument("--min-probability", type=float, default=FindSettings().min_probability,
                    help="P(phrase) against the competing vocabulary an instance needs (default: %(default)s)")
     p.add_argument("--out", help="folder for instance_N.png masks and find.json")
@@ -144,7 +147,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("label", help="label everything in an image (or a folder: a dataset)",
                               description="IMAGE: labels every SAM candidate with CLIP from a vocabulary and writes "
                                           "panoptic.png/.json (COCO panoptic), semantic.png/.json and "
-                                          "instances.json (COCO) into --out. FOLDER: proposals for every image "
+                                          "instances.json (COCO) into --out (if given) and prints a summary. FOLDER: proposals for every image "
                                           "(--find, --like, --vocab; one SAM and one CLIP pass per image), "
                                           "resumable, written in each --format into --out.")
     p.add_argument("image", help="an image, or a folder of images (searched recursively)")
@@ -166,7 +169,7 @@ def register(subparsers) -> None:
     p.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
     p.add_argument("--min-score", type=float, default=LabelSettings().min_score,
                    help="a candidate whose best label probability is lower stays unlabelled (default: %(default)s)")
-    p.add_argument("--out", required=True, help="folder for the output files")
+    p.add_argument("--out", help="folder for the output files (without it: the summary only)")
     add_automask_arguments(p)
     add_model_arguments(p)
     p.set_defaults(func=run_label)

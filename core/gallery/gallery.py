@@ -17,7 +17,7 @@ damaged or mismatched file raises `GalleryCorrupt` / `GalleryMismatch` with a cl
 message. Format-1 galleries (manifest.json + records-*.jsonl) still load.
 
 Conventions: embeddings (N, D) float32 unit rows; ids int64 positions in the gallery
-(0..N-1; -1 for missing neighbours); boxes XYXY pixels (x1/y1 exclusive); image sizes
+(0..N-1; -1 for missing neighbours); boxes XYXY (x0, y0, x1, y1) pixels, x1/y1 exclusive; image sizes
 image_hw = (H, W).
 """
 from __future__ import annotations
@@ -51,7 +51,7 @@ class GalleryMismatch(ValueError):
 class ObjectRecord:
     """One object in the gallery.
 
-    source: image path or id; box: XYXY pixels (x1/y1 exclusive) in that image;
+    source: image path or id; box: XYXY (x0, y0, x1, y1) pixels, x1/y1 exclusive, in that image;
     mask_rle: COCO RLE of the (H, W) mask ({"size": [H, W], "counts": str}) or None;
     view: how it was rendered; category: label if known; image_hw: (H, W) of the source
     image; object_id: e.g. the COCO annotation id; extra: small JSON-able details (e.g.

@@ -79,7 +79,7 @@ def coco_ann_to_mask(ann: dict, height: int, width: int) -> np.ndarray:
 
 
 def box_to_mask(box, size: tuple[int, int]) -> np.ndarray:
-    """(H, W) bool rectangle of an XYXY box (x1/y1 exclusive, rounded outwards, clipped to size)."""
+    """(H, W) bool rectangle of an XYXY (x0, y0, x1, y1) box, x1/y1 exclusive (rounded outwards, clipped to size)."""
     height, width = size
     x0, y0, x1, y1 = (float(v) for v in box)
     mask = np.zeros((height, width), dtype=bool)
@@ -89,7 +89,7 @@ def box_to_mask(box, size: tuple[int, int]) -> np.ndarray:
 
 
 def coco_box_to_xyxy(bbox) -> np.ndarray:
-    """COCO [x, y, w, h] -> (4,) float32 XYXY (x1, y1 exclusive)."""
+    """COCO [x, y, w, h] -> (4,) float32 XYXY (x0, y0, x1, y1), x1/y1 exclusive."""
     x, y, w, h = (float(v) for v in bbox)
     return np.array([x, y, x + w, y + h], dtype=np.float32)
 

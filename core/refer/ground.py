@@ -24,7 +24,7 @@ Two scorers (``GroundingSettings.method``):
   pixels around the candidate.
 
 :func:`ground` runs both stages. Conventions: images (H, W, 3) uint8 RGB; masks (H, W) bool;
-boxes XYXY float pixels of the original image (x2/y2 exclusive); ``image_hw`` is (height, width).
+boxes XYXY (x0, y0, x1, y1) float pixels of the original image, x1/y1 exclusive; ``image_hw`` is (height, width).
 No full-size padded or float copy of the image is made in the default path; very large
 images keep fewer candidates (``max_candidate_pixels``).
 """
@@ -379,7 +379,7 @@ def local_view(image: np.ndarray, mask: np.ndarray, fill=(123, 117, 104)) -> np.
 
     image: (H, W, 3) uint8; mask: (H, W) bool, not empty; fill: an RGB triple (0..255) or None
     to keep the pixels (a plain box crop). Returns (y2 - y1, x2 - x1, 3) uint8 for the mask's
-    box (x1, y1, x2, y2) = :func:`core.views.mask_to_box` (x2/y2 exclusive); only the box is
+    box XYXY (x0, y0, x1, y1) = :func:`core.views.mask_to_box`, x1/y1 exclusive; only the box is
     copied. :meth:`core.embed.Embedder.resize_to_input` then squashes it to CLIP's input.
     """
     x1, y1, x2, y2 = (int(v) for v in views.mask_to_box(mask))
@@ -443,13 +443,6 @@ def score_mix_global_view(image: np.ndarray, mask: np.ndarray, how: str = "dim",
     if size is not None:
         mask = np.asarray(Image.fromarray(np.asarray(mask, np.uint8) * 255).resize(size, Image.NEAREST)) > 0
     return pad_to_square(emphasise(small_image, mask, how))
-
-
-def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
-    """(N, 4) float32 XYXY boxes of (N, H, W) bool masks ((0, 4) for none)."""
-    if len(masks) == 0:
-        return np.zeros((0, 4), dtype=np.float32)
-    return np.stack([views.mask_to_box(m) for m in masks]).astype(np.float32)
 
 
 def global_local_features(embedder, image: np.ndarray, masks: np.ndarray, settings: GroundingSettings, *,
@@ -517,7 +510,7 @@ def image_candidates(segmenter, embedder, image: np.ndarray, settings: Grounding
         make = global_local_features if settings.method == "global_local" else score_mix_features
         local, global_ = make(embedder, image, masks, settings, need_local=need_local, need_global=need_global)
         method = settings.method
-    return Candidates(masks=masks, boxes=masks_to_boxes(masks), local=local, global_=global_,
+    return Candidates(masks=masks, boxes=views.masks_to_boxes(masks), local=local, global_=global_,
                       image_hw=(int(image.shape[0]), int(image.shape[1])), method=method)
 
 

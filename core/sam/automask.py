@@ -25,6 +25,8 @@ from typing import Callable, Optional, Tuple
 
 import numpy as np
 
+from core.views import masks_to_boxes
+
 _NUMBER = (int, float, np.integer, np.floating)
 _INTEGER = (int, np.integer)
 
@@ -126,25 +128,6 @@ def coarse_to_fine(points_per_side: int) -> np.ndarray:
         coarseness += ((rows % stride == 0) & (cols % stride == 0)).astype(np.int64)
         stride *= 2
     return np.argsort(-coarseness, kind="stable")
-
-
-def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
-    """Tight boxes of (N, H, W) bool masks: (N, 4) float32 XYXY, x1/y1 exclusive; empty mask -> zeros."""
-    masks = np.asarray(masks, dtype=bool)
-    n = masks.shape[0]
-    boxes = np.zeros((n, 4), dtype=np.float32)
-    if n == 0:
-        return boxes
-    rows = masks.any(axis=2)
-    cols = masks.any(axis=1)
-    nonempty = rows.any(axis=1)
-    h, w = masks.shape[1:]
-    boxes[:, 0] = np.argmax(cols, axis=1)
-    boxes[:, 1] = np.argmax(rows, axis=1)
-    boxes[:, 2] = w - np.argmax(cols[:, ::-1], axis=1)
-    boxes[:, 3] = h - np.argmax(rows[:, ::-1], axis=1)
-    boxes[~nonempty] = 0
-    return boxes
 
 
 def box_nms(boxes: np.ndarray, scores: np.ndarray, iou_thresh: float) -> np.ndarray:

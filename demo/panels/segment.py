@@ -434,7 +434,7 @@ class SegmentCallbacks:
         oh, ow = session.original_size
         if session.source and Path(session.source).is_file() and oh * ow <= maskdata.BIG_DECODE_PIXELS:
             try:   # re-read only moderate originals; bigger ones: the working image scaled up
-                full = load_image(session.source, max_pixels=maskdata.MAX_UPLOAD_PIXELS)
+                full = load_image(session.source)
                 if full.shape[:2] == tuple(session.original_size):
                     return full
             except ValueError:

@@ -56,8 +56,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from core import config
 from core.bench.timing import cpu_info
-from demo import settings as serving
 from demo.api import ENDPOINTS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -636,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
         memory.start()
         report["load_start"] = os.getloadavg()
         if args.faults:
-            report["faults"] = run_faults(app, serving.MAX_UPLOAD_BYTES)
+            report["faults"] = run_faults(app, config.MAX_IMAGE_BYTES)
         stats = Stats()
         encoding = threading.Event()
         deadline = time.monotonic() + args.seconds

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
-MODELS = ["--untrained", "--sam", "vit_tiny", "--device", "cpu", "--points-per-side", "4",
-          "--pred-iou-thresh", "0", "--stability-thresh", "0"]
+#: No threshold flags: --untrained alone adapts SAM's automatic-mask thresholds, as the app does.
+MODELS = ["--untrained", "--sam", "vit_tiny", "--device", "cpu", "--points-per-side", "4"]
 IMAGE = str(REPO / "examples" / "coffee.jpg")
 
 
@@ -56,6 +56,44 @@ def test_label_writes_coco_panoptic_semantic_and_instances(tmp_path):
     assert set(np.unique(ids)) <= {0} | {s["id"] for s in pan["annotations"][0]["segments_info"]}
 
 
+def test_label_with_untrained_models_needs_no_other_flag():
+    """`python -m core label IMAGE --untrained` works as is (it failed with "SAM found no object
+    masks" unless the thresholds were set to 0 by hand)."""
+    out = json.loads(run("label", IMAGE, "--untrained", "--sam", "vit_tiny", "--device", "cpu").stdout)
+    assert out["untrained"] is True and out["candidates"] >= 1 and out["files"] == {}
+
+
+@pytest.mark.parametrize("argv", [["refer", IMAGE, "the cat"],
+                                  ["find", IMAGE, "cats"], ["label", IMAGE], ["index", "--images", "imgs", "--out", "g"],
+                                  ["evaluate", "label", "--coco", "x.json"]],
+                         ids=lambda a: a[0] if a[0] != "evaluate" else "evaluate-label")
+def test_every_command_with_untrained_keeps_every_automatic_mask(argv):
+    """Every command that makes automatic masks takes the app's untrained thresholds (0) from
+    --untrained alone; explicit flags still win; trained runs keep SAM's defaults."""
+    from core.cli.args import automask_settings_from_args as from_args
+    from core.cli.commands import index_settings_from_args
+    from core.cli.main import build_parser
+    from core.sam.automask import AutoMaskSettings
+
+    def automask_settings_from_args(args):
+        return index_settings_from_args(args).automask if args.command == "index" else from_args(args)
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv + ["--untrained"])
+    except SystemExit:
+        pytest.skip(f"{argv[0]} has no automatic masks / --untrained")
+    if not hasattr(args, "points_per_side"):
+        pytest.skip(f"{argv[0]} makes no automatic masks")
+    settings = automask_settings_from_args(args)
+    assert settings.pred_iou_thresh == 0 and settings.stability_score_thresh == 0
+    trained = automask_settings_from_args(parser.parse_args(argv))
+    assert trained.pred_iou_thresh == AutoMaskSettings().pred_iou_thresh
+    if hasattr(args, "pred_iou_thresh"):
+        given = automask_settings_from_args(parser.parse_args(argv + ["--untrained", "--pred-iou-thresh", "0.5"]))
+        assert given.pred_iou_thresh == 0.5 and given.stability_score_thresh == 0
+
+
 def test_the_oracle_rows_score_one(coco_dir):
     out = json.loads(run("evaluate", "label", "--coco", str(coco_dir / "instances.json"), "--rows", "oracle",
                          "--limit", "12", "--quiet").stdout)
@@ -76,7 +114,7 @@ def test_the_clip_rows_run_end_to_end_with_untrained_models(coco_dir):
 @pytest.mark.parametrize("args, reason", [
     (["find", IMAGE, ""], "type what to find"),
     (["find", IMAGE, "on the left"], "no noun"),
-    (["find", IMAGE, "--like-box", "1,2,3"], "x1,y1,x2,y2"),
+    (["find", IMAGE, "--like-box", "1,2,3"], "x0,y0,x1,y1"),
     (["label", IMAGE, "--vocab", "/no/such/words.txt", "--out", "/tmp/x"], "cannot read"),
     (["label", IMAGE, "--vocab", ",", "--out", "/tmp/x"], "empty"),
 ])
