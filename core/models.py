@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from core import config
 from core.sam.automask import AutoMaskSettings
-from core.sam.cpu import cpu_model_name
+from core.sam import cpu
 from core.sam.precision import PrecisionChoice, choose_cpu_precision
 from core.sam.precision import attach as attach_precision
 from core.sam.precision import cache_key as precision_cache_key
@@ -256,7 +256,7 @@ def load_sam(name: str | None = None, checkpoint: str | os.PathLike | None = Non
             sam.requires_grad_(False)
             if fast:
                 choice = sam_precision_choice(sam, name, device, precision or config.SAM_PRECISION)
-                sam = accelerate_sam(sam, device, dtype=PRECISIONS[choice.dtype], encoder=variant.encoder,
+                sam = accelerate_sam(sam, device, dtype=PRECISIONS[choice.dtype],
                                      decoder_dtype=PRECISIONS[choice.decoder_dtype("click")],
                                      batch_decoder_dtype=PRECISIONS[choice.decoder_dtype("batch")])
                 attach_precision(sam, choice)
@@ -271,12 +271,12 @@ def sam_precision_choice(sam, name: str, device: str, requested: str = "auto") -
     variant's own policy when it names one, else on a GPU the device's support (`best_dtype`,
     source "flags"), on a CPU `core.sam.precision.choose_cpu_precision` (fp32 without native
     bf16; else the cached or freshly measured faster of fp32 / bf16, for the image encoder
-    and, per workload, the mask decoder: `fast_sam.DecoderProbe`; "batch" decodes
+    and, per workload, the mask decoder: `probes.DecoderProbe`; "batch" decodes
     `AutoMaskSettings().points_per_batch` prompts).
     """
     import torch
 
-    from core.sam import fast_sam
+    from core.sam import fast_sam, probes
 
     key = str(requested).strip().lower()
     fast_sam.parse_precision(key)   # ValueError for unknown names
@@ -288,16 +288,16 @@ def sam_precision_choice(sam, name: str, device: str, requested: str = "auto") -
     dev = torch.device(device)
     if dev.type != "cpu":
         return PrecisionChoice(fast_sam.precision_name(fast_sam.best_dtype(dev)), "flags")
-    threads = fast_sam.set_threads()   # time with the threads the model will run with
-    cache = precision_cache_key(name, cpu=cpu_model_name(), flags=fast_sam.cpu_flags(),
+    threads = cpu.set_threads()   # time with the threads the model will run with
+    cache = precision_cache_key(name, cpu=cpu.cpu_model_name(), flags=cpu.cpu_flags(),
                                 torch_version=torch.__version__, threads=threads)
     probe = _LazyDecoderProbe(sam)
-    return choose_cpu_precision(cache, capable=fast_sam.cpu_supports_bf16(), time_fn=lambda p: fast_sam.encoder_seconds(
+    return choose_cpu_precision(cache, capable=cpu.cpu_supports_bf16(), time_fn=lambda p: probes.encoder_seconds(
         sam, sam_variant(name).encoder, p), decoder_time_fn=probe.seconds, decoder_agrees=probe.agrees)
 
 
 class _LazyDecoderProbe:
-    """`fast_sam.DecoderProbe` of `sam` for the "click" (1 prompt) and "batch" workloads,
+    """`core.sam.probes.DecoderProbe` of `sam` for the "click" (1 prompt) and "batch" workloads,
     built on first use (a cached decision builds none)."""
 
     def __init__(self, sam):
@@ -305,7 +305,7 @@ class _LazyDecoderProbe:
 
     def _get(self):
         if self._probe is None:
-            from core.sam.fast_sam import DecoderProbe
+            from core.sam.probes import DecoderProbe
 
             self._probe = DecoderProbe(self.sam, {"click": 1, "batch": AutoMaskSettings().points_per_batch})
         return self._probe

@@ -91,7 +91,8 @@ def test_imports_run_one_way(path):
 #: registry of SAM variants (its builders) import them, inside functions, so that importing
 #: the engine (and starting the app) stays light.
 LOADERS = ("core/models.py", "core/sam/variants.py")
-HEAVY_PROJECT_MODULES = ("core.sam.fast_sam", "core.sam.tinyvit", "core.sam.fast_tinyvit", "core.sam.fast_common")
+HEAVY_PROJECT_MODULES = ("core.sam.fast_sam", "core.sam.tinyvit", "core.sam.fast_tinyvit", "core.sam.fast_vit",
+                         "core.sam.probes")
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))

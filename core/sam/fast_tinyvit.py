@@ -1,8 +1,8 @@
 """Fast forward for the TinyViT SAM encoder (``core.sam.tinyvit``): same maths, less time.
 
-``accelerate_encoder(encoder, dtype)`` replaces the encoder's forward (called by
-``core.sam.fast_sam.accelerate_sam``; ``restore_encoder`` undoes it). Against
-``TinyViTImageEncoder.forward`` it changes how, not what, is computed:
+``FastTinyViTEncoder`` is the fast class of ``TinyViTImageEncoder`` (chosen by the table in
+``core.sam.fast_sam``, which also swaps it back). Against ``TinyViTImageEncoder.forward`` it
+changes how, not what, is computed:
 
 * every conv + BatchNorm pair is folded into one convolution ("plan" of
   prepared weights, built once and rebuilt when a parameter changes);
@@ -32,16 +32,15 @@ memory (what ``core.sam.fast_sam``'s decoder reads without a copy).
 from __future__ import annotations
 
 import functools
-import types
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from core.sam.fast_common import _FAST_ATTR, _version, fused_linear_supported
+from core.sam.fast_ops import FastModule, FastOptions, fused_linear_supported, version
+from core.sam.tinyvit import TinyViTImageEncoder
 
-_PLAN_ATTR = "_samclip_tinyvit_plan"
 #: Target tokens per band (rows x width) for the banded stages. 8192 keeps a band's widest
 #: intermediate (256 channels at 256 px wide) near 8 MB, within a shared L3. Smaller bands
 #: fit L2 but multiply the op count, and on a shared 2-vCPU machine every op is a
@@ -210,7 +209,7 @@ def _block(blk, dtype) -> _Block:
 
 def _plan_key(encoder, dtype) -> tuple:
     tensors = list(encoder.parameters()) + list(encoder.buffers())
-    return (dtype,) + tuple((t.data_ptr(), _version(t)) for t in tensors)
+    return (dtype,) + tuple((t.data_ptr(), version(t)) for t in tensors)
 
 
 def _build_plan(encoder, dtype: torch.dtype) -> _Plan:
@@ -234,16 +233,6 @@ def _build_plan(encoder, dtype: torch.dtype) -> _Plan:
                      _Conv(conv2.weight.detach().to(dtype).contiguous(memory_format=torch.channels_last),
                            None, 1, 1),
                      (norm2.weight.float(), norm2.bias.float(), norm2.eps))
-    return plan
-
-
-def plan_of(encoder) -> _Plan:
-    """The encoder's current plan, rebuilt when a parameter was replaced or modified in place."""
-    dtype = getattr(encoder, _FAST_ATTR)
-    plan = encoder.__dict__.get(_PLAN_ATTR)
-    if plan is None or plan.key != _plan_key(encoder, dtype):
-        plan = _build_plan(encoder, dtype)
-        encoder.__dict__[_PLAN_ATTR] = plan
     return plan
 
 
@@ -400,17 +389,6 @@ def neck(x: torch.Tensor, parts: tuple, ops: _Ops) -> torch.Tensor:
     return _nchw(y)
 
 
-def fast_forward(self, x: torch.Tensor) -> torch.Tensor:
-    """TinyViTImageEncoder forward through the plan: (B, 3, S, S) float32 -> (B, 256, S/16, S/16) float32.
-
-    Images of a batch run one after the other (bands are contiguous row ranges of one image).
-    """
-    plan = plan_of(self)
-    if x.shape[0] != 1:
-        return torch.cat([_forward_one(plan, image[None]) for image in x])
-    return _forward_one(plan, x)
-
-
 def _forward_one(plan: _Plan, x: torch.Tensor) -> torch.Tensor:
     """The fast forward of one image (1, 3, S, S)."""
     ops = plan.ops
@@ -427,14 +405,30 @@ def _forward_one(plan: _Plan, x: torch.Tensor) -> torch.Tensor:
     return neck(x, plan.neck, ops)
 
 
-def accelerate_encoder(encoder, dtype: torch.dtype) -> None:
-    """Switch a TinyViTImageEncoder to the fast forward in `dtype` (parameters stay as they are)."""
-    setattr(encoder, _FAST_ATTR, dtype)
-    encoder.__dict__.pop(_PLAN_ATTR, None)
-    encoder.forward = types.MethodType(fast_forward, encoder)
+class FastTinyViTEncoder(FastModule, TinyViTImageEncoder):
+    """Equals ``core.sam.tinyvit.TinyViTImageEncoder``: (B, 3, S, S) float32 -> (B, 256, S/16, S/16)
+    float32 (channels-last memory), computed through a plan of prepared weights (see the module
+    docstring) in ``compute_dtype``; the parameters themselves stay as they are. Images of a
+    batch run one after the other (bands are contiguous row ranges of one image).
+    """
+
+    FAST_STATE = ("compute_dtype", "_plan")
+
+    def setup(self, options: FastOptions) -> None:
+        self.compute_dtype, self._plan = options.dtype, None
+
+    def plan(self) -> _Plan:
+        """The current plan, rebuilt when a parameter was replaced or modified in place."""
+        if self._plan is None or self._plan.key != _plan_key(self, self.compute_dtype):
+            self._plan = _build_plan(self, self.compute_dtype)
+        return self._plan
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        plan = self.plan()
+        if x.shape[0] != 1:
+            return torch.cat([_forward_one(plan, image[None]) for image in x])
+        return _forward_one(plan, x)
 
 
-def restore_encoder(encoder) -> None:
-    """Undo ``accelerate_encoder``: the exact module forward, no plan."""
-    for name in ("forward", _FAST_ATTR, _PLAN_ATTR):
-        encoder.__dict__.pop(name, None)
+#: Stock class -> fast class for the TinyViT encoder family.
+FAST_CLASSES = {TinyViTImageEncoder: FastTinyViTEncoder}

@@ -21,6 +21,7 @@ import numpy as np
 from core import config
 from core.caches import BytesLRU
 from core.sam.automask import AutoMaskSettings, AutoMasks, automatic_masks
+from core.sam.precision import observe_click, precision_of
 
 
 class PromptError(ValueError):
@@ -327,12 +328,16 @@ class Segmenter:
 
     def _decode(self, emb, coords, labels, boxes, mask_input, multimask):
         sam = self.sam
+        start = time.perf_counter()
         sparse, dense = sam.prompt_encoder(
             points=None if coords is None else (coords, labels), boxes=boxes, masks=mask_input)
         low_res, iou = sam.mask_decoder(
             image_embeddings=emb.features, image_pe=sam.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
             multimask_output=multimask)
+        if coords is not None and boxes is None and mask_input is None and coords.shape[1] == 1:
+            # one point, as the precision probe's "click": its time checks the cached choice
+            observe_click(precision_of(sam), time.perf_counter() - start)
         full = sam.postprocess_masks(low_res.float(), emb.input_size, emb.original_size)
         masks = (full > sam.mask_threshold)[0].cpu().numpy()
         return masks, iou[0].float().cpu().numpy(), low_res[0].float().cpu().numpy()

@@ -3,7 +3,7 @@
 Each `SamVariant` says everything the rest of the project needs about one SAM: its name,
 the words people see, a builder (returns the module with random weights; heavy imports
 happen inside it), its official weight file (`SamWeights`, None for a test-only model),
-its image-encoder family (picks the fast path in `core.sam.fast_sam`) and its default
+its image-encoder family (`EncoderFamily`: its fast classes and timing probe) and its default
 precision policy. `core.models.load_sam`, `core.engine.sam_label`, the command-line help
 and the benchmarks read this registry; none keeps its own list.
 
@@ -17,8 +17,6 @@ from typing import Any, Callable
 
 from core import config
 
-#: Image-encoder families, each with its own fast path (core.sam.fast_sam / core.sam.fast_tinyvit).
-ENCODER_FAMILIES = ("vit", "tinyvit")
 #: Precision policies a variant may default to ("auto": decided per machine, see core.sam.precision):
 #: the precision names of `config.SAM_PRECISIONS`, defined there once.
 PRECISION_POLICIES = config.SAM_PRECISIONS
@@ -46,13 +44,55 @@ class SamWeights:
 
 
 @dataclass(frozen=True)
+class EncoderFamily:
+    """A kind of SAM image encoder, with what the fast path needs to know about it.
+
+    name: the id variants name ("vit"); fast_classes: () -> {stock module class: fast class}
+    for its encoder (merged into the one table of ``core.sam.fast_sam.fast_classes``);
+    probe: (stock image encoder, side) -> a small stock copy that ``core.sam.probes`` times to
+    choose a precision, on a (1, 3, side, side) input; probe_side: that side in pixels.
+    Callables import the torch code lazily, so the registry stays cheap to import.
+    """
+
+    name: str
+    fast_classes: Callable[[], dict]
+    probe: Callable[[Any, int], Any]
+    probe_side: int
+
+
+_FAMILIES: dict[str, EncoderFamily] = {}
+
+
+def register_encoder_family(name: str, *, fast_classes: Callable[[], dict], probe: Callable[[Any, int], Any],
+                            probe_side: int, replace: bool = False) -> EncoderFamily:
+    """Add an image-encoder family (see `EncoderFamily`); ValueError when `name` is taken."""
+    if name in _FAMILIES and not replace:
+        raise ValueError(f"encoder family {name!r} is already registered")
+    family = _FAMILIES[name] = EncoderFamily(name, fast_classes, probe, probe_side)
+    return family
+
+
+def encoder_family(name: str) -> EncoderFamily:
+    """The registered family `name`; ValueError listing the valid names otherwise."""
+    try:
+        return _FAMILIES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown encoder family {name!r}; choose one of {list(_FAMILIES)}") from None
+
+
+def encoder_families() -> list[EncoderFamily]:
+    """All registered encoder families, in registration order."""
+    return list(_FAMILIES.values())
+
+
+@dataclass(frozen=True)
 class SamVariant:
     """One SAM the project can load.
 
     name: the id used everywhere ("vit_b"); label: human words for choices and reports;
     builder: () -> segment_anything ``Sam`` with random (unseeded here) float32 weights;
     weights: the official checkpoint, None for a model without published weights;
-    encoder: "vit" | "tinyvit", the image-encoder family (which fast path applies);
+    encoder: the name of its image-encoder family (`EncoderFamily`: fast path and probe);
     untrained_only: True when the model can only be built with random weights (tests);
     precision: default precision policy of the fast path ("auto" = decided per machine).
     """
@@ -65,9 +105,14 @@ class SamVariant:
     untrained_only: bool = False
     precision: str = "auto"
 
+    @property
+    def family(self) -> EncoderFamily:
+        """Its image-encoder family."""
+        return _FAMILIES[self.encoder]
+
     def __post_init__(self):
-        if self.encoder not in ENCODER_FAMILIES:
-            raise ValueError(f"SAM {self.name}: encoder {self.encoder!r} is not one of {ENCODER_FAMILIES}")
+        if self.encoder not in _FAMILIES:
+            raise ValueError(f"SAM {self.name}: encoder {self.encoder!r} is not one of {list(_FAMILIES)}")
         if self.precision not in PRECISION_POLICIES:
             raise ValueError(f"SAM {self.name}: precision {self.precision!r} is not one of {PRECISION_POLICIES}")
         if self.weights is None and not self.untrained_only:
@@ -104,6 +149,38 @@ def sam_variant_names() -> list[str]:
     """All registered SAM names, in registration order."""
     return list(_VARIANTS)
 
+
+# ----------------------------------------------------------------------------- encoder families
+
+
+def _vit_fast_classes() -> dict:
+    from core.sam.fast_vit import FAST_CLASSES
+
+    return FAST_CLASSES
+
+
+def _vit_probe(encoder, side: int):
+    from core.sam.probes import vit_probe
+
+    return vit_probe(encoder, side)
+
+
+def _tinyvit_fast_classes() -> dict:
+    from core.sam.fast_tinyvit import FAST_CLASSES
+
+    return FAST_CLASSES
+
+
+def _whole_encoder_probe(encoder, side: int):
+    from core.sam.probes import whole_encoder_probe
+
+    return whole_encoder_probe(encoder, side)
+
+
+# segment_anything's ViT: timed on its first windowed and first global block at 448 px
+# (exactly 2 x 2 windows of 14 tokens); TinyViT: the whole encoder at 512 px.
+register_encoder_family("vit", fast_classes=_vit_fast_classes, probe=_vit_probe, probe_side=448)
+register_encoder_family("tinyvit", fast_classes=_tinyvit_fast_classes, probe=_whole_encoder_probe, probe_side=512)
 
 # ----------------------------------------------------------------------------- builders
 

@@ -344,7 +344,7 @@ def test_point_batches_run_the_batch_decoder_when_there_is_one():
     import copy
 
     from core import models
-    from core.sam import fast_sam
+    from core.sam import fast_sam, probes
 
     torch.manual_seed(0)    # a model of its own: load_sam's shared one may carry other tests' hooks
     stock = models._build_sam("vit_tiny", None).eval().requires_grad_(False)
@@ -364,11 +364,11 @@ def test_point_batches_run_the_batch_decoder_when_there_is_one():
         out = automask.decode_point_batch(mixed, features, mixed.prompt_encoder.get_dense_pe(), coords)
     assert calls == {"batch": 1, "click": 0}
     assert out[0].dtype == torch.float32 and out[0].shape == ref[0].shape == (6, 256, 256)
-    assert fast_sam.decoder_outputs_agree(ref, out)
+    assert probes.decoder_outputs_agree(ref, out)
     torch.testing.assert_close(out[1], ref[1], atol=0.02, rtol=0.05)
     from core.sam.segmenter import Segmenter
 
     Segmenter(mixed)   # clicks' priority reaches the batch decoder too (a registered submodule)
     assert all(m._forward_pre_hooks for m in mixed.batch_mask_decoder.modules() if not list(m.children()))
-    fast_sam.accelerate_sam(mixed, enable=False)   # the stock module has no copy
+    mixed = fast_sam.accelerate_sam(mixed, enable=False)   # the stock module has no copy
     assert "batch_mask_decoder" not in mixed._modules and automask.batch_decoder(mixed) is mixed.mask_decoder

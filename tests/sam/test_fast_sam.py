@@ -8,7 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.sam import fast_sam
+from core.sam import cpu, fast_sam, probes
+from core.sam.fast_decoder import FastDecoderAttention, FastUpscaling
+from core.sam.fast_ops import FastOptions
+from core.sam.fast_vit import FastMLP, fused_rel_pos_attention
 
 
 # ----------------------------------------------------------------- helpers
@@ -60,11 +63,11 @@ def _stock_rel_attention(q, k, v, scale, rel_h, rel_w, hw):
 
 # ----------------------------------------------------------------- precision
 def test_cpu_bf16_follows_cpu_flags(monkeypatch):
-    monkeypatch.setattr(fast_sam, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
     assert fast_sam.best_dtype("cpu") == torch.bfloat16
-    monkeypatch.setattr(fast_sam, "cpu_flags", lambda: frozenset({"amx_bf16"}))
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"amx_bf16"}))
     assert fast_sam.best_dtype("cpu") == torch.bfloat16
-    monkeypatch.setattr(fast_sam, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
     assert fast_sam.best_dtype("cpu") == torch.float32
     assert fast_sam.best_dtype(None) == torch.float32
     assert fast_sam.precision_name(torch.bfloat16) == "bf16"
@@ -73,9 +76,9 @@ def test_cpu_bf16_follows_cpu_flags(monkeypatch):
 def test_set_threads_validates():
     before = torch.get_num_threads()
     try:
-        assert fast_sam.set_threads() == fast_sam.available_cpus()
+        assert cpu.set_threads() == cpu.available_cpus()
         with pytest.raises(ValueError, match="thread count"):
-            fast_sam.set_threads(0)
+            cpu.set_threads(0)
     finally:
         torch.set_num_threads(before)
 
@@ -90,7 +93,7 @@ def test_fused_rel_pos_attention_matches_stock_formula(hw, table):
     rel_h = torch.randn(table or 2 * h - 1, c)  # table=9 for 8x8 exercises the interpolation
     rel_w = torch.randn(table or 2 * w - 1, c)
     ref = _stock_rel_attention(q, k, v, c ** -0.5, rel_h, rel_w, hw)
-    out = fast_sam.fused_rel_pos_attention(q, k, v, c ** -0.5, rel_h, rel_w, hw)
+    out = fused_rel_pos_attention(q, k, v, c ** -0.5, rel_h, rel_w, hw)
     assert out.shape == ref.shape
     torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-4)
     # the relative terms matter here: plain attention gives something else
@@ -114,11 +117,11 @@ def test_accelerate_keeps_float32_contract_and_switch_restores_stock():
         masks, iou = sam.mask_decoder(feats, sam.prompt_encoder.get_dense_pe(), sparse, dense, True)
         assert masks.dtype == iou.dtype == torch.float32 and masks.shape == (1, 3, 256, 256)
 
-        fast_sam.accelerate_sam(sam, enable=False)
+        sam = fast_sam.accelerate_sam(sam, enable=False)
         assert not fast_sam.is_accelerated(sam)
         assert all(p.dtype == torch.float32 for p in sam.parameters())
-        assert "forward" not in sam.image_encoder.blocks[1].attn.__dict__
-        assert "forward" not in sam.image_encoder.blocks[1].__dict__
+        assert {type(m) for m in sam.modules()} == {type(m) for m in stock.modules()}   # stock classes again
+        assert sam.state_dict().keys() == stock.state_dict().keys()
         # stock forwards again; weights went through the compute dtype and back, so compare
         # with a stock module whose weights took the same round trip
         rounded = copy.deepcopy(stock)
@@ -129,32 +132,37 @@ def test_accelerate_keeps_float32_contract_and_switch_restores_stock():
 def test_fused_linear_layers_match_stock_mlp_and_are_undone():
     from segment_anything.modeling.common import MLPBlock
 
+    from core.sam.fast_ops import fused_linear_supported
+
     torch.manual_seed(5)
     mlp = MLPBlock(64, 256).eval()
     x = torch.randn(2, 7, 7, 64)
     with torch.inference_mode():
         ref = mlp(x)
-        if fast_sam.fused_linear_supported(torch.float32):
-            torch.testing.assert_close(fast_sam._fused_mlp_forward(mlp, x), ref, atol=1e-4, rtol=1e-4)
+        if fused_linear_supported(torch.float32):
+            fast = FastMLP.from_stock(mlp, FastOptions("encoder", torch.float32))
+            assert fast.lin1.weight is mlp.lin1.weight   # shared, not copied
+            torch.testing.assert_close(fast(x), ref, atol=1e-4, rtol=1e-4)
     sam = fast_sam.accelerate_sam(_small_sam(), "cpu", dtype=torch.bfloat16)
-    patched = "forward" in vars(sam.image_encoder.blocks[0].mlp)
-    assert patched == fast_sam.fused_linear_supported(torch.bfloat16)
-    assert patched == ("forward" in vars(sam.image_encoder.blocks[0].attn.qkv))
-    fast_sam.accelerate_sam(sam, enable=False)
-    assert "forward" not in vars(sam.image_encoder.blocks[0].mlp)
-    assert "forward" not in vars(sam.image_encoder.blocks[0].attn.proj)
+    fused = isinstance(sam.image_encoder.blocks[0].mlp, FastMLP)
+    assert fused == fused_linear_supported(torch.bfloat16) == sam.image_encoder.blocks[0].attn.fused
+    sam = fast_sam.accelerate_sam(sam, enable=False)
+    assert type(sam.image_encoder.blocks[0].mlp) is MLPBlock
+    assert "fused" not in vars(sam.image_encoder.blocks[0].attn)
 
 
 def test_fused_upscaling_matches_stock_and_is_undone():
+    from core.sam.fast_ops import fused_conv_transpose_supported
+
     stock = _small_sam()
     fast = fast_sam.accelerate_sam(copy.deepcopy(stock), "cpu")
     up = fast.mask_decoder.output_upscaling
-    assert ("forward" in vars(up)) == fast_sam.fused_conv_transpose_supported(torch.float32)
+    assert isinstance(up, FastUpscaling) == fused_conv_transpose_supported(torch.float32)
     x = torch.randn(2, 256, 16, 16).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         torch.testing.assert_close(up(x), stock.mask_decoder.output_upscaling(x), atol=1e-5, rtol=1e-4)
-    fast_sam.accelerate_sam(fast, enable=False)
-    assert "forward" not in vars(up)
+    restored = fast_sam.accelerate_sam(fast, enable=False)
+    assert type(restored.mask_decoder.output_upscaling) is torch.nn.Sequential
 
 
 def test_model_built_in_inference_mode_works_on_the_fast_path():
@@ -172,9 +180,8 @@ def test_model_built_in_inference_mode_works_on_the_fast_path():
 
 
 def test_accelerate_twice_is_same_as_once():
-    sam = _small_sam()
-    fast_sam.accelerate_sam(sam)
-    fast_sam.accelerate_sam(sam)
+    sam = fast_sam.accelerate_sam(_small_sam())
+    sam = fast_sam.accelerate_sam(sam)
     x = torch.randn(1, 3, 1024, 1024)
     with torch.inference_mode():
         assert sam.image_encoder(x).dtype == torch.float32
@@ -259,9 +266,8 @@ def test_decoder_shares_image_tokens_across_prompts_with_stock_results():
 
 
 def _stock_and_patched_attention(seed: int = 0):
-    """segment_anything's decoder Attention (256-d, 8 heads, 128 internal) with random non-zero biases."""
-    import types
-
+    """segment_anything's decoder Attention (256-d, 8 heads, 128 internal) with random non-zero biases,
+    and its fast class built from a copy."""
     from segment_anything.modeling.transformer import Attention
 
     torch.manual_seed(seed)
@@ -269,9 +275,7 @@ def _stock_and_patched_attention(seed: int = 0):
     with torch.no_grad():
         for lin in (stock.q_proj, stock.k_proj, stock.v_proj, stock.out_proj):
             lin.bias.normal_(0, 0.5)
-    patched = copy.deepcopy(stock)
-    patched.forward = types.MethodType(fast_sam._decoder_attention_forward, patched)
-    return stock, patched
+    return stock, FastDecoderAttention.from_stock(copy.deepcopy(stock), FastOptions("decoder", torch.float32))
 
 
 @pytest.mark.parametrize("image_batch", [1, 3])
@@ -290,7 +294,7 @@ def test_folded_cross_attention_matches_stock_both_ways(image_batch):
 def test_decoder_caches_the_image_side_per_embedding_and_matches_stock():
     stock = _small_sam()
     fast = fast_sam.accelerate_sam(copy.deepcopy(stock))
-    cache = fast.mask_decoder._samclip_image_side
+    cache = fast.mask_decoder.image_side
     torch.manual_seed(4)
     embeddings = [torch.randn(1, 256, 64, 64) for _ in range(cache.size + 1)]
     with torch.inference_mode():
@@ -314,8 +318,8 @@ def test_decoder_caches_the_image_side_per_embedding_and_matches_stock():
         emb.mul_(-1)
         ref = stock.mask_decoder(emb, pe, sparse, dense, True)
         torch.testing.assert_close(fast.mask_decoder(emb, pe, sparse, dense, True)[0], ref[0], atol=1e-4, rtol=1e-4)
-    fast_sam.accelerate_sam(fast, enable=False)
-    assert "get_dense_pe" not in vars(fast.prompt_encoder)
+    restored = fast_sam.accelerate_sam(fast, enable=False)
+    assert type(restored.prompt_encoder) is type(stock.prompt_encoder) and "_dense_pe" not in vars(restored.prompt_encoder)
 
 
 @pytest.mark.parametrize("original_size", [(480, 640), (640, 427), (500, 500), (37, 1000), (1500, 2000)])
@@ -337,23 +341,23 @@ def test_postprocess_upsamples_only_the_image_and_matches_stock_exactly(original
 def test_decoder_outputs_agree_ignores_only_near_zero_logits():
     gen = torch.Generator().manual_seed(0)
     masks, iou = torch.randn(2, 3, 256, 256, generator=gen), torch.rand(2, 3, generator=gen)
-    assert fast_sam.decoder_outputs_agree((masks, iou), (masks.clone(), iou.clone()))
+    assert probes.decoder_outputs_agree((masks, iou), (masks.clone(), iou.clone()))
     near_zero = torch.where(masks.abs() < 0.01, -masks, masks)   # signs flipped where |logit| ~ 0
-    assert fast_sam.decoder_outputs_agree((masks, iou), (near_zero, iou))
+    assert probes.decoder_outputs_agree((masks, iou), (near_zero, iou))
     flipped = masks.clone()
     flipped[0, 0, :64] *= -1                                     # a clear region changes sides
-    assert not fast_sam.decoder_outputs_agree((masks, iou), (flipped, iou))
-    assert not fast_sam.decoder_outputs_agree((masks, iou), (masks, iou + 0.1))
-    assert not fast_sam.decoder_outputs_agree((masks, iou), (masks[:1], iou[:1]))
+    assert not probes.decoder_outputs_agree((masks, iou), (flipped, iou))
+    assert not probes.decoder_outputs_agree((masks, iou), (masks, iou + 0.1))
+    assert not probes.decoder_outputs_agree((masks, iou), (masks[:1], iou[:1]))
 
 
 def test_decoder_probe_times_copies_and_bf16_agrees():
     """The probe decodes with fast copies (the model is not touched); bf16 passes the agreement check."""
     sam = _small_sam()
     before = {k: v.clone() for k, v in sam.mask_decoder.state_dict().items()}
-    probe = fast_sam.DecoderProbe(sam, {"click": 1, "batch": 2}, repeats=1)
+    probe = probes.DecoderProbe(sam, {"click": 1, "batch": 2}, repeats=1)
     assert probe.seconds("click", "fp32") > 0 and probe.seconds("batch", "bf16") > 0
     assert probe.agrees("batch") and probe.agrees("click")
     assert probe._outputs["batch", "bf16"][0].shape == (2, 3, 256, 256)
-    assert not fast_sam.is_accelerated(sam) and "predict_masks" not in sam.mask_decoder.__dict__
+    assert not fast_sam.is_accelerated(sam) and type(sam.mask_decoder) is type(_small_sam().mask_decoder)
     assert all(torch.equal(v, sam.mask_decoder.state_dict()[k]) for k, v in before.items())

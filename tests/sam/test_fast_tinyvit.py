@@ -31,9 +31,7 @@ def _encoder(seed: int = 0) -> TinyViTImageEncoder:
 
 
 def _fast(enc, dtype=torch.float32):
-    fast = copy.deepcopy(enc)
-    fast_tinyvit.accelerate_encoder(fast, dtype)
-    return fast
+    return fast_sam.accelerate_encoder(copy.deepcopy(enc), dtype)
 
 
 def _token_cosines(a, b):
@@ -73,7 +71,7 @@ def test_plain_ops_fallback_matches(pair, monkeypatch):
     fast = _fast(exact)
     x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(3))
     with torch.inference_mode():
-        assert not fast_tinyvit.plan_of(fast).ops.fused_linear
+        assert not fast.plan().ops.fused_linear
         assert torch.allclose(fast(x), exact(x), atol=1e-4)
 
 
@@ -109,12 +107,12 @@ def test_accelerate_sam_dispatches_and_restores():
     """core.sam.fast_sam.accelerate_sam switches a vit_t SAM's encoder to this path; enable=False restores it."""
     torch.manual_seed(0)
     sam = build_sam_vit_t(SMALL)
-    fast_sam.accelerate_sam(sam, "cpu", dtype=torch.float32)
+    sam = fast_sam.accelerate_sam(sam, "cpu", dtype=torch.float32)
     assert fast_sam.is_accelerated(sam) and fast_sam.fast_dtype(sam) == torch.float32
-    assert "forward" in sam.image_encoder.__dict__
-    fast_sam.accelerate_sam(sam, enable=False)
-    assert not fast_sam.is_accelerated(sam) and "forward" not in sam.image_encoder.__dict__
-    assert fast_tinyvit._PLAN_ATTR not in sam.image_encoder.__dict__
+    assert isinstance(sam.image_encoder, fast_tinyvit.FastTinyViTEncoder)
+    sam = fast_sam.accelerate_sam(sam, enable=False)
+    assert not fast_sam.is_accelerated(sam) and type(sam.image_encoder) is TinyViTImageEncoder
+    assert "_plan" not in vars(sam.image_encoder)
 
 
 def test_conv3x3_rows_equals_whole_convolution():

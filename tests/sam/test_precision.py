@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -10,9 +11,38 @@ from core.sam import automask, precision
 from core.sam.precision import PrecisionChoice
 
 
+class FakeClock:
+    """A `precision.Clock` whose load average and CPU share are set by the test: each timed
+    stretch takes 1 s of wall time and `share * cpus` s of this process's CPU time."""
+
+    def __init__(self, load=0.1, share=0.95, cpus=2):
+        self.load_now, self.share, self.n = load, share, cpus
+        self.t = self.c = 0.0
+
+    def clock(self) -> precision.Clock:
+        def wall():
+            self.t += 0.5
+            return self.t
+
+        def cpu():
+            self.c += 0.5 * self.share * self.n
+            return self.c
+
+        return precision.Clock(wall=wall, cpu=cpu, load=lambda: self.load_now, cpus=lambda: self.n)
+
+
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
+def idle(monkeypatch):
+    """The machine as the precision rules see it: idle unless a test says otherwise (no real load)."""
+    fake = FakeClock()
+    monkeypatch.setattr(precision, "DEFAULT_CLOCK", fake.clock())
+    return fake
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch, idle):
     monkeypatch.setattr(config, "CACHE_DIR", tmp_path)
+    monkeypatch.setattr(precision, "_SEEN", {})
     return tmp_path / "sam_precision.json"
 
 
@@ -60,14 +90,14 @@ def test_cache_file_round_trip_and_damage(cache):
 
 def test_load_sam_records_its_choice(cache, monkeypatch):
     """Explicit names are taken as given; "auto" on a CPU goes through the measured rule."""
-    from core.sam import fast_sam
+    from core.sam import cpu, probes
 
     sam = models.load_sam("vit_tiny", untrained=True, device="cpu", precision="bf16")
     assert precision.precision_of(sam) == PrecisionChoice("bf16", "explicit")
     assert precision.precision_of(models.load_sam("vit_tiny", untrained=True, fast=False, device="cpu")) is None
-    monkeypatch.setattr(fast_sam, "cpu_supports_bf16", lambda: True)
-    monkeypatch.setattr(fast_sam, "encoder_seconds", lambda sam, enc, name: {"fp32": 0.5, "bf16": 0.7}[name])
-    monkeypatch.setattr(fast_sam, "DecoderProbe", _FakeProbe)
+    monkeypatch.setattr(cpu, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(probes, "encoder_seconds", lambda sam, enc, name: {"fp32": 0.5, "bf16": 0.7}[name])
+    monkeypatch.setattr(probes, "DecoderProbe", _FakeProbe)
     stock = models.load_sam("vit_tiny", untrained=True, fast=False, device="cpu")
     choice = models.sam_precision_choice(stock, "vit_tiny", "cpu", "auto")
     assert choice.dtype == "fp32" and choice.source == "measured"
@@ -77,7 +107,7 @@ def test_load_sam_records_its_choice(cache, monkeypatch):
 
 
 class _FakeProbe:
-    """fast_sam.DecoderProbe with the AMX timings (see AMX_DECODER) and agreeing outputs."""
+    """probes.DecoderProbe with the AMX timings (see AMX_DECODER) and agreeing outputs."""
 
     def __init__(self, sam, workloads, **kw):
         from core.sam.automask import AutoMaskSettings
@@ -95,12 +125,12 @@ def test_load_sam_auto_gives_batches_their_own_decoder(cache, monkeypatch):
     """An "auto" choice of bf16 for batches only: clicks decode in fp32, batches in a bf16 copy."""
     import torch
 
-    from core.sam import fast_sam
+    from core.sam import cpu, probes
 
     monkeypatch.setattr(models, "_LOADED", {})
-    monkeypatch.setattr(fast_sam, "cpu_supports_bf16", lambda: True)
-    monkeypatch.setattr(fast_sam, "encoder_seconds", lambda sam, enc, name: {"fp32": 0.5, "bf16": 0.7}[name])
-    monkeypatch.setattr(fast_sam, "DecoderProbe", _FakeProbe)
+    monkeypatch.setattr(cpu, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(probes, "encoder_seconds", lambda sam, enc, name: {"fp32": 0.5, "bf16": 0.7}[name])
+    monkeypatch.setattr(probes, "DecoderProbe", _FakeProbe)
     sam = models.load_sam("vit_tiny", untrained=True, device="cpu", precision="auto")
     assert precision.precision_of(sam).decoder == {"click": "fp32", "batch": "bf16"}
     assert next(sam.mask_decoder.parameters()).dtype == torch.float32
@@ -112,10 +142,10 @@ def test_load_sam_auto_gives_batches_their_own_decoder(cache, monkeypatch):
 
 def test_real_probe_times_both_encoder_families():
     """The timing function runs on a small probe and leaves the model as it was."""
-    from core.sam import fast_sam
+    from core.sam import fast_sam, probes
 
     sam = models.load_sam("vit_tiny", untrained=True, fast=False, device="cpu")
-    assert fast_sam.encoder_seconds(sam, "vit", "fp32", side=128, repeats=1) > 0
+    assert probes.encoder_seconds(sam, "vit", "fp32", side=128, repeats=1) > 0
     assert len(sam.image_encoder.blocks) == 2 and sam.image_encoder.pos_embed.shape[1] == 64
     assert not fast_sam.is_accelerated(sam)
 
@@ -123,12 +153,12 @@ def test_real_probe_times_both_encoder_families():
 def test_probe_copies_a_model_a_segmenter_already_hooked():
     """A shared model carries the segmenter's click-priority hooks (which hold locks): the
     probe still copies it."""
-    from core.sam import fast_sam
+    from core.sam import probes
     from core.sam.segmenter import Segmenter
 
     sam = models.load_sam("vit_tiny", untrained=True, fast=False, device="cpu")
     Segmenter(sam)
-    assert fast_sam.encoder_seconds(sam, "vit", "fp32", side=128, repeats=1) > 0
+    assert probes.encoder_seconds(sam, "vit", "fp32", side=128, repeats=1) > 0
 
 
 # ----------------------------------------------------------------------------- the mask decoder
@@ -191,24 +221,26 @@ def test_decoder_cache_round_trip_and_old_entries(cache):
     precision.write_cached("new", full)
     assert precision.read_cached("new") == PrecisionChoice("bf16", "cached", full.seconds, full.decoder,
                                                            full.decoder_seconds)
-    # an entry written before the decoder was chosen: still read, the decoder measured once
+    # an entry written before the decoder was chosen (and before the load was recorded): still
+    # read; with no record of the load it is measured again, the decoder with it, once
     data = json.loads(cache.read_text())
     data["old"] = {"dtype": "fp32", "source": "measured", "seconds": {"fp32": 0.6, "bf16": 0.8}}
     cache.write_text(json.dumps(data))
     assert precision.read_cached("old") == PrecisionChoice("fp32", "cached", {"fp32": 0.6, "bf16": 0.8})
 
-    def never(name):
-        raise AssertionError("encoder timed again")
+    def never(*args):
+        raise AssertionError("timed again")
 
     calls = []
-    choice = precision.choose_cpu_precision("old", capable=True, time_fn=never,
+    choice = precision.choose_cpu_precision("old", capable=True, time_fn=_timer({"fp32": 0.6, "bf16": 0.8}, []),
                                             decoder_time_fn=_decoder_timer(AMX_DECODER, calls),
                                             decoder_agrees=_agreeing(True, []))
-    assert choice.dtype == "fp32" and choice.source == "cached" and len(calls) == 8   # 2 workloads x 2 precisions x 2 rounds
+    assert choice.dtype == "fp32" and choice.source == "measured" and len(calls) == 8   # 2 workloads x 2 precisions x 2 rounds
+    assert "no record of the machine's load" in choice.remeasured
     assert choice.decoder == {"click": "fp32", "batch": "bf16"}
     again = precision.choose_cpu_precision("old", capable=True, time_fn=never, decoder_time_fn=never,
                                            decoder_agrees=never)
-    assert again == choice and json.loads(cache.read_text())["old"]["decoder"] == {"click": "fp32", "batch": "bf16"}
+    assert again == replace(choice, source="cached") and json.loads(cache.read_text())["old"]["decoder"] == {"click": "fp32", "batch": "bf16"}
 
 
 def test_a_burst_of_other_work_during_one_pass_does_not_decide():
@@ -225,3 +257,66 @@ def test_a_burst_of_other_work_during_one_pass_does_not_decide():
     assert order == ["fp32", "bf16", "bf16", "fp32"]
     assert choice.dtype == "bf16" and choice.seconds == {"fp32": 0.10, "bf16": 0.05}
     assert precision.fastest(("fp32", "bf16"), lambda n: {"fp32": 1.0, "bf16": 1.0}[n]).dtype == "fp32"  # tie: first
+
+
+# ----------------------------------------------------------------------------- load and staleness
+def test_each_measurement_records_the_load(cache, idle):
+    choice = precision.choose_cpu_precision("k", capable=True, time_fn=_timer({"fp32": 1.0, "bf16": 0.5}, []))
+    assert choice.conditions == precision.Conditions(load=0.1, cpus=2, cpu_share=0.95) and not choice.stale()
+    assert json.loads(cache.read_text())["k"]["conditions"] == {"load": 0.1, "cpus": 2, "cpu_share": 0.95}
+    assert precision.read_cached("k").conditions == choice.conditions
+    assert "stale" not in choice.describe()
+
+
+@pytest.mark.parametrize("load, share, why", [(3.0, 0.95, "under load 3.0 on 2 CPUs"),
+                                               (0.1, 0.3, "this process got 30%")])
+def test_a_choice_measured_under_load_is_measured_again(cache, idle, load, share, why):
+    """Busy at measurement time (load average, or other work taking the CPUs): the choice says it
+    is stale, and the next start measures again instead of keeping it for good."""
+    calls = []
+    idle.load_now, idle.share = load, share
+    busy = precision.choose_cpu_precision("k", capable=True, time_fn=_timer({"fp32": 2.0, "bf16": 1.0}, calls))
+    assert why in busy.stale() and "will be measured again" in busy.describe()
+    idle.load_now, idle.share = 0.1, 0.95
+    again = precision.choose_cpu_precision("k", capable=True, time_fn=_timer({"fp32": 0.5, "bf16": 1.0}, calls))
+    assert again.source == "measured" and again.dtype == "fp32" and len(calls) == 8
+    assert why in again.remeasured and "measured again" in again.describe() and not again.stale()
+    kept = precision.choose_cpu_precision("k", capable=True, time_fn=_timer({"fp32": 0.5, "bf16": 1.0}, calls))
+    assert kept.source == "cached" and len(calls) == 8     # measured idle: kept
+
+
+def test_an_older_cache_entry_without_load_is_measured_again(cache):
+    cache.write_text(json.dumps({"k": {"dtype": "bf16", "source": "measured", "seconds": {"fp32": 2.0, "bf16": 1.0}}}))
+    choice = precision.choose_cpu_precision("k", capable=True, time_fn=_timer({"fp32": 0.5, "bf16": 1.0}, []))
+    assert choice.source == "measured" and "no record of the machine's load" in choice.remeasured
+
+
+def _cached_click_choice(cache, click_fp32=0.112):
+    """A cached choice whose decoder probe said 112 ms per click (measured while the machine was busy)."""
+    probe = {("click", "fp32"): click_fp32, ("click", "bf16"): 0.2, ("batch", "fp32"): 1.0, ("batch", "bf16"): 2.0}
+    precision.choose_cpu_precision("k", capable=True, time_fn=_timer({"fp32": 0.5, "bf16": 1.0}, []),
+                                   decoder_time_fn=lambda w, n: probe[w, n], decoder_agrees=lambda w, n: True)
+    return precision.choose_cpu_precision("k", capable=True, time_fn=_timer({"fp32": 0.5, "bf16": 1.0}, []))
+
+
+def test_click_times_seen_in_use_that_disagree_mark_the_choice_stale(cache):
+    """Clicks take 24 ms in use, the cached probe said 112 ms: after a few clicks the entry is
+    marked stale, and the next start measures again and says why."""
+    choice = _cached_click_choice(cache)
+    assert choice.source == "cached" and choice.key == "k"
+    reasons = [precision.observe_click(choice, 0.024) for _ in range(precision.MIN_OBSERVATIONS)]
+    assert reasons[:-1] == [""] * (precision.MIN_OBSERVATIONS - 1)
+    assert "24 ms in use" in reasons[-1] and "112 ms" in reasons[-1]
+    assert precision.observe_click(choice, 0.024) == ""                      # marked once
+    assert "112 ms" in json.loads(cache.read_text())["k"]["stale"]
+    again = precision.choose_cpu_precision("k", capable=True, time_fn=_timer({"fp32": 0.5, "bf16": 1.0}, []),
+                                           decoder_time_fn=lambda w, n: 0.024, decoder_agrees=lambda w, n: True)
+    assert again.source == "measured" and "24 ms in use" in again.remeasured
+    assert "stale" not in json.loads(cache.read_text())["k"]
+
+
+def test_click_times_that_agree_keep_the_choice(cache):
+    choice = _cached_click_choice(cache, click_fp32=0.030)
+    assert all(precision.observe_click(choice, 0.024) == "" for _ in range(3 * precision.MIN_OBSERVATIONS))
+    assert "stale" not in json.loads(cache.read_text())["k"]
+    assert precision.observe_click(PrecisionChoice("fp32", "explicit"), 5.0) == ""   # nothing cached: nothing to check

@@ -251,3 +251,18 @@ def test_the_same_prompt_asked_twice_at_once_is_decoded_once(tiny_segmenter, coc
         t.join()
     assert tiny_segmenter.decodes == before + 1 and len(results) == 4
     assert all(np.array_equal(r.masks, results[0].masks) for r in results)
+
+
+def test_a_one_point_click_reports_its_decode_time_to_the_precision_check(tiny_segmenter, coco_image, monkeypatch):
+    """Clicks feed core.sam.precision.observe_click (times seen in use vs the cached probe); other
+    prompts (boxes, several points) are not the probe's workload and are not reported."""
+    from core.sam import segmenter
+
+    seen = []
+    monkeypatch.setattr(segmenter, "observe_click", lambda choice, seconds: seen.append(seconds) or "")
+    emb = tiny_segmenter.set_image(coco_image[0])
+    tiny_segmenter.predict(emb, points=[[12.5, 20.0]], labels=[1])
+    assert len(seen) == 1 and 0 < seen[0] < 60
+    tiny_segmenter.predict(emb, points=[[12.5, 20.0], [30.0, 5.0]], labels=[1, 0])
+    tiny_segmenter.predict(emb, box=[1, 2, 40, 30])
+    assert len(seen) == 1
