@@ -8,6 +8,7 @@ The list and its history are per session and per image (a new image starts a new
 core.annotate (ObjectList: compact RLE masks; History: bounded by steps and bytes)."""
 from __future__ import annotations
 
+import html
 import re
 import shutil
 import tempfile
@@ -19,6 +20,7 @@ from PIL import Image
 
 from core.annotate.history import EditState, History
 from core.annotate.objects import ObjectList
+from core.find.vocab import coco_panoptic
 from core.io.formats import export_set, read_set
 from demo.state import Session, UserError
 from demo.wiring import QUIET, PanelHost
@@ -67,7 +69,6 @@ def parse_classes(text: str) -> list[str]:
 
 def coco_classes() -> list[str]:
     """COCO-panoptic's 133 class names."""
-    from core.find.vocab import coco_panoptic
     return [c.name for c in coco_panoptic()]
 
 
@@ -244,7 +245,6 @@ class AnnotateCallbacks:
 
 
 def _esc(text) -> str:
-    import html
     return html.escape(str(text))
 
 
