@@ -89,6 +89,7 @@ class Session:
     embedding: str | None = None              # key of `image`'s SAM embedding in the shared
                                               # cache (None: not encoded yet); never the tensor
     sam_model: str = ""                       # this session's SAM ("" : the app's default)
+    open_tab: str = ""                        # the tab under the canvas the person has open (its id)
     prompts: list[Prompt] = field(default_factory=list)
     prompt_version: int = 0                   # the canvas's counter of the prompts last committed
     candidates: MaskPrediction | None = None  # SAM's answer for `prompts`
@@ -149,6 +150,11 @@ class Session:
     def selected_mask(self) -> np.ndarray | None:
         """The object the person has selected, (H, W) bool, or None."""
         return None if self.selection is None else self.selection.mask
+
+    def encoded(self) -> bool:
+        """True when SAM's embedding of the CURRENT image is in the shared cache (an embedding
+        of an image the person has since moved away from never counts)."""
+        return self.embedding is not None and self.embedding == self.image_key
 
     def require_image(self) -> np.ndarray:
         if self.image is None:

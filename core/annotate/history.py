@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Generic, TypeVar
 
 import numpy as np
+from pycocotools import mask as mask_utils
 
 from core.annotate.objects import ObjectList, encode
 from core.annotate.strokes import Stroke, edited_mask
@@ -56,8 +57,6 @@ class Selection:
 
     def mask(self, shape: tuple[int, int]) -> np.ndarray | None:
         """The edited (H, W) bool mask: SAM's mask with the strokes re-applied; None if neither."""
-        from pycocotools import mask as mask_utils
-
         base = None if self.sam_rle is None else mask_utils.decode(self.sam_rle).astype(bool)
         return edited_mask(base, self.strokes, shape)
 

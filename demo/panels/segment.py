@@ -28,7 +28,7 @@ from demo import maskdata
 from demo import settings as serving
 from demo.canvas import mask_canvas
 from demo.errors import error_message
-from demo.outputs import PICK_RADIUS_DISPLAY, Exports, Progress, SegmentOut, ms_since, no_progress, put_file
+from demo.outputs import PICK_RADIUS_DISPLAY, Exports, Progress, SegmentOut, ms_since, no_progress, plural, put_file
 from demo.state import Prompt, Selection, Session, Stale, UserError
 from demo.wiring import QUIET, PanelHost, event_data, queues
 from demo.workspace import Workspace
@@ -75,7 +75,7 @@ class SegmentCallbacks:
         h, w = opened.image.shape[:2]
         note = (f" (downscaled from {opened.original_size[1]}x{opened.original_size[0]}; exports "
                 f"stay at the original size)" if opened.downscaled else "")
-        if session.embedding is not None:
+        if session.encoded():
             return self.ws.segment_out(session, f"Loaded {name} ({w}x{h}){note}; its SAM embedding was "
                                              "cached. Click on an object.", self.ws.canvas_message(session))
         estimate = self.ctx.encode_estimate(self.ws.model(session))
@@ -86,7 +86,7 @@ class SegmentCallbacks:
     def finish_load(self, session: Session, key: str) -> SegmentOut:
         """Compute SAM's embedding of the image `key` (once per image, cached)."""
         self.ws.check_key(session, key)
-        if session.embedding is not None:
+        if session.encoded():
             raise Stale("already encoded")
         start = time.perf_counter()
         self.ws.embedding(session)
@@ -102,7 +102,7 @@ class SegmentCallbacks:
     def load_all(self, session: Session, path, name: str) -> SegmentOut:
         """`begin_load` + `finish_load` in one call (tests, scripts)."""
         first = self.begin_load(session, path, name)
-        if session.embedding is not None:
+        if session.encoded():
             return first
         return self.finish_load(session, session.image_key)
 
@@ -307,7 +307,7 @@ class SegmentCallbacks:
             status = f"No automatic masks found ({ms_since(start)})."
             return self.ws.segment_out(session, status, self.ws.canvas_message(session, notice=status))
         masks = self.auto_payloads(session, auto)
-        return self.ws.segment_out(session, f"{len(auto.masks)} automatic masks in {ms_since(start)}: "
+        return self.ws.segment_out(session, f"{plural(len(auto.masks), 'automatic mask')} in {ms_since(start)}: "
                                          "hover to see one, click to select it.",
                                 self.ws.canvas_message(session, auto=masks))
 
@@ -320,7 +320,7 @@ class SegmentCallbacks:
         """The canvas message of the automatic masks found so far (`done`: the fraction of the
         grid decoded); the session is not changed (a pick waits for all of them)."""
         masks = self.auto_payloads(session, auto)
-        status = (f"{len(masks)} automatic masks so far ({round(100 * done)} % of the grid, "
+        status = (f"{plural(len(masks), 'automatic mask')} so far ({round(100 * done)} % of the grid, "
                   f"{ms_since(start)}); the rest are on their way.")
         return self.ws.segment_out(session, status,
                                    self.ws.canvas_message(session, auto=masks, partial=round(done, 3)))
@@ -576,9 +576,12 @@ def _wire(sh: PanelHost, example_gallery, sam_choice) -> None:
         return (*values(out, request), gr.Gallery(selected_index=None))
 
     def on_encode(sess: Session, request: gr.Request):
-        if sess.image is None or sess.embedding is not None:
+        if sess.image is None or sess.encoded():
+            cb.refer.prepare_if_open(sess)   # a cached image: Refer's analysis may start now
             return {sh.status: gr.skip()}
-        return values(cb.segment.finish_load(sess, sess.image_key), request)
+        out = values(cb.segment.finish_load(sess, sess.image_key), request)
+        cb.refer.prepare_if_open(sess)       # the Refer tab showing: prepare the new image
+        return out
 
     def on_model(sess: Session, name: str, request: gr.Request):
         cb.files.register(sess, request.session_hash)
