@@ -307,15 +307,15 @@ def build(sh: PanelHost) -> None:
     def on_classes(text: str, current):
         names = parse_classes(text)
         value = current if current in names else (names[0] if names else None)
-        return gr.Dropdown(choices=names, value=value)
+        return gr.Dropdown(choices=names, value=value), gr.skip()
 
     def on_class_file(file):
         text = Path(file).read_text(errors="replace")[:100_000]
-        return "\n".join(parse_classes(text))
+        return "\n".join(parse_classes(text)), gr.skip()
 
-    classes.change(sh.guard(on_classes), [classes, active], [active], **QUIET, **light)
+    classes.change(sh.guard(on_classes), [classes, active], [active, sh.status], **QUIET, **light)
     coco_btn.click(lambda: "\n".join(coco_classes()), None, [classes], **QUIET, **light)
-    class_file.upload(sh.guard(on_class_file), [class_file], [classes], **QUIET, **light)
+    class_file.upload(sh.guard(on_class_file), [class_file], [classes, sh.status], **QUIET, **light)
     export_btn.click(sh.guard(lambda s, f: (s, cb.export(s, f), "Exported the object list.")), [sh.session, fmt],
                      [sh.session, download, sh.status], **QUIET, **light)
     load_file.upload(sh.guard(lambda s, f: view(s, cb.load(s, f))), [sh.session, load_file], outs, **QUIET, **light)
