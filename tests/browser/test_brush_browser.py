@@ -116,8 +116,13 @@ def test_keep_objects_in_the_objects_tab_and_rename_one(page, screenshots):
     page.get_by_role("tab", name="Objects").click()
     page.locator("#obj-coco").click()
     page.wait_for_function("() => document.querySelector('#obj-classes textarea').value.includes('person')")
+    page.wait_for_function("() => document.querySelector('#obj-active input').value === 'person'")
     page.locator("#obj-keep").click()
-    wait_text(page, "#obj-table", "person")
+    try:
+        wait_text(page, "#obj-table", "person", timeout=30_000)
+    finally:
+        shot(page, screenshots, "annotate_objects_kept.png")
+        print("status:", page.locator("#status").inner_text())
     page.locator("#obj-ids textarea, #obj-ids input").first.fill("1")
     page.locator("#obj-name textarea, #obj-name input").first.fill("astronaut")
     page.locator("#obj-rename").click()
