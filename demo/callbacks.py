@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from demo.context import AppContext
 from demo.galleries import SessionGalleries
+from demo.panels.annotate import AnnotateCallbacks
 from demo.panels.compare import CompareCallbacks
 from demo.panels.dataset import DatasetCallbacks
 from demo.panels.find import FindCallbacks
@@ -34,4 +35,5 @@ class Callbacks:
         self.search = SearchCallbacks(self.ws, self.galleries)
         self.refer = ReferCallbacks(self.ws)
         self.find = FindCallbacks(self.ws)
+        self.annotate = AnnotateCallbacks(self.ws)
         self.dataset = DatasetCallbacks(self.ws)

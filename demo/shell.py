@@ -20,7 +20,7 @@ from demo import api
 from demo import settings as serving
 from demo.callbacks import Callbacks
 from demo.context import TITLE, AppContext
-from demo.panels import compare, dataset, find, refer, search, segment
+from demo.panels import annotate, compare, dataset, find, refer, search, segment
 from demo.state import Session
 from demo.wiring import QUIET, PanelHost
 
@@ -86,6 +86,8 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
         sh = PanelHost(ctx, cb, session, status=None, gpu=gpu, queries=example_queries(ctx))
         segment.build(sh)
         with gr.Tabs():
+            with gr.Tab("Objects", id="objects"):
+                annotate.build(sh)
             with gr.Tab("Compare views", id="compare") as compare_tab:
                 compare.build(sh)
             with gr.Tab("Search", id="search") as search_tab:

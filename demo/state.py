@@ -111,6 +111,7 @@ class Session:
     files_dir: str = ""                       # this session's folder for downloads (made by
                                               # SessionFiles.files_dir, deleted when it ends)
     labels: LabelResult | None = None         # the last 'Label everything' (one, replaced)
+    annotations: object | None = None       # the image's objects + history (demo.panels.annotate.ImageObjects)
     edited: Selection | None = None           # the selection brush/eraser strokes made (its
     edit_base: np.ndarray | None = None       # unedited mask, (H, W) bool: strokes re-apply to it)
     # The Dataset panel's set (demo.dataset_set.ImageSet: on disk in files_dir, bounded),
