@@ -83,6 +83,7 @@ class ImageSet:
         for sub in ("images", "labels", "thumbs"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.entries: list[ImageEntry] = []
+        self.used = folder_bytes(self.root)                    # bytes on disk, kept up to date by adds
         self.lock = threading.RLock()
         self.job: ApplyJob | None = None
 
@@ -91,6 +92,7 @@ class ImageSet:
         """Add uploaded images and zips; returns one line per file skipped (with the reason).
         UserError when the set is full or over its disk quota."""
         notes = []
+        self.used = folder_bytes(self.root)                    # labels and exports change it too
         for path in paths:
             source = Path(path)
             if source.suffix.lower() == ".zip":
@@ -103,7 +105,7 @@ class ImageSet:
         return self.max_images - len(self.entries)
 
     def _check_quota(self, extra: int = 0) -> None:
-        if folder_bytes(self.root) + extra > self.max_bytes:
+        if self.used + extra > self.max_bytes:
             raise UserError(f"This set has used its {self.max_bytes // 2**20} MB of disk: export it, "
                             "or remove images, before adding more.")
 
@@ -141,6 +143,7 @@ class ImageSet:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
             self._thumb(name, image)
+            self.used += target.stat().st_size + self.thumb_path(name).stat().st_size
             self.entries.append(ImageEntry(name, (int(image.shape[0]), int(image.shape[1]))))
         return []
 
@@ -243,13 +246,18 @@ class ImageSet:
         staging = out / "dataset"
         export_set(staging, images, categories, formats, reviewed_only=reviewed_only, meta=meta,
                    image_root=self.root / "images")
-        self._check_quota()
         archive = out / "dataset.zip"
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
             for path in sorted(staging.rglob("*")):
                 if path.is_file():
                     z.write(path, path.relative_to(staging).as_posix())
         shutil.rmtree(staging, ignore_errors=True)
+        self.used = folder_bytes(self.root)
+        if self.used > self.max_bytes:
+            shutil.rmtree(out, ignore_errors=True)
+            self.used = folder_bytes(self.root)
+            raise UserError(f"The export does not fit in this set's {self.max_bytes // 2**20} MB: "
+                            "choose fewer formats, or reviewed objects only.")
         return archive
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from core.engine import EngineSettings
-from core.io.labels import LabelledObject
+from core.io.labels import ExportMeta, LabelledObject
 from demo.callbacks import Callbacks
 from demo.context import AppContext, AppSettings
 from demo.dataset_set import ImageSet
@@ -148,3 +148,13 @@ def test_bounds_and_bad_requests(cb, tmp_path):
     with pytest.raises(UserError, match="Say what to apply"):
         cb.dataset.apply(session, "", "", False)
     cb.files.end_session(session)
+
+
+def test_an_export_past_the_quota_is_refused_and_removed(tmp_path):
+    images = ImageSet(tmp_path / "q", max_bytes=4000)
+    (tmp_path / "a.png").write_bytes(_png(1))
+    images.add_files([str(tmp_path / "a.png")])
+    images.save("a.png", [LabelledObject(np.ones((40, 56), bool), "cat")])
+    with pytest.raises(UserError, match="does not fit"):
+        images.export(["coco", "yolo", "voc", "labelme", "panoptic", "semantic"], False, ExportMeta())
+    assert not (images.root / "exports").exists()

@@ -272,7 +272,9 @@ def _wire(sh: PanelHost, w: dict) -> None:
     w["cancel"].click(sh.guard(lambda s: (cb.cancel(s), gr.skip())), [sh.session], [w["progress"], sh.status], **light)
     w["timer"].tick(sh.guard(on_tick), [sh.session], [w["progress"], w["strip"], w["summary"], w["picture"],
                                                       w["objects"], w["timer"], sh.status], **light)
-    w["refresh"].click(sh.guard(lambda s: (cb.queue(s), gr.skip())), [sh.session], [w["queue"], sh.status], **light)
+    # the queue reads every image's labels: the exports group, not the light one
+    w["refresh"].click(sh.guard(lambda s: (cb.queue(s), gr.skip())), [sh.session], [w["queue"], sh.status],
+                       **q["exports"])
     w["queue"].select(sh.guard(on_row), [sh.session], [w["picture"], w["objects"], sh.status], **light)
     decided = [w["queue"], w["summary"], w["strip"], sh.status]
     w["accept"].click(sh.guard(on_decide(True)), [sh.session], decided, **light)
