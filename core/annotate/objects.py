@@ -75,7 +75,8 @@ def encode(mask: np.ndarray) -> dict:
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"a mask must be (H, W), not {mask.shape}")
-    return mask_utils.encode(np.asfortranarray(mask.astype(bool, copy=False).astype(np.uint8)))
+    as_bytes = mask.view(np.uint8) if mask.dtype == bool else (mask != 0).view(np.uint8)
+    return mask_utils.encode(np.asfortranarray(as_bytes))
 
 
 def _box(rle: dict) -> tuple[int, int, int, int]:
@@ -146,6 +147,20 @@ class ObjectList:
             raise ValueError(f"origin must be one of {ORIGINS}, not {origin!r}")
         return self._insert(encode(mask), name, hidden=hidden, score=score, origin=origin,
                             reviewed=reviewed, margin=margin)
+
+    def add_rle(self, rle: dict, category: str, **fields) -> int:
+        """Keep a mask given as COCO compressed RLE ({"size": [H, W], "counts": str | bytes},
+        as core.io.masks.mask_to_rle and pycocotools make) without decoding it; same checks and
+        keyword fields as `add`."""
+        if not isinstance(rle, dict) or list(map(int, rle.get("size", ()))) != [self.height, self.width]:
+            raise ValueError(f"an RLE of size {self.height}x{self.width} is needed")
+        counts = rle.get("counts")
+        if not isinstance(counts, (str, bytes)):
+            raise ValueError("the RLE must be compressed (counts a string)")
+        if fields.get("origin", "user") not in ORIGINS:
+            raise ValueError(f"origin must be one of {ORIGINS}, not {fields['origin']!r}")
+        coded = {"size": [self.height, self.width], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+        return self._insert(coded, clean_category(category), **fields)
 
     def _insert(self, rle: dict, category: str, **fields) -> int:
         area = int(mask_utils.area(rle))

@@ -74,6 +74,7 @@ class NamedIndex:
         self._labels: list[str] = []
         self._features = np.zeros((0, self.dim), np.float32)
         self._index = faiss.IndexFlatIP(self.dim)
+        self._parked: dict[Hashable, np.ndarray] = {}   # features of objects undone / deleted, for redo
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -81,7 +82,8 @@ class NamedIndex:
     @property
     def nbytes(self) -> int:
         """Bytes held (features twice: our copy and faiss's, plus labels), for the session budget."""
-        return 2 * self._features.nbytes + sum(len(s) + 64 for s in self._labels)
+        return (2 * self._features.nbytes + sum(len(s) + 64 for s in self._labels)
+                + sum(f.nbytes + 64 for f in self._parked.values()))
 
     def counts(self) -> dict[str, int]:
         """Named examples per class."""
@@ -118,6 +120,24 @@ class NamedIndex:
         self._features = np.delete(self._features, i, axis=0)
         self._index.reset()
         self._index.add(self._features)
+
+    def sync(self, image: str, present: dict[int, str]) -> None:
+        """Match the index to an image's object list after any edit, undo or redo. Keys must be
+        (image, object id); present: {object id: class} of the list now. Objects gone are
+        parked (their features kept, at most max_items), objects back (redo) are named again,
+        renamed ones relabelled. An object never named (no feature) is left out."""
+        for key in [k for k in self._keys if isinstance(k, tuple) and k[:1] == (image,)]:
+            if key[1] not in present:
+                self._parked[key] = self._features[self._keys.index(key)].copy()
+                self.forget(key)
+        for object_id, category in present.items():
+            key = (image, object_id)
+            if key in self._keys:
+                self.relabel(key, category)
+            elif key in self._parked:
+                self.name(key, self._parked.pop(key), category)
+        while len(self._parked) > self.max_items:
+            self._parked.pop(next(iter(self._parked)))
 
     def votes(self, feature: np.ndarray, k: int = 10) -> dict[str, float]:
         """k-NN vote of a (D,) feature: class -> similarity-weighted share (sums to 1; {} when

@@ -20,7 +20,10 @@ from core.evaluate import PAPER_SAM
 from core.evaluate import label as label_eval
 from core.evaluate import refer as refer_eval
 from core.evaluate import refer_data, retrieval
+from core.evaluate import suggest as suggest_eval
 from core.evaluate.retrieval import SelectionSettings
+from core.embed import Embedder
+from core.models import load_clip
 from core.views import VIEW_NAMES
 
 
@@ -231,6 +234,47 @@ def add_label_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, sam_default=PAPER_SAM)
 
 
+def run_suggest_evaluation(args) -> int:
+    """`python -m core evaluate suggest`: top-1 / top-3 of class suggestions against examples seen."""
+    rows = tuple(csv_list(args.rows))
+    settings = suggest_eval.SuggestEvalSettings(rows=rows, limit=args.limit or None, min_area=args.min_area,
+                                                view=args.view, k=args.k, n0=args.n0)
+    embedder = None
+    if "clip" in rows:
+        embedder = Embedder(load_clip(args.clip, args.pretrained, checkpoint=args.clip_checkpoint,
+                                      untrained=args.untrained, device=args.device))
+        if args.untrained:
+            _log("note: untrained CLIP (random weights): the clip row is chance-like by design")
+    report = suggest_eval.evaluate_suggestions(Path(args.coco), args.images, embedder, settings)
+    report["models"] = "none (oracle row only)" if embedder is None else \
+        f"{args.clip} {'untrained' if args.untrained else args.pretrained}"
+    _log(suggest_eval.format_table(report))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "suggest_eval.json").write_text(json.dumps(report, indent=1))
+        (out / "suggest_eval.md").write_text(suggest_eval.format_table(report) + "\n")
+        _log(f"wrote {out / 'suggest_eval.json'}")
+    print(json.dumps(report))
+    return 0
+
+
+def add_suggest_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--coco", required=True, help="COCO instances JSON")
+    parser.add_argument("--images", help="image folder (default: images/ beside the JSON)")
+    parser.add_argument("--rows", default=",".join(suggest_eval.ROWS),
+                        help="comma list: oracle (one-hot features of the true class), clip (default: both)")
+    parser.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")
+    parser.add_argument("--min-area", type=int, default=64, help="smallest object, pixels (default %(default)s)")
+    parser.add_argument("--view", default=suggest_eval.DEFAULT_VIEW, choices=VIEW_NAMES,
+                        help="object view CLIP embeds (default %(default)s)")
+    parser.add_argument("--k", type=int, default=10, help="neighbours that vote (default %(default)s)")
+    parser.add_argument("--n0", type=float, default=2.0,
+                        help="examples at which the person's weight reaches 1/2 (default %(default)s)")
+    parser.add_argument("--out", help="folder for suggest_eval.json and suggest_eval.md")
+    add_model_arguments(parser, sam=False)
+
+
 def register(subparsers) -> None:
     """Add `evaluate retrieval` and `evaluate refer` to `python -m core`."""
     evaluate = subparsers.add_parser("evaluate", help="evaluations (retrieval, referring expressions, labelling)")
@@ -249,3 +293,7 @@ def register(subparsers) -> None:
                             description=label_eval.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_label_arguments(parser)
     parser.set_defaults(func=run_label_evaluation)
+    parser = sub.add_parser("suggest", help="class suggestions: top-1 / top-3 against named examples seen",
+                            description=suggest_eval.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_suggest_arguments(parser)
+    parser.set_defaults(func=run_suggest_evaluation)

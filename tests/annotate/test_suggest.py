@@ -90,3 +90,16 @@ def test_suggest_for_with_the_untrained_embedder(embedder):
     _, top = s.suggest_for(embedder, image, mask, CLASSES)
     dog = next(t for t in top if t.category == "dog")       # one example: weight 1/3, k-NN vote 1
     assert dog.knn == 1.0 and dog.examples == 1 and dog.score >= 0.25 - 1e-6  # >= (1/3) / (4/3): always in the top 3 of 4
+
+
+def test_sync_follows_undo_and_redo_of_an_image():
+    proto = _class_vectors()
+    index = NamedIndex(D)
+    index.name(("a.jpg", 1), proto[0], "cat")
+    index.name(("a.jpg", 2), proto[1], "dog")
+    index.name(("b.jpg", 1), proto[2], "car")
+    index.sync("a.jpg", {1: "tiger"})                 # object 2 deleted / undone, 1 renamed
+    assert index.counts() == {"tiger": 1, "car": 1}
+    index.sync("a.jpg", {1: "tiger", 2: "dog", 3: "tree"})   # redo: 2 is back; 3 was never named
+    assert index.counts() == {"tiger": 1, "car": 1, "dog": 1}
+    assert max(index.votes(proto[1]).items(), key=lambda kv: kv[1])[0] == "dog"
