@@ -28,15 +28,18 @@ KEYS_JS = """
 () => {
   document.addEventListener("keydown", (e) => {
     const prev = document.querySelector("#set-prev");
-    if (!prev || prev.offsetParent === null || e.defaultPrevented || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (!prev || prev.offsetParent === null || e.ctrlKey || e.metaKey || e.altKey) return;
     const t = e.target, tag = (t && t.tagName || "").toLowerCase();
-    if (tag === "input" || tag === "textarea" || tag === "select" || (t && t.isContentEditable)) return;
+    const inQueue = !!(t && t.closest && t.closest("#set-queue"));   // read-only table: its cells take no text
+    if (!inQueue && (tag === "input" || tag === "textarea" || tag === "select" || (t && t.isContentEditable))) return;
     if (t && t.closest && t.closest("#canvas")) return;
     const ids = {ArrowLeft: "#set-prev", a: "#set-prev", A: "#set-prev", ArrowRight: "#set-next",
                  d: "#set-next", D: "#set-next", Enter: "#set-accept", Delete: "#set-reject"};
+    const activation = e.key === "Enter" || e.key === " " || e.key === "Delete";
+    if (activation && (tag === "button" || tag === "a") && !inQueue) return;   // a focused button does its own
     const target = ids[e.key] && document.querySelector(ids[e.key]);
-    if (target) { e.preventDefault(); target.click(); }
-  });
+    if (target) { e.preventDefault(); e.stopPropagation(); target.click(); }
+  }, true);   // capture: before the review table's own keys (Enter after picking a row accepts it)
 }
 """
 QUEUE_HEADERS = ["#", "image", "object", "class", "doubt", "why"]
