@@ -73,25 +73,25 @@ class Picture:
         return min(x * self.sx, w - 1.0), min(y * self.sy, h - 1.0)
 
     def box_in(self, box) -> np.ndarray:
-        """[x1, y1, x2, y2] in original pixels -> working pixels (checked, clipped)."""
-        if len(box) != 4:
-            raise UserError("A box is [x1, y1, x2, y2] in pixels of the image.")
-        x1, y1, x2, y2 = (float(v) for v in box)
-        if not all(np.isfinite(v) for v in (x1, y1, x2, y2)):
+        """[x0, y0, x1, y1] in original pixels (x1, y1 exclusive) -> working pixels (checked, clipped)."""
+        if not isinstance(box, (list, tuple)) or len(box) != 4:
+            raise UserError("A box is [x0, y0, x1, y1] in pixels of the image (x1, y1 exclusive).")
+        x0, y0, x1, y1 = (float(v) for v in box)
+        if not all(np.isfinite(v) for v in (x0, y0, x1, y1)):
             raise UserError("A box needs four finite numbers.")
         H, W = self.original
-        x1, x2 = sorted((min(max(x1, 0.0), W), min(max(x2, 0.0), W)))
-        y1, y2 = sorted((min(max(y1, 0.0), H), min(max(y2, 0.0), H)))
-        if x2 - x1 < 2 or y2 - y1 < 2:
+        x0, x1 = sorted((min(max(x0, 0.0), W), min(max(x1, 0.0), W)))
+        y0, y1 = sorted((min(max(y0, 0.0), H), min(max(y1, 0.0), H)))
+        if x1 - x0 < 2 or y1 - y0 < 2:
             raise UserError(f"The box {list(box)} is too small or outside the {W}x{H} image.")
-        return np.asarray([x1 * self.sx, y1 * self.sy, x2 * self.sx, y2 * self.sy], np.float32)
+        return np.asarray([x0 * self.sx, y0 * self.sy, x1 * self.sx, y1 * self.sy], np.float32)
 
     def mask_out(self, mask: np.ndarray) -> np.ndarray:
         return maskdata.to_size(mask, self.original)
 
     def box_out(self, box) -> list[float]:
-        x1, y1, x2, y2 = (float(v) for v in box)
-        return [round(x1 / self.sx, 2), round(y1 / self.sy, 2), round(x2 / self.sx, 2), round(y2 / self.sy, 2)]
+        x0, y0, x1, y1 = (float(v) for v in box)
+        return [round(x0 / self.sx, 2), round(y0 / self.sy, 2), round(x1 / self.sx, 2), round(y1 / self.sy, 2)]
 
     def mask_json(self, mask: np.ndarray, score: float | None = None) -> dict:
         """{"box", "score", "area", "rle"} of a working-size mask, at the original size."""
@@ -151,6 +151,51 @@ def public(fn: Callable) -> Callable:
 #: It says nothing about the server's disk: the same words whether a path exists or not.
 NOT_RECEIVED = ("The image must be sent with the request: upload the file (gradio_client's "
                 "handle_file), or give an http(s) URL or a data: URI. Paths on the server are not accepted.")
+
+
+#: The answer to an http(s) URL that Gradio would not fetch (an address on the server's own
+#: network, one that does not answer with a file, a redirect loop); the same for every cause.
+NOT_FETCHED = ("The image URL could not be fetched: the server fetches only public http(s) addresses "
+               "(never localhost or a private network) that answer with the file. Send the file itself "
+               "instead (gradio_client's handle_file, or a data: URI).")
+
+
+def _sent_urls(value: Any) -> bool:
+    """True when `value` (an endpoint's inputs) holds a file dict naming an http(s) URL."""
+    if isinstance(value, (list, tuple)):
+        return any(_sent_urls(v) for v in value)
+    if not isinstance(value, dict):
+        return False
+    named = [v for v in (value.get("path"), value.get("url")) if isinstance(v, str)]
+    return any(v.lower().startswith(("http://", "https://")) for v in named)
+
+
+def _holds_file(value: Any) -> bool:
+    """True when `value` holds a dict marked as a Gradio file (`meta`), which Gradio checks."""
+    if isinstance(value, (list, tuple)):
+        return any(_holds_file(v) for v in value)
+    return isinstance(value, dict) and isinstance(value.get("meta"), dict)
+
+
+class ApiBlocks(gr.Blocks):
+    """`gr.Blocks` whose public endpoints (ENDPOINTS) answer a file Gradio refused to take for
+    them with the API's own one line: NOT_RECEIVED for a path outside Gradio's upload folder
+    (`..`, file://, anywhere on the disk), NOT_FETCHED for a URL Gradio would not fetch
+    (its SSRF rules: no localhost, no private network). Without this Gradio answers those with
+    an anonymous "the upstream app raised an exception" and logs a traceback. The page's own
+    events are unchanged."""
+
+    async def preprocess_data(self, block_fn, inputs, state, explicit_call: bool = False):
+        try:
+            return await super().preprocess_data(block_fn, inputs, state, explicit_call)
+        except gr.Error:
+            raise
+        except Exception as exc:
+            if getattr(block_fn, "api_name", None) not in ENDPOINTS or not _holds_file(inputs):
+                raise
+            print(f"public API /{block_fn.api_name}: refused a file argument ({type(exc).__name__})",
+                  file=sys.stderr)
+            raise gr.Error(NOT_FETCHED if _sent_urls(inputs) else NOT_RECEIVED, print_exception=False) from None
 
 
 def _received_file(path: Any) -> Path:
@@ -218,9 +263,9 @@ class PublicApi:
         Args:
             image: the image: an uploaded file (gradio_client.handle_file), a public http(s) URL, or a data: URI such as data:image/jpeg;base64,... (PNG, JPEG, WebP...). The server does not fetch addresses on its own network (localhost, private ranges) nor open paths on its disk.
             points: clicks as [[x, y, label], ...]: x from the left edge and y from the top, in pixels of the image as sent (not scaled); label 1 = on the object, 0 = background.
-            box: an optional box [x1, y1, x2, y2] around the object: top-left corner (x1, y1) and bottom-right corner (x2, y2, exclusive) in pixels of the image as sent.
+            box: an optional box [x0, y0, x1, y1] around the object, in pixels of the image as sent: (x0, y0) is its top-left corner and (x1, y1) its bottom-right corner, exclusive (one past the last pixel, so width = x1 - x0).
         Returns:
-            {"image", "size": [H, W], "best": {"score", "box" [x1, y1, x2, y2], "area", "rle" (COCO RLE), "png" (base64 mask PNG)}, "candidates": [{"score", "box", "area", "rle"}]}; all at the image's own size.
+            {"image", "size": [H, W], "best": {"score", "box" [x0, y0, x1, y1], "area", "rle" (COCO RLE), "png" (base64 mask PNG)}, "candidates": [{"score", "box", "area", "rle"}]}; all at the image's own size.
         """
         pic = self._open(image)
         pts, labels = [], []
@@ -236,7 +281,7 @@ class PublicApi:
             raise UserError(f"At most {MAX_POINTS} points, please.")
         work_box = pic.box_in(box) if box else None
         if not pts and work_box is None:
-            raise UserError("Give at least one point [x, y, 1] or a box [x1, y1, x2, y2].")
+            raise UserError("Give at least one point [x, y, 1] or a box [x0, y0, x1, y1].")
         seg = self._engine().segmenter
         emb = seg.set_image(pic.image)           # cached per image content, shared
         pred = seg.predict(emb, np.asarray(pts, np.float32).reshape(-1, 2) if pts else None,
@@ -251,7 +296,7 @@ class PublicApi:
         Args:
             image: the image: an uploaded file (gradio_client.handle_file), a public http(s) URL, or a data: URI such as data:image/jpeg;base64,... (PNG, JPEG, WebP...). The server does not fetch addresses on its own network (localhost, private ranges) nor open paths on its disk.
         Returns:
-            {"image", "size": [H, W], "count", "masks": [{"score", "box" [x1, y1, x2, y2], "area", "rle" (COCO RLE)}]} at the image's own size.
+            {"image", "size": [H, W], "count", "masks": [{"score", "box" [x0, y0, x1, y1], "area", "rle" (COCO RLE)}]} at the image's own size.
         """
         pic = self._open(image)
         auto = self._engine().automatic_masks(pic.image, self.ctx.automask_settings())
@@ -287,7 +332,7 @@ class PublicApi:
             image: the image: an uploaded file (gradio_client.handle_file), a public http(s) URL, or a data: URI such as data:image/jpeg;base64,... (PNG, JPEG, WebP...). The server does not fetch addresses on its own network (localhost, private ranges) nor open paths on its disk.
             phrase: what to find: a noun phrase (a direction word orders the answer).
         Returns:
-            {"image", "size", "phrase", "count", "summary", "instances": [{"box" [x1, y1, x2, y2], "score", "label", "rle" (COCO RLE)}]} at the image's own size.
+            {"image", "size", "phrase", "count", "summary", "instances": [{"box" [x0, y0, x1, y1], "score", "label", "rle" (COCO RLE)}]} at the image's own size.
         """
         text = Workspace.check_text(phrase, "phrase")
         if not text:
@@ -329,7 +374,9 @@ class PublicApi:
         return {**pic.head(), "instances": document, "panoptic": {"segments_info": segments},
                 "categories": category_entries(vocab), "legend": legend(vocab, result.semantic)}
 
-    def search(self, text: str = "", image: gr.FileData | None = None, box: list[float] | None = None,
+    # `image` is typed gr.FileData, not `gr.FileData | None`: Gradio's MCP server turns a URL or
+    # data: URI into a file only where the schema is FileData itself, not one branch of a union.
+    def search(self, text: str = "", image: gr.FileData = None, box: list[float] | None = None,  # type: ignore[assignment]
                k: int = 8, view: str = "crop", metric: Literal["cosine", "l2"] = "cosine",
                gallery: Literal["examples", "large"] = "examples", thumbnails: bool = False) -> dict:
         """Search a gallery of objects with CLIP, by a text or by an object in an image.
@@ -337,14 +384,14 @@ class PublicApi:
         Args:
             text: what to look for, e.g. "a red car" (used when given; else the image is the query).
             image: an image to search with instead of a text (the object in `box`, else the whole image): an uploaded file (gradio_client.handle_file), a public http(s) URL, or a data: URI such as data:image/jpeg;base64,... (PNG, JPEG, WebP...). The server does not fetch addresses on its own network (localhost, private ranges) nor open paths on its disk.
-            box: [x1, y1, x2, y2] of the object in the query image: top-left corner (x1, y1) and bottom-right corner (x2, y2, exclusive), in its pixels.
+            box: the object's box [x0, y0, x1, y1] in pixels of the query image: (x0, y0) is its top-left corner and (x1, y1) its bottom-right corner, exclusive (one past the last pixel, so width = x1 - x0).
             k: how many results (1 to 100).
             view: how objects are rendered for CLIP in the example gallery: mask, crop, mask_crop, context, dim or blur.
             metric: cosine (higher is closer) or l2 (squared distance: lower is closer); example gallery only.
             gallery: "examples" (the app's example images) or "large" (the gallery given with --gallery; its view and metric are fixed).
             thumbnails: also return each hit as a small base64 JPEG.
         Returns:
-            {"query", "gallery", "view", "metric", "hits": [{"rank", "score", "source", "box" [x1, y1, x2, y2], "category", "view"(, "thumbnail")}]}.
+            {"query", "gallery", "view", "metric", "hits": [{"rank", "score", "source", "box" [x0, y0, x1, y1], "category", "view"(, "thumbnail")}]}.
         """
         if metric not in ("cosine", "l2"):
             raise UserError(f"Unknown metric {metric!r}: choose cosine or l2.")

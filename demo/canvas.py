@@ -23,19 +23,23 @@ from typing import Callable
 import gradio as gr
 
 HERE = Path(__file__).resolve().parent
-JS = (HERE / "canvas.js").read_text()
+#: canvas.js, then the brush and eraser (canvas_brush.js: functions canvas.js calls).
+JS = (HERE / "canvas.js").read_text() + "\n" + (HERE / "canvas_brush.js").read_text()
 #: The events the canvas triggers (each must appear quoted in the JavaScript).
 EVENTS = ("prompts", "pick", "everything", "upload")
 
 TEMPLATE = """
-<div class="sc-root" tabindex="0" role="application" aria-label="Image canvas: click to segment; with the keyboard, arrows move a cross-hair, Space adds a point, Shift+Space a negative point, B a box corner, Enter picks an object after Everything">
+<div class="sc-root" tabindex="0" role="application" aria-label="Image canvas: click to segment; with the keyboard, arrows move a cross-hair, Space adds a point, Shift+Space a negative point, C a box corner, Enter picks an object after Everything">
   <div class="sc-toolbar">
     <span class="sc-tools" role="group" aria-label="click / tap tool">
       <button class="sc-tool sc-on" data-tool="pos" title="Click or tap: a positive point (object)">+ point</button>
       <button class="sc-tool" data-tool="neg" title="Click or tap: a negative point (background); with a mouse also right-click or Shift+click">− point</button>
       <button class="sc-tool" data-tool="box" title="Two taps: opposite corners of a box (with a mouse, just drag)">▭ box</button>
       <button class="sc-tool" data-tool="pick" title="Pick one of the automatic masks (after 'Everything')">▦ pick</button>
+      <button class="sc-tool" data-tool="brush" title="Brush (B): paint onto the selected mask (none selected: a new mask)">✎ brush</button>
+      <button class="sc-tool" data-tool="erase" title="Eraser (E): erase from the selected mask">⌫ eraser</button>
     </span>
+    <label class="sc-brush" title="Brush / eraser size ([ smaller, ] larger)">size <input type="range" class="sc-brush-size" min="1" max="80" value="8"> <span class="sc-brush-label">8</span></label>
     <button class="sc-undo" title="Undo the last change (Ctrl+Z / Cmd+Z)">↶ Undo</button>
     <button class="sc-redo" title="Redo what was undone (Ctrl+Shift+Z / Ctrl+Y)">↷ Redo</button>
     <button class="sc-clear" title="Clear all prompts (Esc)">✕ Clear</button>
@@ -50,7 +54,7 @@ TEMPLATE = """
     <div class="sc-notice" role="status" aria-live="polite" style="display:none"></div>
   </div>
   <div class="sc-footer"><span class="sc-cands"></span><span class="sc-readout"></span></div>
-  <div class="sc-hint">click: + point · right-click / Shift+click: − point · drag: box · click a point: remove it · Ctrl+Z: undo · Ctrl+Shift+Z / Ctrl+Y: redo · Esc: clear · keyboard (canvas focused): arrows move the cross-hair, Space / Shift+Space: + / − point, B: box corners, Enter: pick</div>
+  <div class="sc-hint">click: + point · right-click / Shift+click: − point · drag: box · click a point: remove it · Ctrl+Z: undo · Ctrl+Shift+Z / Ctrl+Y: redo · Esc: clear · B: brush · E: eraser · [ ]: brush size · Esc (brush): back to prompts · keyboard (canvas focused): arrows move the cross-hair, Space / Shift+Space: + / − point, C: box corners, Enter: pick</div>
   <div class="sc-live" aria-live="polite"></div>
 </div>
 """
@@ -68,6 +72,8 @@ CSS = """
 .sc-tools button:first-child { border-radius: 6px 0 0 6px; }
 .sc-tools button:last-child { border-radius: 0 6px 6px 0; }
 .sc-on { background: #0b5cad !important; color: #fff !important; border-color: #0b5cad !important; }
+.sc-brush { font-size: 13px; display: inline-flex; align-items: center; gap: 3px; }
+.sc-brush input { width: 80px; }
 .sc-switch { font-size: 13px; display: inline-flex; align-items: center; gap: 3px; }
 .sc-upload { position: relative; overflow: hidden; }
 .sc-upload input { position: absolute; inset: 0; opacity: 0; cursor: pointer; }

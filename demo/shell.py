@@ -72,7 +72,7 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
     # canvas pictures and session downloads are served in place: Gradio keeps no copy that
     # would outlive the session (ending it deletes its folder, the only copy)
     gr.set_static_paths([str(ctx.display_dir), str(ctx.files_root)])
-    with gr.Blocks(title=TITLE, delete_cache=(serving.CACHE_SWEEP_S, serving.CACHE_MAX_AGE_S)) as demo:
+    with api.ApiBlocks(title=TITLE, delete_cache=(serving.CACHE_SWEEP_S, serving.CACHE_MAX_AGE_S)) as demo:
         # Per-session state: dropped (with the session's files) SESSION_TTL_S after its last
         # event, or at once when the page is closed (demo.unload below: Gradio runs it when
         # the page's heartbeat request ends).

@@ -67,6 +67,8 @@ class Selection:
     of: int = 1
 
     def describe(self) -> str:
+        if self.source == "prompt" and self.score != self.score:   # NaN: no SAM score
+            return "drawn with the brush"
         if self.source == "prompt":
             return f"candidate #{self.index + 1} of {self.of}, score {self.score:.3f}"
         if self.source == "auto":
@@ -108,6 +110,8 @@ class Session:
     files_dir: str = ""                       # this session's folder for downloads (made by
                                               # SessionFiles.files_dir, deleted when it ends)
     labels: LabelResult | None = None         # the last 'Label everything' (one, replaced)
+    edited: Selection | None = None           # the selection brush/eraser strokes made (its
+    edit_base: np.ndarray | None = None       # unedited mask, (H, W) bool: strokes re-apply to it)
     # The Dataset panel's set (demo.dataset_set.ImageSet: on disk in files_dir, bounded),
     # the image shown, the review queue shown [(file name, object index)], the picked row.
     dataset: object | None = None
@@ -179,4 +183,5 @@ class Session:
         self.candidates = None
         self.auto = None
         self.selection = None
+        self.edited = self.edit_base = None
         self.labels = None

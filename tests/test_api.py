@@ -265,10 +265,20 @@ def _hostile_inputs(images) -> dict:
             "file:// URL": f"file://{real}", "file:// URL with meta": {"path": f"file://{real}", "meta": META}}
 
 
+NOT_RECEIVED = "Paths on the server are not accepted"
+NOT_FETCHED = "The image URL could not be fetched"
+
+
+def _local_url(app) -> str:
+    """A URL to a server on the app's own machine (here: the app itself)."""
+    return app.url + "gradio_api/file=examples/coffee.jpg"
+
+
 @pytest.mark.parametrize("endpoint", sorted(RAW_ARGS))
 def test_api_never_opens_a_server_path(app, images, endpoint):
-    """Every endpoint refuses server paths, `..`, symlinks and file:// URLs, with one message
-    that does not depend on whether the file exists (before the fix a plain path was opened)."""
+    """Every endpoint refuses server paths, `..`, symlinks and file:// URLs, with ONE message
+    that does not depend on whether the file exists (before the fix a plain path was opened,
+    and a path Gradio refused got Gradio's anonymous error)."""
     h, w = _size(images["a"])
     answers = {}
     for what, image in _hostile_inputs(images).items():
@@ -276,10 +286,32 @@ def test_api_never_opens_a_server_path(app, images, endpoint):
         assert "event: error" in text and "event: complete" not in text, (what, text[:300])
         assert f"{h}, {w}" not in text and "Traceback" not in text, what
         answers[what] = text
-    ours = {t for t in answers.values() if "Paths on the server are not accepted" in t}
-    assert len(ours) == 1, "one message for every refused path"
-    assert answers["plain path"] == answers["plain path, missing file"]
-    assert answers["dict without meta"] == answers["dict without meta, missing file"]
+    assert len(set(answers.values())) == 1, answers
+    assert NOT_RECEIVED in answers["plain path"]
+    local = _call_raw(app, endpoint, {"path": _local_url(app), "meta": META})
+    assert "event: error" in local and NOT_FETCHED in local, local[:300]
+    assert "Traceback" not in app.log_text()
+
+
+#: Each endpoint's other arguments, by name, for gradio_client and MCP.
+KWARGS = {"segment": {"points": [[10, 10, 1]]}, "everything": {}, "refer": {"expression": "the cat"},
+          "find": {"phrase": "cats"}, "label": {}, "search": {}}
+
+
+@pytest.mark.parametrize("endpoint", sorted(KWARGS))
+def test_gradio_client_cannot_name_a_server_path(client, app, images, endpoint):
+    """What gradio_client passes through unchanged (a string, a dict without meta, a file://
+    URL) is refused with one message; a URL to the server's own machine with a clear one."""
+    real = str(images["a"])
+    messages = set()
+    for image in (real, real + ".missing.jpg", {"path": real}, {"path": real + ".missing.jpg"}, f"file://{real}"):
+        with pytest.raises(Exception) as caught:
+            client.predict(image=image, **KWARGS[endpoint], api_name=f"/{endpoint}")
+        messages.add(str(caught.value))
+    assert len(messages) == 1 and NOT_RECEIVED in messages.pop()
+    with pytest.raises(Exception) as caught:
+        client.predict(image=gradio_client.handle_file(_local_url(app)), **KWARGS[endpoint], api_name=f"/{endpoint}")
+    assert NOT_FETCHED in str(caught.value)
 
 
 # ---------------------------------------------------------------------- MCP, real client
@@ -317,7 +349,7 @@ def test_mcp_tools_have_typed_arguments_and_say_how_to_pass_an_image(app):
                if o.get("type") == "array")
     assert box["items"] == {"type": "number"}
     assert "x from the left edge and y from the top" in props["points"]["description"]
-    assert "exclusive" in props["box"]["description"]
+    assert "[x0, y0, x1, y1]" in props["box"]["description"] and "exclusive" in props["box"]["description"]
     for name, tool in tools.items():
         image = tool.inputSchema["properties"]["image"]
         assert "data: URI" in image["description"] and "http(s) URL" in image["description"], name
@@ -339,3 +371,41 @@ def test_mcp_answers_are_json(app, images):
     assert doc["count"] == len(doc["instances"])
     assert "None" not in found.content[0].text and "'" not in found.content[0].text[:40]
     assert bad.isError and "outside the image" in bad.content[0].text
+
+
+def test_mcp_search_by_image(app, images):
+    """The optional image of /search is a file to MCP too (a data: URI is turned into one)."""
+    async def work(session):
+        return await session.call_tool("search", {"image": _data_uri(images["a"]), "box": [10, 10, 200, 200], "k": 2})
+
+    result = _mcp(app, work)
+    assert not result.isError, result.content[0].text
+    answer = json.loads(result.content[0].text)
+    assert len(answer["hits"]) == 2 and answer["query"].startswith("the box of")
+
+
+def test_mcp_tools_never_open_a_server_path(app, images):
+    """Every tool refuses a server path, a file:// URL, a file dict (Gradio's MCP layer takes
+    only strings) and a URL to the server's own machine (a clear message, not Gradio's
+    anonymous error); no answer carries the file's size."""
+    real, h, w = str(images["a"]), *_size(images["a"])
+    hostile = [real, real + ".missing.jpg", f"file://{real}", {"path": real},
+               {"path": real, "meta": META}]
+
+    async def work(session):
+        out = {}
+        for name, kwargs in KWARGS.items():
+            for i, image in enumerate(hostile + [_local_url(app)]):
+                out[name, i] = await session.call_tool(name, {"image": image, **kwargs})
+        return out
+
+    results = _mcp(app, work)
+    for (name, i), result in results.items():
+        text = " ".join(getattr(c, "text", "") for c in result.content)
+        assert result.isError, (name, i, text[:200])
+        assert f"[{h}, {w}]" not in text and "Traceback" not in text
+        if i == len(hostile):
+            assert NOT_FETCHED in text, (name, text)
+    same = {" ".join(c.text for c in results[name, i].content).replace(".missing.jpg", "")
+            for name in KWARGS for i in (0, 1)}
+    assert len(same) == 1   # a missing path answers like an existing one

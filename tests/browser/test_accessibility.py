@@ -57,7 +57,7 @@ def test_axe_finds_no_serious_violation_empty_and_in_each_tab(page):
 
 def test_segmenting_with_the_keyboard_alone(page):
     """Tab to the canvas (a focus ring), arrows move a cross-hair, Space / Shift+Space add
-    points, B twice makes a box, Enter picks an 'Everything' mask; a live region says what
+    points, C twice makes a box, Enter picks an 'Everything' mask; a live region says what
     is selected; Tab leaves the canvas."""
     pick_example(page, "astronaut")
     page.locator("#canvas .sc-hover").uncheck()
@@ -77,12 +77,12 @@ def test_segmenting_with_the_keyboard_alone(page):
         page.keyboard.press("Shift+ArrowUp")
     page.keyboard.press("Shift+Space")
     s = wait_state(page, "s.points.length === 2 && s.points[1][2] === 0")
-    page.keyboard.press("b")
+    page.keyboard.press("c")
     wait_state(page, "s.corner !== null")
     page.keyboard.press("Shift+ArrowRight")
     page.keyboard.press("Shift+ArrowDown")
     page.keyboard.press("Shift+ArrowDown")
-    page.keyboard.press("b")
+    page.keyboard.press("c")
     s = wait_state(page, "s.box !== null && s.corner === null")
     assert s["box"][2] > s["box"][0] and s["box"][3] > s["box"][1]
     page.keyboard.press("Control+z")                        # undo works from the keyboard too
