@@ -28,15 +28,18 @@ KEYS_JS = """
 () => {
   document.addEventListener("keydown", (e) => {
     const prev = document.querySelector("#set-prev");
-    if (!prev || prev.offsetParent === null || e.defaultPrevented || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (!prev || prev.offsetParent === null || e.ctrlKey || e.metaKey || e.altKey) return;
     const t = e.target, tag = (t && t.tagName || "").toLowerCase();
-    if (tag === "input" || tag === "textarea" || tag === "select" || (t && t.isContentEditable)) return;
+    const inQueue = !!(t && t.closest && t.closest("#set-queue"));   // read-only table: its cells take no text
+    if (!inQueue && (tag === "input" || tag === "textarea" || tag === "select" || (t && t.isContentEditable))) return;
     if (t && t.closest && t.closest("#canvas")) return;
     const ids = {ArrowLeft: "#set-prev", a: "#set-prev", A: "#set-prev", ArrowRight: "#set-next",
                  d: "#set-next", D: "#set-next", Enter: "#set-accept", Delete: "#set-reject"};
+    const activation = e.key === "Enter" || e.key === " " || e.key === "Delete";
+    if (activation && (tag === "button" || tag === "a") && !inQueue) return;   // a focused button does its own
     const target = ids[e.key] && document.querySelector(ids[e.key]);
-    if (target) { e.preventDefault(); target.click(); }
-  });
+    if (target) { e.preventDefault(); e.stopPropagation(); target.click(); }
+  }, true);   // capture: before the review table's own keys (Enter after picking a row accepts it)
 }
 """
 QUEUE_HEADERS = ["#", "image", "object", "class", "doubt", "why"]
@@ -255,11 +258,11 @@ def _wire(sh: PanelHost, w: dict) -> None:
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else int(evt.index)
         return (*cb.pick(sess, int(row)), gr.skip())
 
-    def on_decide(accept: bool):
-        return lambda sess: (*cb.decide(sess, accept), cb.strip(sess), gr.skip())
+    def on_decide(accept: bool):   # the queue, the counts and the image shown, all updated
+        return lambda sess: (*cb.decide(sess, accept), cb.strip(sess), *cb.show(sess, sess.dataset_index), gr.skip())
 
     def on_accept_image(sess: Session):
-        return (*cb.decide_image(sess, True), cb.strip(sess), gr.skip())
+        return (*cb.decide_image(sess, True), cb.strip(sess), *cb.show(sess, sess.dataset_index), gr.skip())
 
     light = {**q["light"], **QUIET}
     w["upload"].upload(sh.guard(on_upload), [sh.session, w["upload"]],
@@ -276,7 +279,7 @@ def _wire(sh: PanelHost, w: dict) -> None:
     w["refresh"].click(sh.guard(lambda s: (cb.queue(s), gr.skip())), [sh.session], [w["queue"], sh.status],
                        **q["exports"])
     w["queue"].select(sh.guard(on_row), [sh.session], [w["picture"], w["objects"], sh.status], **light)
-    decided = [w["queue"], w["summary"], w["strip"], sh.status]
+    decided = [w["queue"], w["summary"], w["strip"], w["picture"], w["objects"], sh.status]
     w["accept"].click(sh.guard(on_decide(True)), [sh.session], decided, **light)
     w["reject"].click(sh.guard(on_decide(False)), [sh.session], decided, **light)
     w["accept_img"].click(sh.guard(on_accept_image), [sh.session], decided, **light)

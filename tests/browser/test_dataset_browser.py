@@ -11,7 +11,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.browser.conftest import run_app
+
 pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def set_page(browser, tmp_path_factory):
+    """The app (untrained small models) without the example gallery build, which this tab
+    does not need; a page at 1400x1000."""
+    for url in run_app(tmp_path_factory, ["--untrained", "--sam", "vit_tiny", "--clip", "ViT-B-32",
+                                          "--no-prebuild"]):
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        yield page
+        context.close()
 
 
 def text_of(page, selector: str) -> str:
@@ -41,7 +57,8 @@ def _zip(path) -> None:
         z.writestr("../outside.png", b"x")
 
 
-def test_a_set_uploaded_applied_reviewed_and_exported(page, tmp_path, screenshots):
+def test_a_set_uploaded_applied_reviewed_and_exported(set_page, tmp_path, screenshots):
+    page = set_page
     archive = tmp_path / "set.zip"
     _zip(archive)
     open_tab(page, "Dataset")
@@ -57,6 +74,7 @@ def test_a_set_uploaded_applied_reviewed_and_exported(page, tmp_path, screenshot
     wait_text(page, "#set-objects", "photos/0.png (1 of 3)")
     page.screenshot(path=str(screenshots / "20_dataset_uploaded.png"), full_page=True)
 
+    wait_text(page, "#banner", "UNTRAINED MODE", timeout=180_000)   # the models are loaded
     page.locator("#set-phrase textarea").fill("dogs")
     page.locator("#set-vocab textarea").fill("cup, table")
     page.locator("#set-apply").click()
@@ -76,10 +94,14 @@ def test_a_set_uploaded_applied_reviewed_and_exported(page, tmp_path, screenshot
     cell.click()
     wait_text(page, "#set-objects", "proposal")
     page.screenshot(path=str(screenshots / "23_dataset_review.png"), full_page=True)
-    page.locator("body").press("Enter")                   # Enter accepts the picked proposal
+    page.keyboard.press("Enter")                           # Enter (focus still on the row) accepts it
     wait_text(page, "#set-summary", "1 reviewed object(s)")
 
     page.locator("#set-export").click()
-    page.wait_for_function("() => document.querySelector('#set-file').innerText.includes('dataset.zip')",
-                           timeout=60_000)
+    try:
+        page.wait_for_function("() => document.querySelector('#set-file').innerText.includes('dataset')",
+                               timeout=120_000)
+    except Exception:
+        page.screenshot(path=str(screenshots / "24_debug.png"), full_page=True)
+        raise AssertionError(f"no export shown; status: {text_of(page, '#status')}")
     page.screenshot(path=str(screenshots / "24_dataset_exported.png"), full_page=True)
