@@ -7,6 +7,11 @@ load average, the median exclusive seconds per stage for both, the total ratio (
 the agreement of the results (candidate count, mask areas, local / global CLIP cosines) and each
 side's peak RSS (a fresh process with both models loaded, after the analysis).
 Without --baseline it prints this checkout's stage table alone.
+
+`python -m core.bench.analysis --decoder [--rounds 3]` times the automatic-mask decoder alone
+(vit_t, 32 random prompts) per points_per_batch and torch thread count, alternating the settings
+each round, in milliseconds per prompt (the choice of batch size and threads is per machine and
+per load: see docs/performance.md).
 """
 from __future__ import annotations
 
@@ -17,11 +22,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
+import torch
+
 from core.bench.timing import cpu_info, machine_load
+from core.engine import Engine, EngineSettings
+from core.io.images import load_image
+from core.sam.automask import decode_point_batch
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("analysis_worker.py")
@@ -30,9 +41,10 @@ DEFAULT_IMAGE = REPO.parent / "shared" / "data" / "coco128" / "images" / "000000
 
 def run_worker(checkout: Path, image: Path, out: Path, points_per_side: int, repeats: int = 1) -> dict:
     """One fresh process analysing `image` with `checkout`'s code; its JSON info plus the arrays."""
-    subprocess.run([sys.executable, str(WORKER), "--checkout", str(checkout), "--image", str(image),
+    env = dict(os.environ, PYTHONPATH=str(checkout))
+    subprocess.run([sys.executable, "-P", str(WORKER), "--checkout", str(checkout), "--image", str(image),
                     "--repeats", str(repeats), "--out", str(out), "--points-per-side", str(points_per_side)],
-                   check=True, cwd=str(checkout), stderr=subprocess.DEVNULL)
+                   check=True, cwd=str(checkout), stderr=subprocess.DEVNULL, env=env)
     data = np.load(out)
     info = json.loads(str(data["info"]))
     h, w = (int(v) for v in data["hw"][1:])
@@ -90,6 +102,30 @@ def format_report(new_runs, base_runs, agree, new_peak, base_peak, load) -> str:
     return "\n".join(lines)
 
 
+def decoder_batches(rounds: int = 3, batches=(2, 8, 32), threads=(2, 1)) -> dict:
+    """Median ms per prompt of `core.sam.automask.decode_point_batch` (vit_t, untrained) per
+    (threads, points_per_batch), alternating the settings within each round."""
+    engine = Engine(EngineSettings(sam="vit_t", untrained=True, device="cpu")).load()
+    emb = engine.segmenter_for("vit_t").set_image(load_image(DEFAULT_IMAGE))
+    sam, before = engine.segmenter_for("vit_t").sam, torch.get_num_threads()
+    pe, points = sam.prompt_encoder.get_dense_pe(), torch.rand(32, 2, generator=torch.Generator().manual_seed(0)) * 1000
+    times: dict = {}
+    try:
+        with torch.inference_mode():
+            for _ in range(rounds):
+                for t in threads:
+                    torch.set_num_threads(t)
+                    for b in batches:
+                        t0 = time.perf_counter()
+                        for i in range(0, len(points), b):
+                            decode_point_batch(sam, emb.features, pe, points[i:i + b])
+                        times.setdefault(f"threads {t}, batch {b}", []).append(
+                            1000 * (time.perf_counter() - t0) / len(points))
+    finally:
+        torch.set_num_threads(before)
+    return {k: round(statistics.median(v), 1) for k, v in times.items()}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", type=Path, help="another checkout of this repository (e.g. /work/base)")
@@ -97,7 +133,16 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=1, help="A B B A rounds (each side runs twice a round)")
     parser.add_argument("--points-per-side", type=int, default=16)
     parser.add_argument("--json", type=Path, help="also write the runs as JSON here")
+    parser.add_argument("--decoder", action="store_true", help="time decoder batch sizes x threads only")
     args = parser.parse_args(argv)
+    if args.decoder:
+        load = machine_load()
+        rows = decoder_batches(args.rounds)
+        print(f"automatic-mask decoder, vit_t untrained, ms per prompt; {cpu_info().describe()}; "
+              f"load average {load} at start, {machine_load()} at end")
+        for k, v in rows.items():
+            print(f"  {k:<20} {v:>8.1f}")
+        return 0
     load_start = machine_load()
     new_runs, base_runs, new_info, base_info = [], [], None, None
     order = ["new", "base", "base", "new"] if args.baseline else ["new"]

@@ -1,7 +1,7 @@
 """One checkout's per-image analysis, stage by stage (run as a script inside any checkout).
 
-`python core/bench/analysis_worker.py --checkout DIR --image IMG --repeats N --out OUT.npz`
-imports `core` from DIR (so the same timer measures the baseline and this code), loads vit_t and
+`PYTHONPATH=DIR python -P core/bench/analysis_worker.py --checkout DIR --image IMG --repeats N --out OUT.npz`
+imports `core` from DIR (-P: not from the script's own folder) (so the same timer measures the baseline and this code), loads vit_t and
 ViT-B-32 with seeded untrained weights, encodes the image once (not timed: the analysis starts
 from a cached embedding) and runs `core.analysis.grounding_candidates` N times with a fresh
 analysis cache: SAM's automatic masks on a 16 x 16 grid (thresholds 0, at most 64 masks) and
@@ -18,9 +18,21 @@ import argparse
 import functools
 import json
 import resource
-import sys
 import time
 from pathlib import Path
+
+import numpy as np
+import torch
+
+from core import analysis, embed
+from core.engine import Engine, EngineSettings
+from core.io.images import load_image
+from core.refer import ground
+from core.refer.ground import GroundingSettings
+from core.sam import automask
+from core.sam.automask import AutoMaskSettings
+
+MODULES = {"core.sam.automask": automask, "core.refer.ground": ground, "core.embed": embed}
 
 #: (module, attribute, stage). "Class.method" wraps a method. Absent names are skipped.
 STAGES = (
@@ -71,11 +83,9 @@ class StageTimer:
         return timed
 
     def install(self) -> list[str]:
-        import importlib
-
         installed = []
         for module_name, attr, stage in STAGES:
-            module = importlib.import_module(module_name)
+            module = MODULES[module_name]
             owner, name = module, attr
             if "." in attr:
                 owner, name = getattr(module, attr.split(".")[0], None), attr.split(".")[1]
@@ -94,16 +104,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--points-per-side", type=int, default=16)
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(args.checkout.resolve()))
-    import numpy as np
-    import torch
-
-    from core import analysis
-    from core.engine import Engine, EngineSettings
-    from core.io.images import load_image
-    from core.refer.ground import GroundingSettings
-    from core.sam.automask import AutoMaskSettings
-
+    if Path(analysis.__file__).resolve().parents[1] != args.checkout.resolve():
+        raise SystemExit(f"core comes from {analysis.__file__}, not {args.checkout}: run with PYTHONPATH={args.checkout} -P")
     engine = Engine(EngineSettings(sam="vit_t", untrained=True, device="cpu")).load()
     image = load_image(args.image)
     settings = GroundingSettings(automask=AutoMaskSettings(
