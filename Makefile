@@ -25,6 +25,10 @@ browser-deps:
 	  echo "installing Debian's chromium for the browser tests" >&2; \
 	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
 	  echo "could not install chromium: browser tests will be skipped" >&2; }
+	@test -f tests/_artifacts/node/node_modules/axe-core/axe.min.js || { \
+	  echo "installing axe-core (npm) for the accessibility test" >&2; \
+	  mkdir -p tests/_artifacts/node && npm install --no-save --silent --prefix tests/_artifacts/node axe-core@4 || \
+	  echo "could not install axe-core: the accessibility test will be skipped" >&2; }
 
 test: $(STAMP) browser-deps
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)

@@ -25,7 +25,7 @@ from core.cli.args import add_model_arguments, engine_settings_from_args
 from core.views import VIEW_NAMES
 from demo import settings as serving
 from demo.context import AppContext, AppSettings, limit_malloc_arenas
-from demo.shell import CSS, build_demo
+from demo.shell import CSS, PAGE_JS, build_demo
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     # Each kind of work has its own concurrency group (demo/shell.py); this default only
     # covers events without one. Uploads over the limit are refused before they are stored.
     demo.queue(default_concurrency_limit=2, max_size=256)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS,
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS, js=PAGE_JS,
                 ssr_mode=False, show_error=False, allowed_paths=[str(ctx.settings.examples_dir)],
                 max_file_size=serving.MAX_UPLOAD_BYTES, mcp_server=args.mcp)
     return 0

@@ -50,8 +50,8 @@ SAM_PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 SAM_PRECISION: str = os.environ.get("SAMCLIP_SAM_PRECISION", "auto")
 #: "auto" picks CUDA when available, else CPU; or name a torch device ("cpu", "cuda:1").
 DEVICE: str = os.environ.get("SAMCLIP_DEVICE", "auto")
-#: Set to 1 to never download weights (fail with instructions instead).
-OFFLINE: bool = os.environ.get("SAMCLIP_OFFLINE", "0") not in ("", "0", "false", "False")
+#: Set to 1 (yes/true/on) to never download weights (fail with instructions instead).
+OFFLINE: bool = env_flag("SAMCLIP_OFFLINE", False)
 #: How many SAM image embeddings the shared segmenter keeps (about 4 MB each).
 EMBED_CACHE_SIZE: int = env_int("SAMCLIP_EMBED_CACHE", 16)
 #: Memory for recent prompt predictions per segmenter, in MB (about 3 MB each at 1024 px):

@@ -25,7 +25,8 @@ from typing import Any, Callable
 
 from core import config
 from core.sam.automask import AutoMaskSettings
-from core.sam.precision import PrecisionChoice, choose_cpu_precision, cpu_model_name
+from core.sam.cpu import cpu_model_name
+from core.sam.precision import PrecisionChoice, choose_cpu_precision
 from core.sam.precision import attach as attach_precision
 from core.sam.precision import cache_key as precision_cache_key
 from core.sam.variants import SamWeights, sam_variant, sam_variant_names

@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import base64
 import functools
+import inspect
 import io
+import json
+import os
 import sys
 import traceback
+import typing
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -69,25 +73,25 @@ class Picture:
         return min(x * self.sx, w - 1.0), min(y * self.sy, h - 1.0)
 
     def box_in(self, box) -> np.ndarray:
-        """[x1, y1, x2, y2] in original pixels -> working pixels (checked, clipped)."""
-        if len(box) != 4:
-            raise UserError("A box is [x1, y1, x2, y2] in pixels of the image.")
-        x1, y1, x2, y2 = (float(v) for v in box)
-        if not all(np.isfinite(v) for v in (x1, y1, x2, y2)):
+        """[x0, y0, x1, y1] in original pixels (x1, y1 exclusive) -> working pixels (checked, clipped)."""
+        if not isinstance(box, (list, tuple)) or len(box) != 4:
+            raise UserError("A box is [x0, y0, x1, y1] in pixels of the image (x1, y1 exclusive).")
+        x0, y0, x1, y1 = (float(v) for v in box)
+        if not all(np.isfinite(v) for v in (x0, y0, x1, y1)):
             raise UserError("A box needs four finite numbers.")
         H, W = self.original
-        x1, x2 = sorted((min(max(x1, 0.0), W), min(max(x2, 0.0), W)))
-        y1, y2 = sorted((min(max(y1, 0.0), H), min(max(y2, 0.0), H)))
-        if x2 - x1 < 2 or y2 - y1 < 2:
+        x0, x1 = sorted((min(max(x0, 0.0), W), min(max(x1, 0.0), W)))
+        y0, y1 = sorted((min(max(y0, 0.0), H), min(max(y1, 0.0), H)))
+        if x1 - x0 < 2 or y1 - y0 < 2:
             raise UserError(f"The box {list(box)} is too small or outside the {W}x{H} image.")
-        return np.asarray([x1 * self.sx, y1 * self.sy, x2 * self.sx, y2 * self.sy], np.float32)
+        return np.asarray([x0 * self.sx, y0 * self.sy, x1 * self.sx, y1 * self.sy], np.float32)
 
     def mask_out(self, mask: np.ndarray) -> np.ndarray:
         return maskdata.to_size(mask, self.original)
 
     def box_out(self, box) -> list[float]:
-        x1, y1, x2, y2 = (float(v) for v in box)
-        return [round(x1 / self.sx, 2), round(y1 / self.sy, 2), round(x2 / self.sx, 2), round(y2 / self.sy, 2)]
+        x0, y0, x1, y1 = (float(v) for v in box)
+        return [round(x0 / self.sx, 2), round(y0 / self.sy, 2), round(x1 / self.sx, 2), round(y1 / self.sy, 2)]
 
     def mask_json(self, mask: np.ndarray, score: float | None = None) -> dict:
         """{"box", "score", "area", "rle"} of a working-size mask, at the original size."""
@@ -106,33 +110,131 @@ class Picture:
         return {"image": self.name, "size": list(self.original), "work_size": list(self.image.shape[:2])}
 
 
+def _from_mcp(request) -> bool:
+    """True for a call made by Gradio's MCP server on behalf of an agent (it forwards the MCP
+    request's headers, which carry the protocol version or the session id)."""
+    headers = getattr(request, "headers", None) or {}
+    return any(name in headers for name in ("mcp-protocol-version", "mcp-session-id"))
+
+
 def public(fn: Callable) -> Callable:
-    """Any exception becomes `gr.Error` with one line for a person (never a traceback);
-    unexpected ones are logged with their traceback on the server."""
+    """An endpoint for `gr.api`: any exception becomes `gr.Error` with one line for a person
+    (never a traceback; unexpected ones are logged with their traceback on the server), and
+    an agent calling through MCP gets the answer as JSON text (Gradio's MCP server would
+    otherwise send Python's repr of the dict). Scripts (gradio_client) get the dict."""
+    hints = typing.get_type_hints(fn)
+    signature = inspect.signature(fn)
+    params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()]
+    count = len(params)   # Gradio passes the request positionally, after the inputs
+    params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                    annotation=gr.Request))
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        request = kwargs.pop("request", args[count] if len(args) > count else None)
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args[:count], **kwargs)
         except gr.Error:
             raise
         except Exception as exc:
             if not isinstance(exc, (UserError, ModelsUnavailable, ValueError)):
                 traceback.print_exc(file=sys.stderr)
             raise gr.Error(" ".join(error_message(exc).split()), print_exception=False) from None
+        return json.dumps(result, ensure_ascii=False) if _from_mcp(request) else result
+
+    wrapper.__signature__ = signature.replace(parameters=params, return_annotation=hints.get("return"))
+    wrapper.__annotations__ = {**hints, "request": gr.Request}
     return wrapper
 
 
+#: The one answer to an image argument that is not a file Gradio received for this request.
+#: It says nothing about the server's disk: the same words whether a path exists or not.
+NOT_RECEIVED = ("The image must be sent with the request: upload the file (gradio_client's "
+                "handle_file), or give an http(s) URL or a data: URI. Paths on the server are not accepted.")
+
+
+#: The answer to an http(s) URL that Gradio would not fetch (an address on the server's own
+#: network, one that does not answer with a file, a redirect loop); the same for every cause.
+NOT_FETCHED = ("The image URL could not be fetched: the server fetches only public http(s) addresses "
+               "(never localhost or a private network) that answer with the file. Send the file itself "
+               "instead (gradio_client's handle_file, or a data: URI).")
+
+
+def _sent_urls(value: Any) -> bool:
+    """True when `value` (an endpoint's inputs) holds a file dict naming an http(s) URL."""
+    if isinstance(value, (list, tuple)):
+        return any(_sent_urls(v) for v in value)
+    if not isinstance(value, dict):
+        return False
+    named = [v for v in (value.get("path"), value.get("url")) if isinstance(v, str)]
+    return any(v.lower().startswith(("http://", "https://")) for v in named)
+
+
+def _holds_file(value: Any) -> bool:
+    """True when `value` holds a dict marked as a Gradio file (`meta`), which Gradio checks."""
+    if isinstance(value, (list, tuple)):
+        return any(_holds_file(v) for v in value)
+    return isinstance(value, dict) and isinstance(value.get("meta"), dict)
+
+
+class ApiBlocks(gr.Blocks):
+    """`gr.Blocks` whose public endpoints (ENDPOINTS) answer a file Gradio refused to take for
+    them with the API's own one line: NOT_RECEIVED for a path outside Gradio's upload folder
+    (`..`, file://, anywhere on the disk), NOT_FETCHED for a URL Gradio would not fetch
+    (its SSRF rules: no localhost, no private network). Without this Gradio answers those with
+    an anonymous "the upstream app raised an exception" and logs a traceback. The page's own
+    events are unchanged."""
+
+    async def preprocess_data(self, block_fn, inputs, state, explicit_call: bool = False):
+        try:
+            return await super().preprocess_data(block_fn, inputs, state, explicit_call)
+        except gr.Error:
+            raise
+        except Exception as exc:
+            if getattr(block_fn, "api_name", None) not in ENDPOINTS or not _holds_file(inputs):
+                raise
+            print(f"public API /{block_fn.api_name}: refused a file argument ({type(exc).__name__})",
+                  file=sys.stderr)
+            raise gr.Error(NOT_FETCHED if _sent_urls(inputs) else NOT_RECEIVED, print_exception=False) from None
+
+
+def _received_file(path: Any) -> Path:
+    """The real path of a file in Gradio's upload folder, or UserError(NOT_RECEIVED).
+
+    Gradio moves every file it receives (an upload, a URL it fetched, a data: URI it saved) into
+    its upload folder (`gradio.utils.get_upload_folder()`, $GRADIO_TEMP_DIR) before our code runs.
+    Anything else (a path elsewhere, `..` out of the folder, a symbolic link, a missing file) is
+    refused with the same message, so an answer never tells what exists on the server."""
+    from gradio.utils import get_upload_folder
+
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise UserError(NOT_RECEIVED)
+    folder = Path(os.path.realpath(get_upload_folder()))
+    real = Path(os.path.realpath(path))
+    if os.path.islink(path) or folder not in real.parents or not real.is_file():
+        raise UserError(NOT_RECEIVED)
+    return real
+
+
 def _file_path(image: Any) -> tuple[str | None, str]:
-    """(server path, display name) of an image argument: a FileData dict / object or a path."""
+    """(server path, display name) of an image argument Gradio received for this request.
+
+    Only a FileData (a dict or object whose `meta` says "gradio.FileData": Gradio has checked
+    and moved such a file into its upload folder) is accepted; a plain string or a dict without
+    `meta` is never opened, whatever it names (UserError(NOT_RECEIVED))."""
     if image is None:
         return None, ""
     if isinstance(image, dict):
-        path = image.get("path")
-        return path, image.get("orig_name") or (Path(path).name if path else "")
-    if isinstance(image, (str, Path)):
-        return str(image), Path(str(image)).name
-    path = getattr(image, "path", None)
-    return path, getattr(image, "orig_name", None) or (Path(path).name if path else "")
+        meta, path, name = image.get("meta"), image.get("path"), image.get("orig_name")
+    elif isinstance(image, gr.FileData):
+        meta, path, name = image.meta, image.path, image.orig_name
+    else:
+        raise UserError(NOT_RECEIVED)
+    if not isinstance(meta, dict) or meta.get("_type") != "gradio.FileData":
+        raise UserError(NOT_RECEIVED)
+    real = _received_file(path)
+    shown = name if isinstance(name, str) and name else real.name
+    return str(real), Path(shown).name
 
 
 class PublicApi:
@@ -159,11 +261,11 @@ class PublicApi:
         """Segment one object in an image with SAM from clicks and/or a box.
 
         Args:
-            image: the image file (PNG, JPEG, WebP...).
-            points: clicks as [[x, y, label], ...] in pixels of the image; label 1 = on the object, 0 = background.
-            box: an optional box [x1, y1, x2, y2] around the object, in pixels of the image.
+            image: the image: an uploaded file (gradio_client.handle_file), a public http(s) URL, or a data: URI such as data:image/jpeg;base64,... (PNG, JPEG, WebP...). The server does not fetch addresses on its own network (localhost, private ranges) nor open paths on its disk.
+            points: clicks as [[x, y, label], ...]: x from the left edge and y from the top, in pixels of the image as sent (not scaled); label 1 = on the object, 0 = background.
+            box: an optional box [x0, y0, x1, y1] around the object, in pixels of the image as sent: (x0, y0) is its top-left corner and (x1, y1) its bottom-right corner, exclusive (one past the last pixel, so width = x1 - x0).
         Returns:
-            {"image", "size": [H, W], "best": {"score", "box" [x1, y1, x2, y2], "area", "rle" (COCO RLE), "png" (base64 mask PNG)}, "candidates": [{"score", "box", "area", "rle"}]}; all at the image's own size.
+            {"image", "size": [H, W], "best": {"score", "box" [x0, y0, x1, y1], "area", "rle" (COCO RLE), "png" (base64 mask PNG)}, "candidates": [{"score", "box", "area", "rle"}]}; all at the image's own size.
         """
         pic = self._open(image)
         pts, labels = [], []
@@ -179,7 +281,7 @@ class PublicApi:
             raise UserError(f"At most {MAX_POINTS} points, please.")
         work_box = pic.box_in(box) if box else None
         if not pts and work_box is None:
-            raise UserError("Give at least one point [x, y, 1] or a box [x1, y1, x2, y2].")
+            raise UserError("Give at least one point [x, y, 1] or a box [x0, y0, x1, y1].")
         seg = self._engine().segmenter
         emb = seg.set_image(pic.image)           # cached per image content, shared
         pred = seg.predict(emb, np.asarray(pts, np.float32).reshape(-1, 2) if pts else None,
@@ -192,9 +294,9 @@ class PublicApi:
         """All of SAM's automatic masks of an image (everything mode), best score first.
 
         Args:
-            image: the image file (PNG, JPEG, WebP...).
+            image: the image: an uploaded file (gradio_client.handle_file), a public http(s) URL, or a data: URI such as data:image/jpeg;base64,... (PNG, JPEG, WebP...). The server does not fetch addresses on its own network (localhost, private ranges) nor open paths on its disk.
         Returns:
-            {"image", "size": [H, W], "count", "masks": [{"score", "box" [x1, y1, x2, y2], "area", "rle" (COCO RLE)}]} at the image's own size.
+            {"image", "size": [H, W], "count", "masks": [{"score", "box" [x0, y0, x1, y1], "area", "rle" (COCO RLE)}]} at the image's own size.
         """
         pic = self._open(image)
         auto = self._engine().automatic_masks(pic.image, self.ctx.automask_settings())
@@ -205,7 +307,7 @@ class PublicApi:
         """Find the one object a sentence refers to, e.g. "the cat on the left" or "the second cup from the right".
 
         Args:
-            image: the image file (PNG, JPEG, WebP...).
+            image: the image: an uploaded file (gradio_client.handle_file), a public http(s) URL, or a data: URI such as data:image/jpeg;base64,... (PNG, JPEG, WebP...). The server does not fetch addresses on its own network (localhost, private ranges) nor open paths on its disk.
             expression: the referring expression (English).
         Returns:
             {"image", "size", "understood": {"noun", "direction", "ordinal", "corrections"}, "chosen": {"score", "box", "area", "rle"}, "candidates": how many were compared, "direction_applied"}.
@@ -227,10 +329,10 @@ class PublicApi:
         """Find every instance of something in an image, e.g. "dogs" or "the cups on the left".
 
         Args:
-            image: the image file (PNG, JPEG, WebP...).
+            image: the image: an uploaded file (gradio_client.handle_file), a public http(s) URL, or a data: URI such as data:image/jpeg;base64,... (PNG, JPEG, WebP...). The server does not fetch addresses on its own network (localhost, private ranges) nor open paths on its disk.
             phrase: what to find: a noun phrase (a direction word orders the answer).
         Returns:
-            {"image", "size", "phrase", "count", "summary", "instances": [{"box" [x1, y1, x2, y2], "score", "label", "rle" (COCO RLE)}]} at the image's own size.
+            {"image", "size", "phrase", "count", "summary", "instances": [{"box" [x0, y0, x1, y1], "score", "label", "rle" (COCO RLE)}]} at the image's own size.
         """
         text = Workspace.check_text(phrase, "phrase")
         if not text:
@@ -246,7 +348,7 @@ class PublicApi:
         """Label everything in an image with a vocabulary (zero-shot): COCO instances and panoptic segments.
 
         Args:
-            image: the image file (PNG, JPEG, WebP...).
+            image: the image: an uploaded file (gradio_client.handle_file), a public http(s) URL, or a data: URI such as data:image/jpeg;base64,... (PNG, JPEG, WebP...). The server does not fetch addresses on its own network (localhost, private ranges) nor open paths on its disk.
             vocabulary: comma-separated category names, e.g. "cat, dog, sofa"; blank = the COCO panoptic categories.
         Returns:
             {"image", "size", "instances": a COCO instances document (RLE masks, scores, category names), "panoptic": {"segments_info": [{"id", "category_id", "category", "area", "bbox" [x, y, w, h], "isthing", "score"}]}, "categories", "legend"}.
@@ -272,22 +374,24 @@ class PublicApi:
         return {**pic.head(), "instances": document, "panoptic": {"segments_info": segments},
                 "categories": category_entries(vocab), "legend": legend(vocab, result.semantic)}
 
-    def search(self, text: str = "", image: gr.FileData | None = None, box: list[float] | None = None,
+    # `image` is typed gr.FileData, not `gr.FileData | None`: Gradio's MCP server turns a URL or
+    # data: URI into a file only where the schema is FileData itself, not one branch of a union.
+    def search(self, text: str = "", image: gr.FileData = None, box: list[float] | None = None,  # type: ignore[assignment]
                k: int = 8, view: str = "crop", metric: Literal["cosine", "l2"] = "cosine",
                gallery: Literal["examples", "large"] = "examples", thumbnails: bool = False) -> dict:
         """Search a gallery of objects with CLIP, by a text or by an object in an image.
 
         Args:
             text: what to look for, e.g. "a red car" (used when given; else the image is the query).
-            image: an image to search with instead of a text (the object in `box`, else the whole image).
-            box: [x1, y1, x2, y2] of the object in the query image, in its pixels.
+            image: an image to search with instead of a text (the object in `box`, else the whole image): an uploaded file (gradio_client.handle_file), a public http(s) URL, or a data: URI such as data:image/jpeg;base64,... (PNG, JPEG, WebP...). The server does not fetch addresses on its own network (localhost, private ranges) nor open paths on its disk.
+            box: the object's box [x0, y0, x1, y1] in pixels of the query image: (x0, y0) is its top-left corner and (x1, y1) its bottom-right corner, exclusive (one past the last pixel, so width = x1 - x0).
             k: how many results (1 to 100).
             view: how objects are rendered for CLIP in the example gallery: mask, crop, mask_crop, context, dim or blur.
             metric: cosine (higher is closer) or l2 (squared distance: lower is closer); example gallery only.
             gallery: "examples" (the app's example images) or "large" (the gallery given with --gallery; its view and metric are fixed).
             thumbnails: also return each hit as a small base64 JPEG.
         Returns:
-            {"query", "gallery", "view", "metric", "hits": [{"rank", "score", "source", "box" [x1, y1, x2, y2], "category", "view"(, "thumbnail")}]}.
+            {"query", "gallery", "view", "metric", "hits": [{"rank", "score", "source", "box" [x0, y0, x1, y1], "category", "view"(, "thumbnail")}]}.
         """
         if metric not in ("cosine", "l2"):
             raise UserError(f"Unknown metric {metric!r}: choose cosine or l2.")

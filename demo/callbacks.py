@@ -10,6 +10,7 @@ from __future__ import annotations
 from demo.context import AppContext
 from demo.galleries import SessionGalleries
 from demo.panels.compare import CompareCallbacks
+from demo.panels.dataset import DatasetCallbacks
 from demo.panels.find import FindCallbacks
 from demo.panels.refer import ReferCallbacks
 from demo.panels.search import SearchCallbacks
@@ -21,7 +22,7 @@ from demo.workspace import Workspace
 class Callbacks:
     """All panels' callbacks, bound to the shared `AppContext` (models, example gallery):
     `files` (sessions and their files), `ws` (shared helpers), `segment`, `galleries`,
-    `compare`, `search`, `refer`, `find`."""
+    `compare`, `search`, `refer`, `find`, `dataset`."""
 
     def __init__(self, ctx: AppContext):
         self.ctx = ctx
@@ -33,3 +34,4 @@ class Callbacks:
         self.search = SearchCallbacks(self.ws, self.galleries)
         self.refer = ReferCallbacks(self.ws)
         self.find = FindCallbacks(self.ws)
+        self.dataset = DatasetCallbacks(self.ws)

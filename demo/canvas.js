@@ -15,6 +15,7 @@ const busyText = element.querySelector('.sc-busy-text');
 const fill = element.querySelector('.sc-fill');
 const empty = element.querySelector('.sc-empty');
 const notice = element.querySelector('.sc-notice');
+const live = element.querySelector('.sc-live');
 const chips = element.querySelector('.sc-cands');
 const readout = element.querySelector('.sc-readout');
 const $ = (sel) => element.querySelector(sel);
@@ -26,7 +27,7 @@ const st = {
   tool: 'pos', points: [], box: null, corner: null, history: [], future: [], version: 0,
   cands: [], scores: [], chosen: 0, extSel: null, hoverMask: null, hoverOn: true,
   auto: [], autoLabel: null, autoLayer: null, autoHover: -1, autoPick: -1, pendingRefresh: false,
-  drag: null, pointer: null, seq: 0,
+  drag: null, pointer: null, overPanel: false, cursor: null, seq: 0,
 };
 const stats = { clicks: [], boxes: [], hovers: 0, hoverTimes: [], everything: [], everythingFirst: [], firstMask: [],
                 lastAction: null, renders: 0, rtt: [], serverMs: [] };
@@ -34,8 +35,8 @@ const api = { state: () => ({
   key: st.key, phase: st.phase, tool: st.tool, name: st.name, points: st.points.map(p => p.slice()),
   box: st.box && st.box.slice(), corner: st.corner, chosen: st.chosen, ncands: st.cands.length,
   selArea: selectedMask() ? count(selectedMask()) : 0, hoverArea: st.hoverMask ? count(st.hoverMask) : 0,
-  autoCount: st.auto.length, autoPick: st.autoPick, autoHover: st.autoHover, display: [st.dh, st.dw],
-  size: [st.h, st.w], busy: busy.style.display !== 'none' ? st.busyKind : '', redo: st.future.length }),
+  strokes: (st.strokes || []).length, autoCount: st.auto.length, autoPick: st.autoPick, autoHover: st.autoHover, display: [st.dh, st.dw],
+  size: [st.h, st.w], cursor: st.cursor && st.cursor.slice(), busy: busy.style.display !== 'none' ? st.busyKind : '', redo: st.future.length }),
   stats, toDisplay: (x, y) => [x * st.dw / st.w, y * st.dh / st.h],
   autoMask: (i) => st.auto[i], selected: () => selectedMask(), clientPoint };
 window.samcanvas = window.samcanvas || {};
@@ -65,8 +66,7 @@ function decode(data) {
 function count(m) { let c = 0; for (let i = 0; i < m.length; i++) c += m[i]; return c; }
 function selectedMask() {
   if (st.tool === 'pick') return st.autoPick >= 0 ? st.auto[st.autoPick] : null;
-  if (st.cands.length) return st.cands[Math.min(st.chosen, st.cands.length - 1)];
-  return st.extSel;
+  return brushEdited(st.cands.length ? st.cands[Math.min(st.chosen, st.cands.length - 1)] : st.extSel);  // + strokes (canvas_brush.js)
 }
 function paint(data, m, rgb, alpha, edge, edgeRgb) {
   const w = st.dw, h = st.dh, a = alpha / 255;
@@ -156,9 +156,11 @@ function draw() {
   g.drawImage(layer, 0, 0);
   stats.renders++;
   view.dataset.renders = String(stats.renders);
-  if (st.tool === 'pick') return;                 // 'Everything' shows masks, not prompts
+  brushDrawn();                                   // brush outline, stroke timing (canvas_brush.js)
   const r = Math.max(5, Math.round(Math.max(st.dw, st.dh) / 110)), lw = Math.max(2, r / 3);
   const sx = st.dw / st.w, sy = st.dh / st.h;
+  if (st.cursor && document.activeElement === root) drawCursor(st.cursor[0] * sx, st.cursor[1] * sy, r);
+  if (st.tool === 'pick') return;                 // 'Everything' shows masks, not prompts
   g.lineWidth = lw;
   const box = st.drag && st.drag.active ? st.drag.box : st.box;
   if (box) { g.strokeStyle = BOXC; g.strokeRect(box[0] * sx, box[1] * sy, (box[2] - box[0]) * sx, (box[3] - box[1]) * sy); }
@@ -173,6 +175,13 @@ function draw() {
     g.beginPath(); g.moveTo(x * sx - r * 0.55, y * sy); g.lineTo(x * sx + r * 0.55, y * sy);
     if (label) { g.moveTo(x * sx, y * sy - r * 0.55); g.lineTo(x * sx, y * sy + r * 0.55); }
     g.lineWidth = lw; g.stroke();
+  }
+}
+function drawCursor(cx, cy, r) {   // the keyboard's cross-hair: dark and light, visible on any picture
+  for (const [colour, width] of [['#000', 4], ['#fff', 2]]) {
+    g.strokeStyle = colour; g.lineWidth = width; g.beginPath();
+    g.moveTo(cx - 3 * r, cy); g.lineTo(cx - r, cy); g.moveTo(cx + r, cy); g.lineTo(cx + 3 * r, cy);
+    g.moveTo(cx, cy - 3 * r); g.lineTo(cx, cy - r); g.moveTo(cx, cy + r); g.lineTo(cx, cy + 3 * r); g.stroke();
   }
 }
 // kind: 'upload', 'encoding' or 'everything' (which only its answer or a new image ends)
@@ -210,7 +219,7 @@ function updateControls() {
   }
   $('.sc-undo').disabled = !(st.tool === 'pick' ? st.autoPick >= 0 : st.history.length);
   $('.sc-redo').disabled = st.tool === 'pick' || !st.future.length;
-  $('.sc-clear').disabled = !(st.points.length || st.box || st.corner || st.extSel || st.autoPick >= 0);
+  $('.sc-clear').disabled = !(st.points.length || st.box || st.corner || st.extSel || st.autoPick >= 0 || (st.strokes || []).length);
   $('.sc-everything').disabled = !ready;
   $('.sc-everything').title = ready ? 'All objects SAM finds, in colour (then click one)' :
     (has ? 'Wait until the image is encoded' : 'Upload an image or pick an example first');
@@ -222,7 +231,10 @@ function updateControls() {
       b.className = 'sc-chip' + (i === st.chosen ? ' sc-on' : '');
       b.textContent = `#${i + 1} · ${st.scores[i].toFixed(3)}`;
       b.title = 'Use this candidate mask';
-      b.addEventListener('click', () => { st.chosen = i; invalidate(true); updateControls(); commit(); });
+      b.addEventListener('click', () => {
+        st.chosen = i; invalidate(true); updateControls(); commit();
+        root.focus({ preventScroll: true });   // the chip is rebuilt: keep the keys on the canvas
+      });
       chips.appendChild(b);
     });
   }
@@ -231,7 +243,8 @@ function updateControls() {
 function describe() {
   if (st.tool === 'pick') return `${st.auto.length} objects · ` + (st.autoPick >= 0 ? `picked #${st.autoPick + 1}` : 'click one to select it');
   const pos = st.points.filter(p => p[2]).length, neg = st.points.length - pos;
-  return `${pos} + / ${neg} − point(s)` + (st.box ? ' · box' : '') + (st.corner ? ' · tap the opposite corner' : '');
+  return `${pos} + / ${neg} − point(s)` + (st.box ? ' · box' : '') + (st.corner ? ' · tap the opposite corner' : '') +
+    ((st.strokes || []).length ? ` · ${st.strokes.length} stroke(s)` : '') + (brushTool() ? ` · ${st.tool} ${brushRadius()} px ([ ] size, Esc: prompts)` : '');
 }
 
 // ------------------------------------------------------------------ messages from Python
@@ -271,7 +284,7 @@ function apply(m) {
       stats.lastAction = null;
     }
   }
-  if (m.selection) {
+  if (m.selection && !brushEcho(m)) {               // canvas_brush.js: an edited mask
     const mask = decode(m.selection);
     if (m.selection.source === 'prompt') {          // the slow path's answer for our prompts
       st.cands = [mask]; st.scores = [m.selection.score || 0]; st.chosen = 0;
@@ -289,10 +302,14 @@ function newImage(m) {
   Object.assign(st, { key: m.key, phase: m.phase, name: m.name, w: m.size[1], h: m.size[0],
     dh: m.display[0], dw: m.display[1], tool: 'pos', points: [], box: null, corner: null, history: [], future: [],
     cands: [], scores: [], chosen: 0, extSel: null, hoverMask: null, auto: [], autoLabel: null,
-    autoLayer: null, autoHover: -1, autoPick: -1, autoPartial: false, pendingRefresh: false, drag: null });
+    strokes: [], live: null, saidReapply: false, autoLayer: null, autoHover: -1, autoPick: -1, autoPartial: false, pendingRefresh: false, drag: null, cursor: null });
   st.version++; say('');
   view.width = st.dw; view.height = st.dh; fit();
   view.dataset.key = m.key; view.dataset.loaded = '0';
+  // on a phone the examples sit below the canvas: bring the new picture back into view
+  const top = root.getBoundingClientRect().top;
+  if (window.innerWidth < 700 && (top < 0 || top > window.innerHeight * 0.5)) root.scrollIntoView({ block: 'start' });
+  if (Math.min(st.w, st.h) < 16) say(`This image is only ${st.w}x${st.h} pixels: too small to see here, and SAM finds little in so few pixels.`, 8000);
   const img = new Image();
   img.onload = () => { if (st.key === m.key) { st.img = img; view.dataset.loaded = '1'; invalidate(true); } };
   img.onerror = () => say('The picture could not be loaded; please pick it again.');
@@ -324,8 +341,9 @@ watch('value', () => {
 });
 
 // ------------------------------------------------------------------ prompts
-function snapshot() { return { points: st.points.map(p => p.slice()), box: st.box && st.box.slice(), chosen: st.chosen }; }
+function snapshot() { return { points: st.points.map(p => p.slice()), box: st.box && st.box.slice(), chosen: st.chosen, strokes: st.strokes }; }
 function change(fn) {
+  brushOnPrompt();
   st.history.push(snapshot());
   if (st.history.length > 100) st.history.shift();
   st.future = [];
@@ -334,7 +352,7 @@ function change(fn) {
   refresh();
 }
 function payload(extra) {
-  return Object.assign({ key: st.key, model: st.model || '', points: st.points.map(p => p.slice()), box: st.box }, extra || {});
+  return Object.assign({ key: st.key, model: st.model || '', points: st.points.map(p => p.slice()), box: st.box, strokes: st.strokes || [] }, extra || {});
 }
 async function refresh() {
   const version = ++st.version, key = st.key;
@@ -372,7 +390,7 @@ function commit(extra) {
 }
 // what the canvas shows as the selection: the server keeps the same one
 function shown() { return st.cands.length ? 'prompt' : (st.extSel ? 'external' : 'none'); }
-function restore(s) { st.points = s.points; st.box = s.box; st.chosen = s.chosen; st.corner = null; refresh(); }
+function restore(s) { st.points = s.points; st.box = s.box; st.chosen = s.chosen; st.strokes = s.strokes || []; st.corner = null; refresh(); }
 function undo() {
   if (st.tool === 'pick') { unpick(); return; }
   const prev = st.history.pop(); if (!prev) return;
@@ -398,8 +416,8 @@ function leavePick(tool) {
 }
 function clearAll() {
   if (st.tool === 'pick') { leavePick('pos'); invalidate(true); updateControls(); return; }
-  if (!st.points.length && !st.box && !st.corner && !st.extSel) return;
-  change(() => { st.points = []; st.box = null; st.corner = null; st.chosen = 0; });
+  if (!st.points.length && !st.box && !st.corner && !st.extSel && !(st.strokes || []).length) return;
+  change(() => { st.points = []; st.box = null; st.corner = null; st.chosen = 0; st.strokes = []; });
 }
 
 // ------------------------------------------------------------------ hover preview
@@ -435,6 +453,7 @@ view.addEventListener('pointerdown', (e) => {
   const p = clientPoint(e); if (!inside(p)) return;
   e.preventDefault();
   try { view.setPointerCapture(e.pointerId); } catch (err) { /* synthetic events */ }
+  if (brushTool()) { brushDown(p); return; }       // canvas_brush.js
   st.drag = { x0: p.x, y0: p.y, dx0: e.clientX, dy0: e.clientY, button: e.button, shift: e.shiftKey,
               alt: e.altKey, active: false, box: null, t0: performance.now(), touch: e.pointerType === 'touch' };
 });
@@ -442,6 +461,7 @@ view.addEventListener('pointermove', (e) => {
   if (!interactive || !st.key || !st.img) return;
   const p = clientPoint(e);
   st.pointer = inside(p) ? p : null;
+  if (brushTool()) { brushMove(p); return; }       // canvas_brush.js
   const d = st.drag;
   if (d) {
     if (!d.active && Math.hypot(e.clientX - d.dx0, e.clientY - d.dy0) > 6 && st.tool !== 'pick') {
@@ -467,6 +487,7 @@ view.addEventListener('pointerleave', () => {
   if (st.hoverMask || st.autoHover >= 0) { st.hoverMask = null; st.autoHover = -1; invalidate(true); }
 });
 view.addEventListener('pointerup', (e) => {
+  if (st.live) { brushUp(clientPoint(e)); return; }   // canvas_brush.js
   const d = st.drag; st.drag = null;
   if (!d || !interactive || !st.key) return;
   const p = clientPoint(e), t0 = d.t0;
@@ -511,20 +532,74 @@ function historyKey(e) {
   if (k === 'y') { redo(); return true; }
   return false;
 }
+// ------------------------------------------------------------------ keyboard segmenting
+// With the focus on the canvas itself (Tab to it; a focus ring shows it): the arrow keys move
+// a cross-hair (Shift: 5x farther), Space adds a positive point there and Shift+Space a
+// negative one, B sets a box corner (again: the opposite corner), Enter picks the
+// 'Everything' mask under the cross-hair, Tab moves on. A live region reads the selection.
+function cursorStep(big) { return Math.max(1, Math.round(Math.max(st.w, st.h) / 50)) * (big ? 5 : 1); }
+function announce(text) { live.textContent = text; }
+function cursorText() {
+  const [x, y] = st.cursor;
+  const pct = st.w * st.h ? (100 * (selectedMask() ? count(selectedMask()) : 0) / (st.dw * st.dh)) : 0;
+  return `cross-hair at x ${Math.round(x)}, y ${Math.round(y)} of ${st.w} by ${st.h}. ` +
+    `${st.points.filter(q => q[2]).length} positive and ${st.points.filter(q => !q[2]).length} negative points` +
+    (st.box ? ', a box' : '') + (st.corner ? ', a box corner set' : '') +
+    (pct > 0 ? `; the selected object covers ${pct.toFixed(1)} percent of the image.` : '; nothing selected.');
+}
+function keyboardKey(e) {
+  if (e.target !== root || !st.key || !st.img || e.ctrlKey || e.metaKey || e.altKey) return false;
+  if (!st.cursor) st.cursor = [st.w / 2, st.h / 2];
+  const moves = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+  const [x, y] = st.cursor;
+  if (moves[e.key]) {
+    const d = cursorStep(e.shiftKey), [mx, my] = moves[e.key];
+    st.cursor = [Math.min(st.w - 1, Math.max(0, x + mx * d)), Math.min(st.h - 1, Math.max(0, y + my * d))];
+    invalidate(false); announce(cursorText()); return true;
+  }
+  const prompting = st.tool === 'pos' || st.tool === 'neg' || st.tool === 'box';
+  if (e.key === ' ' && prompting) {
+    stats.lastAction = { kind: 'click', t0: performance.now(), version: st.version + 1 };
+    change(() => { st.points.push([x, y, e.shiftKey ? 0 : 1]); st.chosen = 0; });
+    announce(`${e.shiftKey ? 'negative' : 'positive'} point added. ` + cursorText()); return true;
+  }
+  if (e.key.toLowerCase() === 'c' && prompting) {
+    if (!st.corner) { st.corner = [x, y]; invalidate(false); updateControls(); announce('box corner set: move to the opposite corner and press C.'); return true; }
+    const b = [Math.min(st.corner[0], x), Math.min(st.corner[1], y), Math.max(st.corner[0], x), Math.max(st.corner[1], y)];
+    if (b[2] - b[0] < 2 || b[3] - b[1] < 2) { announce('the box is too small: move farther from the first corner.'); return true; }
+    change(() => { st.box = b; st.corner = null; st.chosen = 0; });
+    announce('box set. ' + cursorText()); return true;
+  }
+  if ((e.key === 'Enter' || e.key === ' ') && st.tool === 'pick') {
+    const i = nearestAuto(x * st.dw / st.w, y * st.dh / st.h, 8 * Math.max(1, st.dw / 1024));
+    if (i < 0) { announce('no object under the cross-hair.'); return true; }
+    st.autoPick = i; st.extSel = null; invalidate(true); updateControls();
+    trigger('pick', { key: st.key, x, y, index: i });
+    announce(`object ${i + 1} of ${st.auto.length} picked.`); return true;
+  }
+  return false;
+}
+root.addEventListener('focus', () => { if (st.img && !st.cursor) { st.cursor = [st.w / 2, st.h / 2]; } invalidate(false); });
+root.addEventListener('blur', () => invalidate(false));
+
 root.addEventListener('keydown', (e) => {
   if (!interactive) return;
-  if (historyKey(e)) { e.preventDefault(); }
+  if (keyboardKey(e) || historyKey(e) || brushKey(e)) { e.preventDefault(); }
   else if (e.key === 'Escape') { e.preventDefault(); if (st.corner) { st.corner = null; invalidate(false); updateControls(); } else clearAll(); }
 });
 document.addEventListener('keydown', (e) => {
   // shortcuts also work while the pointer is over the picture and nothing else has the focus
   if (!interactive || e.defaultPrevented || root.contains(document.activeElement)) return;
   const t = document.activeElement;
-  if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.isContentEditable)) return;
-  if (!st.pointer) return;
-  if (historyKey(e)) { e.preventDefault(); }
+  if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT' || t.isContentEditable)) return;
+  // the pointer over the canvas panel (picture, toolbar, chips) or the focus inside it
+  if (!st.pointer && !st.overPanel && !element.contains(t)) return;
+  if (historyKey(e) || brushKey(e)) { e.preventDefault(); }
   else if (e.key === 'Escape') { clearAll(); }
 });
+
+element.addEventListener('pointerenter', () => { st.overPanel = true; });
+element.addEventListener('pointerleave', () => { st.overPanel = false; });
 
 // ------------------------------------------------------------------ toolbar, upload
 for (const b of element.querySelectorAll('.sc-tool')) {

@@ -23,19 +23,23 @@ from typing import Callable
 import gradio as gr
 
 HERE = Path(__file__).resolve().parent
-JS = (HERE / "canvas.js").read_text()
+#: canvas.js, then the brush and eraser (canvas_brush.js: functions canvas.js calls).
+JS = (HERE / "canvas.js").read_text() + "\n" + (HERE / "canvas_brush.js").read_text()
 #: The events the canvas triggers (each must appear quoted in the JavaScript).
 EVENTS = ("prompts", "pick", "everything", "upload")
 
 TEMPLATE = """
-<div class="sc-root" tabindex="0">
+<div class="sc-root" tabindex="0" role="application" aria-label="Image canvas: click to segment; with the keyboard, arrows move a cross-hair, Space adds a point, Shift+Space a negative point, C a box corner, Enter picks an object after Everything">
   <div class="sc-toolbar">
     <span class="sc-tools" role="group" aria-label="click / tap tool">
       <button class="sc-tool sc-on" data-tool="pos" title="Click or tap: a positive point (object)">+ point</button>
       <button class="sc-tool" data-tool="neg" title="Click or tap: a negative point (background); with a mouse also right-click or Shift+click">− point</button>
       <button class="sc-tool" data-tool="box" title="Two taps: opposite corners of a box (with a mouse, just drag)">▭ box</button>
       <button class="sc-tool" data-tool="pick" title="Pick one of the automatic masks (after 'Everything')">▦ pick</button>
+      <button class="sc-tool" data-tool="brush" title="Brush (B): paint onto the selected mask (none selected: a new mask)">✎ brush</button>
+      <button class="sc-tool" data-tool="erase" title="Eraser (E): erase from the selected mask">⌫ eraser</button>
     </span>
+    <label class="sc-brush" title="Brush / eraser size ([ smaller, ] larger)">size <input type="range" class="sc-brush-size" min="1" max="80" value="8"> <span class="sc-brush-label">8</span></label>
     <button class="sc-undo" title="Undo the last change (Ctrl+Z / Cmd+Z)">↶ Undo</button>
     <button class="sc-redo" title="Redo what was undone (Ctrl+Shift+Z / Ctrl+Y)">↷ Redo</button>
     <button class="sc-clear" title="Clear all prompts (Esc)">✕ Clear</button>
@@ -47,10 +51,11 @@ TEMPLATE = """
     <canvas class="sc-view" width="640" height="360"></canvas>
     <div class="sc-empty"><span>Drop an image here, press <b>Upload</b> or pick an example</span></div>
     <div class="sc-busy" style="display:none"><div class="sc-bar"><div class="sc-fill"></div></div><span class="sc-busy-text"></span></div>
-    <div class="sc-notice" style="display:none"></div>
+    <div class="sc-notice" role="status" aria-live="polite" style="display:none"></div>
   </div>
   <div class="sc-footer"><span class="sc-cands"></span><span class="sc-readout"></span></div>
-  <div class="sc-hint">click: + point · right-click / Shift+click: − point · drag: box · click a point: remove it · Ctrl+Z: undo · Ctrl+Shift+Z / Ctrl+Y: redo · Esc: clear</div>
+  <div class="sc-hint">click: + point · right-click / Shift+click: − point · drag: box · click a point: remove it · Ctrl+Z: undo · Ctrl+Shift+Z / Ctrl+Y: redo · Esc: clear · B: brush · E: eraser · [ ]: brush size · Esc (brush): back to prompts · keyboard (canvas focused): arrows move the cross-hair, Space / Shift+Space: + / − point, C: box corners, Enter: pick</div>
+  <div class="sc-live" aria-live="polite"></div>
 </div>
 """
 
@@ -66,7 +71,9 @@ CSS = """
 .sc-tools button { border-radius: 0; margin-left: -1px; }
 .sc-tools button:first-child { border-radius: 6px 0 0 6px; }
 .sc-tools button:last-child { border-radius: 0 6px 6px 0; }
-.sc-on { background: #1e90ff !important; color: #fff !important; border-color: #1e90ff !important; }
+.sc-on { background: #0b5cad !important; color: #fff !important; border-color: #0b5cad !important; }
+.sc-brush { font-size: 13px; display: inline-flex; align-items: center; gap: 3px; }
+.sc-brush input { width: 80px; }
 .sc-switch { font-size: 13px; display: inline-flex; align-items: center; gap: 3px; }
 .sc-upload { position: relative; overflow: hidden; }
 .sc-upload input { position: absolute; inset: 0; opacity: 0; cursor: pointer; }
@@ -86,11 +93,14 @@ CSS = """
 .sc-fill.sc-indeterminate { width: 100% !important; animation: sc-pulse 1.2s ease-in-out infinite; }
 @keyframes sc-pulse { 0% { opacity: .3; } 50% { opacity: 1; } 100% { opacity: .3; } }
 .sc-notice { position: absolute; top: 8px; left: 8px; right: 8px; padding: 6px 10px; border-radius: 6px;
-  background: #fff3cd; color: #5c4400; border: 1px solid #e8a33d; font-size: 13px; }
+  background: #fff3cd; color: #5c4400; border: 1px solid #e8a33d; font-size: 13px;
+  pointer-events: none; /* a message, not a lid: clicks reach the picture under it */ }
 .sc-footer { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; min-height: 1.6em; font-size: 13px; }
 .sc-cands { display: inline-flex; gap: 4px; flex-wrap: wrap; }
-.sc-readout { color: var(--body-text-color-subdued, #555); }
-.sc-hint { font-size: 12px; color: var(--body-text-color-subdued, #666); }
+.sc-readout { color: #4a4a4a; }
+.sc-hint { font-size: 12px; color: #4a4a4a; }
+.sc-root:focus-visible { outline: 3px solid #0b5cad; outline-offset: 2px; }
+.sc-live { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
 """
 
 

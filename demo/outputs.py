@@ -26,6 +26,11 @@ def metric_order(metric: str) -> str:
     return "higher is closer" if metric == "cosine" else "lower is closer"
 
 
+def plural(count: int, noun: str) -> str:
+    """"1 automatic mask", "3 automatic masks" (English nouns that take an s)."""
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def ms_since(start: float) -> str:
     """"123 ms" since `start` (a time.perf_counter() value)."""
     return f"{(time.perf_counter() - start) * 1000:.0f} ms"

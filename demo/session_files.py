@@ -127,6 +127,9 @@ class SessionFiles:
             self._sessions.pop(id(session), None)
             folder, upload, key = session.files_dir, session.source, session.image_key
             session.files_dir = session.source = session.image_key = ""
+        if session.dataset is not None:           # stop its "apply to all"; its files are in `folder`
+            session.dataset.close()
+            session.dataset, session.dataset_queue, session.dataset_pick = None, [], None
         if folder:
             shutil.rmtree(folder, ignore_errors=True)
         self.release(upload, key)

@@ -50,3 +50,10 @@ EVERYTHING_PARTIALS: bool = _env_flag("SAMCLIP_EVERYTHING_PARTIALS", True)
 #: Also serve the public API (demo/api.py) as MCP tools at /gradio_api/mcp/ (like
 #: `python app.py --mcp`; needs `gradio[mcp]`). SAMCLIP_MCP=1 turns it on (e.g. on a Space).
 MCP_SERVER: bool = _env_flag("SAMCLIP_MCP", False)
+#: A session's image set (the Dataset panel): at most this many images, and this much disk
+#: (images, labels, thumbnails, exports) in MB; uploads past either are refused with a message.
+SET_MAX_IMAGES: int = _env_int("SAMCLIP_SET_MAX_IMAGES", 500)
+SET_DISK_MB: int = _env_int("SAMCLIP_SET_DISK_MB", 500)
+#: "Apply to all" runs of every session share this many workers, one image at a time each,
+#: taking turns between sessions (a set never holds the machine for long stretches).
+SET_JOB_WORKERS: int = _env_int("SAMCLIP_SET_JOB_WORKERS", 1)

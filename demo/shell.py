@@ -11,6 +11,7 @@ stays usable; a result for an image that is no longer current (`Stale`) is dropp
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Callable
 
 import gradio as gr
@@ -19,9 +20,9 @@ from demo import api
 from demo import settings as serving
 from demo.callbacks import Callbacks
 from demo.context import TITLE, AppContext
-from demo.panels import compare, find, refer, search, segment
+from demo.panels import compare, dataset, find, refer, search, segment
 from demo.state import Session
-from demo.wiring import PanelHost
+from demo.wiring import QUIET, PanelHost
 
 INTRO = (f"# {TITLE}\n"
          "<span class='intro-more'>Click an object to segment it with **SAM**, compare its **mask** and "
@@ -37,12 +38,20 @@ CSS = """
 .caption-label { white-space: normal !important; overflow: visible !important; text-overflow: clip !important;
   line-height: 1.2; font-size: 12px; }
 #downloads button { font-size: 13px; }
+/* contrast (WCAG AA, checked by axe-core): Gradio's subdued footer link and primary buttons */
+#banner { overflow: visible !important; max-height: none !important; }
+.show-api, footer a, footer button, .min_value, .max_value { color: #3d3d3d !important; }
+button.primary { background: #b34700 !important; border-color: #b34700 !important; color: #fff !important; }
 @media (max-width: 700px) {
   .intro-more { display: none; }
   #header h1 { font-size: 1.25em; margin: 0; }
   #banner { font-size: 12px; }
 }
 """
+#: Runs once on page load (launch(js=...)): accessibility fixes for Gradio's own markup.
+A11Y_JS = (Path(__file__).with_name("a11y.js")).read_text()
+#: The page's script (app.py's launch(js=...)): the accessibility fixes and the Dataset tab's keys.
+PAGE_JS = f"() => {{ ({A11Y_JS.strip()})(); ({dataset.KEYS_JS.strip()})(); }}"
 EXAMPLE_QUERIES_FILE = "queries.json"
 
 def example_queries(ctx: AppContext) -> dict:
@@ -63,7 +72,7 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
     # canvas pictures and session downloads are served in place: Gradio keeps no copy that
     # would outlive the session (ending it deletes its folder, the only copy)
     gr.set_static_paths([str(ctx.display_dir), str(ctx.files_root)])
-    with gr.Blocks(title=TITLE, delete_cache=(serving.CACHE_SWEEP_S, serving.CACHE_MAX_AGE_S)) as demo:
+    with api.ApiBlocks(title=TITLE, delete_cache=(serving.CACHE_SWEEP_S, serving.CACHE_MAX_AGE_S)) as demo:
         # Per-session state: dropped (with the session's files) SESSION_TTL_S after its last
         # event, or at once when the page is closed (demo.unload below: Gradio runs it when
         # the page's heartbeat request ends).
@@ -77,20 +86,36 @@ def build_demo(ctx: AppContext, gpu: Callable | None = None) -> gr.Blocks:
         sh = PanelHost(ctx, cb, session, status=None, gpu=gpu, queries=example_queries(ctx))
         segment.build(sh)
         with gr.Tabs():
-            with gr.Tab("Compare views", id="compare"):
+            with gr.Tab("Compare views", id="compare") as compare_tab:
                 compare.build(sh)
-            with gr.Tab("Search", id="search"):
+            with gr.Tab("Search", id="search") as search_tab:
                 search_panel = search.build(sh)
             with gr.Tab("Refer", id="refer") as refer_tab:
                 refer.build(sh, refer_tab)
-            with gr.Tab("Find & label", id="find"):
+            with gr.Tab("Find & label", id="find") as find_tab:
                 find.build(sh)
+            with gr.Tab("Dataset", id="dataset") as dataset_tab:
+                dataset.build(sh)
+        _track_open_tab(sh, {"compare": compare_tab, "search": search_tab, "refer": refer_tab,
+                             "find": find_tab, "dataset": dataset_tab})
         _wire_page(sh, demo, banner, untrained_btn, timer, search_panel)
         # The public API ("Use via API", MCP tools): stateless endpoints, apart from the
         # page's own events (all private), in the same concurrency groups (demo/api.py).
         api.register(ctx, gpu)
     _start_sweeper(ctx, cb, demo)
     return demo
+
+
+def _track_open_tab(sh: PanelHost, tabs: dict) -> None:
+    """Keep `Session.open_tab` up to date, so work that depends on the tab showing (Refer
+    prepares a newly loaded image) knows it without a round trip to the browser."""
+    def opener(name: str):
+        def on_select(sess: Session):
+            sess.open_tab = name
+        return on_select
+
+    for name, tab in tabs.items():
+        tab.select(opener(name), [sh.session], None, **QUIET, **sh.q["light"])
 
 
 def _wire_page(sh: PanelHost, demo: gr.Blocks, banner, untrained_btn, timer, search_panel) -> None:

@@ -67,6 +67,8 @@ class Selection:
     of: int = 1
 
     def describe(self) -> str:
+        if self.source == "prompt" and self.score != self.score:   # NaN: no SAM score
+            return "drawn with the brush"
         if self.source == "prompt":
             return f"candidate #{self.index + 1} of {self.of}, score {self.score:.3f}"
         if self.source == "auto":
@@ -87,6 +89,7 @@ class Session:
     embedding: str | None = None              # key of `image`'s SAM embedding in the shared
                                               # cache (None: not encoded yet); never the tensor
     sam_model: str = ""                       # this session's SAM ("" : the app's default)
+    open_tab: str = ""                        # the tab under the canvas the person has open (its id)
     prompts: list[Prompt] = field(default_factory=list)
     prompt_version: int = 0                   # the canvas's counter of the prompts last committed
     candidates: MaskPrediction | None = None  # SAM's answer for `prompts`
@@ -107,6 +110,14 @@ class Session:
     files_dir: str = ""                       # this session's folder for downloads (made by
                                               # SessionFiles.files_dir, deleted when it ends)
     labels: LabelResult | None = None         # the last 'Label everything' (one, replaced)
+    edited: Selection | None = None           # the selection brush/eraser strokes made (its
+    edit_base: np.ndarray | None = None       # unedited mask, (H, W) bool: strokes re-apply to it)
+    # The Dataset panel's set (demo.dataset_set.ImageSet: on disk in files_dir, bounded),
+    # the image shown, the review queue shown [(file name, object index)], the picked row.
+    dataset: object | None = None
+    dataset_index: int = 0
+    dataset_queue: list = field(default_factory=list)
+    dataset_pick: tuple | None = None
     exported: tuple | None = None             # (what was exported, demo.outputs.Exports, ...): the
                                               # downloads are written once per selection
 
@@ -139,6 +150,11 @@ class Session:
         """The object the person has selected, (H, W) bool, or None."""
         return None if self.selection is None else self.selection.mask
 
+    def encoded(self) -> bool:
+        """True when SAM's embedding of the CURRENT image is in the shared cache (an embedding
+        of an image the person has since moved away from never counts)."""
+        return self.embedding is not None and self.embedding == self.image_key
+
     def require_image(self) -> np.ndarray:
         if self.image is None:
             raise UserError("No image yet: upload one or pick an example first.")
@@ -167,4 +183,5 @@ class Session:
         self.candidates = None
         self.auto = None
         self.selection = None
+        self.edited = self.edit_base = None
         self.labels = None

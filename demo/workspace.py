@@ -49,14 +49,15 @@ class Workspace:
     def embedding(self, session: Session):
         """SAM's embedding of the session's image, from the shared cache (encoded when
         missing). The session keeps only the key, never the tensor."""
-        image = session.require_image()
+        image, key = session.require_image(), session.image_key
         seg = self.segmenter(session)
-        emb = seg.cached(session.image_key)
+        emb = seg.cached(key)
         if emb is None:
             start = time.perf_counter()
             emb = seg.set_image(image)
             self.ctx.record_encode(time.perf_counter() - start, self.model(session))
-        session.embedding = emb.key
+        if session.image_key == key:   # the person may have chosen another image meanwhile:
+            session.embedding = emb.key   # then this one is not the session's to keep
         return emb
 
     def automatic_masks(self, session: Session, on_partial=None):
@@ -150,7 +151,7 @@ class Workspace:
         prompts = (f"{int((labels == 1).sum())} positive, {int((labels == 0).sum())} negative point(s)"
                    + (", 1 box" if session.box() is not None else ""))
         head = f"**{session.image_name}** ({shown}) · prompts: {prompts}"
-        if session.embedding is None:
+        if not session.encoded():
             head += " · encoding..."
         sel = session.selection
         if sel is None or not sel.mask.any():

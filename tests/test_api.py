@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import threading
 import urllib.request
@@ -222,3 +223,189 @@ def test_readme_python_example_runs(app, images):
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)   # noqa: S102 (our own README's example)
     assert scope["best"]["rle"]["size"] == list(_size(images["a"]))
+
+
+# ------------------------------------------------------ only files sent with the request
+#: Each endpoint's data with the image argument left as None (filled in by `_call_raw`).
+RAW_ARGS = {"segment": [None, [[10, 10, 1]], None], "everything": [None], "refer": [None, "the cat"],
+            "find": [None, "cats"], "label": [None, ""],
+            "search": ["", None, None, 8, "crop", "cosine", "examples", False]}
+META = {"_type": "gradio.FileData"}
+
+
+def _call_raw(app, endpoint: str, image) -> str:
+    """POST /gradio_api/call/<endpoint> with `image` as the image argument; the event stream's text."""
+    import httpx
+
+    data = list(RAW_ARGS[endpoint])
+    data[data.index(None)] = image
+    base = app.url.rstrip("/")
+    event = httpx.post(f"{base}/gradio_api/call/{endpoint}", json={"data": data}, timeout=60).json()
+    return httpx.get(f"{base}/gradio_api/call/{endpoint}/{event['event_id']}", timeout=120).text
+
+
+def _hostile_inputs(images) -> dict:
+    """Ways to name a file on the server that Gradio did not receive for this request."""
+    from gradio.utils import get_upload_folder   # the app runs with this process's environment
+
+    upload = Path(get_upload_folder())
+    trap = upload / "samclip-test-symlink"
+    trap.mkdir(parents=True, exist_ok=True)
+    link = trap / "linked.jpg"
+    if not link.is_symlink():
+        link.symlink_to(images["a"])
+    real = str(images["a"])
+    dotted = str(upload / ".." / os.path.relpath(real, upload.parent))
+    return {"plain path": real, "dict without meta": {"path": real},
+            "dict without meta, missing file": {"path": real + ".missing.jpg"},
+            "plain path, missing file": real + ".missing.jpg",
+            "path with ..": {"path": dotted}, "path with .. and meta": {"path": dotted, "meta": META},
+            "symlink in the upload folder": {"path": str(link), "meta": META},
+            "symlink, no meta": str(link),
+            "file:// URL": f"file://{real}", "file:// URL with meta": {"path": f"file://{real}", "meta": META}}
+
+
+NOT_RECEIVED = "Paths on the server are not accepted"
+NOT_FETCHED = "The image URL could not be fetched"
+
+
+def _local_url(app) -> str:
+    """A URL to a server on the app's own machine (here: the app itself)."""
+    return app.url + "gradio_api/file=examples/coffee.jpg"
+
+
+@pytest.mark.parametrize("endpoint", sorted(RAW_ARGS))
+def test_api_never_opens_a_server_path(app, images, endpoint):
+    """Every endpoint refuses server paths, `..`, symlinks and file:// URLs, with ONE message
+    that does not depend on whether the file exists (before the fix a plain path was opened,
+    and a path Gradio refused got Gradio's anonymous error)."""
+    h, w = _size(images["a"])
+    answers = {}
+    for what, image in _hostile_inputs(images).items():
+        text = _call_raw(app, endpoint, image)
+        assert "event: error" in text and "event: complete" not in text, (what, text[:300])
+        assert f"{h}, {w}" not in text and "Traceback" not in text, what
+        answers[what] = text
+    assert len(set(answers.values())) == 1, answers
+    assert NOT_RECEIVED in answers["plain path"]
+    local = _call_raw(app, endpoint, {"path": _local_url(app), "meta": META})
+    assert "event: error" in local and NOT_FETCHED in local, local[:300]
+    assert "Traceback" not in app.log_text()
+
+
+#: Each endpoint's other arguments, by name, for gradio_client and MCP.
+KWARGS = {"segment": {"points": [[10, 10, 1]]}, "everything": {}, "refer": {"expression": "the cat"},
+          "find": {"phrase": "cats"}, "label": {}, "search": {}}
+
+
+@pytest.mark.parametrize("endpoint", sorted(KWARGS))
+def test_gradio_client_cannot_name_a_server_path(client, app, images, endpoint):
+    """What gradio_client passes through unchanged (a string, a dict without meta, a file://
+    URL) is refused with one message; a URL to the server's own machine with a clear one."""
+    real = str(images["a"])
+    messages = set()
+    for image in (real, real + ".missing.jpg", {"path": real}, {"path": real + ".missing.jpg"}, f"file://{real}"):
+        with pytest.raises(Exception) as caught:
+            client.predict(image=image, **KWARGS[endpoint], api_name=f"/{endpoint}")
+        messages.add(str(caught.value))
+    assert len(messages) == 1 and NOT_RECEIVED in messages.pop()
+    with pytest.raises(Exception) as caught:
+        client.predict(image=gradio_client.handle_file(_local_url(app)), **KWARGS[endpoint], api_name=f"/{endpoint}")
+    assert NOT_FETCHED in str(caught.value)
+
+
+# ---------------------------------------------------------------------- MCP, real client
+def _mcp(app, work):
+    """Run `work(session)` in an MCP client session over streamable HTTP against the app."""
+    import asyncio
+
+    mcp_client = pytest.importorskip("mcp")
+    from mcp.client.streamable_http import streamablehttp_client
+
+    async def main():
+        async with streamablehttp_client(app.url + "gradio_api/mcp/") as (read, write, _):
+            async with mcp_client.ClientSession(read, write) as session:
+                await session.initialize()
+                return await work(session)
+
+    return asyncio.run(main())
+
+
+def _data_uri(path) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def test_mcp_tools_have_typed_arguments_and_say_how_to_pass_an_image(app):
+    async def work(session):
+        return (await session.list_tools()).tools
+
+    tools = {t.name: t for t in _mcp(app, work)}
+    assert sorted(tools) == sorted(ENDPOINTS)
+    props = tools["segment"].inputSchema["properties"]
+    points = next(o for o in props["points"].get("oneOf", props["points"].get("anyOf", [props["points"]]))
+                  if o.get("type") == "array")
+    assert points["items"] == {"type": "array", "items": {"type": "number"}}
+    box = next(o for o in props["box"].get("oneOf", props["box"].get("anyOf", [props["box"]]))
+               if o.get("type") == "array")
+    assert box["items"] == {"type": "number"}
+    assert "x from the left edge and y from the top" in props["points"]["description"]
+    assert "[x0, y0, x1, y1]" in props["box"]["description"] and "exclusive" in props["box"]["description"]
+    for name, tool in tools.items():
+        image = tool.inputSchema["properties"]["image"]
+        assert "data: URI" in image["description"] and "http(s) URL" in image["description"], name
+
+
+def test_mcp_answers_are_json(app, images):
+    h, w = _size(images["a"])
+
+    async def work(session):
+        seg = await session.call_tool("segment", {"image": _data_uri(images["a"]), "points": [[w / 2, h / 2, 1]]})
+        found = await session.call_tool("find", {"image": _data_uri(images["a"]), "phrase": "cats"})
+        bad = await session.call_tool("segment", {"image": _data_uri(images["a"]), "points": [[w * 9, 1, 1]]})
+        return seg, found, bad
+
+    seg, found, bad = _mcp(app, work)
+    answer = json.loads(seg.content[0].text)              # JSON, not Python's repr
+    assert answer["size"] == [h, w] and _mask(answer["best"]["rle"]).shape == (h, w)
+    doc = json.loads(found.content[0].text)
+    assert doc["count"] == len(doc["instances"])
+    assert "None" not in found.content[0].text and "'" not in found.content[0].text[:40]
+    assert bad.isError and "outside the image" in bad.content[0].text
+
+
+def test_mcp_search_by_image(app, images):
+    """The optional image of /search is a file to MCP too (a data: URI is turned into one)."""
+    async def work(session):
+        return await session.call_tool("search", {"image": _data_uri(images["a"]), "box": [10, 10, 200, 200], "k": 2})
+
+    result = _mcp(app, work)
+    assert not result.isError, result.content[0].text
+    answer = json.loads(result.content[0].text)
+    assert len(answer["hits"]) == 2 and answer["query"].startswith("the box of")
+
+
+def test_mcp_tools_never_open_a_server_path(app, images):
+    """Every tool refuses a server path, a file:// URL, a file dict (Gradio's MCP layer takes
+    only strings) and a URL to the server's own machine (a clear message, not Gradio's
+    anonymous error); no answer carries the file's size."""
+    real, h, w = str(images["a"]), *_size(images["a"])
+    hostile = [real, real + ".missing.jpg", f"file://{real}", {"path": real},
+               {"path": real, "meta": META}]
+
+    async def work(session):
+        out = {}
+        for name, kwargs in KWARGS.items():
+            for i, image in enumerate(hostile + [_local_url(app)]):
+                out[name, i] = await session.call_tool(name, {"image": image, **kwargs})
+        return out
+
+    results = _mcp(app, work)
+    for (name, i), result in results.items():
+        text = " ".join(getattr(c, "text", "") for c in result.content)
+        assert result.isError, (name, i, text[:200])
+        assert f"[{h}, {w}]" not in text and "Traceback" not in text
+        if i == len(hostile):
+            assert NOT_FETCHED in text, (name, text)
+    same = {" ".join(c.text for c in results[name, i].content).replace(".missing.jpg", "")
+            for name in KWARGS for i in (0, 1)}
+    assert len(same) == 1   # a missing path answers like an existing one

@@ -386,7 +386,9 @@ def test_missing_weights_are_explained_and_untrained_is_offered(tmp_path):
 def test_parse_expression_shows_noun_and_direction(cb):
     md = cb.refer.parse_expression("the second cat from the rigth")
     assert "**noun:** cat" in md and "**direction:** right" in md and "**ordinal:** 2" in md
-    assert "rigth → right" in md
+    assert "rigth → right" in md and "check the spelling" not in md
+    unknown = cb.refer.parse_expression("asdf qwerty")      # issue 26 #9: say the noun is unknown
+    assert "**noun:** qwerty (not an English word the app knows" in unknown
     with pytest.raises(UserError, match="Type a referring expression"):
         cb.refer.parse_expression("")
 
@@ -597,16 +599,22 @@ def test_everything_streams_the_masks_found_so_far_then_all_of_them(cb, monkeypa
         return AutoMasks(masks=masks[:n], scores=np.linspace(.9, .7, 3)[:n].astype(np.float32),
                          boxes=np.zeros((n, 4), np.float32))
     seen_during = []
+    import threading
+    gate = threading.Event()   # the work ends only once a partial answer was taken (no race)
 
     def fake(s, on_partial=None):
         on_partial(auto(1), 0.25)
         seen_during.append(s.auto)
         on_partial(auto(2), 0.5)
+        assert gate.wait(30)
         return auto(3)
 
     monkeypatch.setattr(cb.ws, "automatic_masks", fake)
     session.auto = None
-    outs = list(iter_everything(cb.segment, session, session.image_key))
+    answers = iter_everything(cb.segment, session, session.image_key)
+    outs = [next(answers)]
+    gate.set()
+    outs += list(answers)
     messages = [json.loads(o.canvas) for o in outs]
     assert [len(m["auto"]) for m in messages][-1] == 3 and "partial" not in messages[-1]
     partial = [m for m in messages if "partial" in m]
@@ -641,3 +649,91 @@ def test_everything_partials_of_a_replaced_image_are_dropped(cb, monkeypatch):
     with pytest.raises(Exception) as caught:
         list(iter_everything(cb.segment, session, first_key))
     assert type(caught.value).__name__ == "Stale"
+
+
+def _fresh_image(path: Path, seed: int) -> Path:
+    """A picture no cache has seen (random content), saved at `path`."""
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (50 + seed % 7, 70, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("order", ["upload then upload", "example then upload", "upload then example"])
+def test_an_image_chosen_while_another_encodes_is_encoded(cb, tmp_path, monkeypatch, order):
+    """Issue 26 #1: the first image's encoding ends after the second was chosen. Before the fix
+    the session then stored the FIRST image's embedding, the second's encode was skipped as
+    "already encoded" and the canvas stayed on "encoding..." for good (8 of 8 tries)."""
+    import threading
+
+    seg = cb.segment.ws.segmenter(Session())
+    real_set_image = seg.set_image
+    for rep in range(8):
+        seg._embeddings.clear()   # every image uncached, examples too
+        first_is_upload, second_is_upload = order.startswith("upload"), order.endswith("upload")
+        a = (_fresh_image(tmp_path / f"a{rep}.png", 2 * rep), f"a{rep}.png") if first_is_upload \
+            else (cb.segment.example_paths()[0], "chelsea_cat.jpg")
+        b = (_fresh_image(tmp_path / f"b{rep}.png", 2 * rep + 1), f"b{rep}.png") if second_is_upload \
+            else (cb.segment.example_paths()[1], "coffee.jpg")
+        entered, gate = threading.Event(), threading.Event()
+
+        def slow_once(image, _entered=entered, _gate=gate):
+            monkeypatch.setattr(seg, "set_image", real_set_image)   # only the first encode waits
+            _entered.set()
+            assert _gate.wait(30)
+            return real_set_image(image)
+
+        monkeypatch.setattr(seg, "set_image", slow_once)
+        session = Session()
+        first = iter_load(cb.segment, session, *a)
+        assert json.loads(next(first).canvas)["phase"] == "encoding"
+        outcome: list = []
+
+        def finish_first(gen=first):
+            try:
+                outcome.extend(gen)
+            except Stale as exc:
+                outcome.append(exc)
+
+        worker = threading.Thread(target=finish_first)
+        worker.start()
+        assert entered.wait(30)
+        second = iter_load(cb.segment, session, *b)
+        shown = next(second)
+        gate.set()
+        worker.join(30)
+        assert isinstance(outcome[-1], Stale)                    # the first image's result is dropped
+        last = list(second)[-1] if json.loads(shown.canvas)["phase"] == "encoding" else shown
+        assert session.image_name == b[1] and session.encoded(), (rep, order)
+        assert json.loads(last.canvas)["phase"] == "ready" and json.loads(last.canvas)["key"] == session.image_key
+
+
+def test_refer_prepares_a_new_image_while_its_tab_is_open(cb, tmp_path, monkeypatch):
+    """Issue 26 #5: an image loaded while the Refer tab shows is prepared for referring at
+    once (the page calls prepare_if_open after every load); with another tab open, it is not."""
+    import threading
+
+    from core.sam.segmenter import image_key
+
+    calls, called = [], threading.Event()
+
+    def analysed(image, settings, sam=None):
+        calls.append(image_key(image))
+        called.set()
+
+    monkeypatch.setattr(cb.ws.engine, "grounding_candidates", analysed)
+    session = Session()
+    session.open_tab = "search"
+    cb.segment.load_all(session, _fresh_image(tmp_path / "s.png", 101), "s.png")
+    assert cb.refer.prepare_if_open(session) == "" and not calls
+    session.open_tab = "refer"
+    cb.segment.load_all(session, _fresh_image(tmp_path / "r.png", 102), "r.png")
+    assert cb.refer.prepare_if_open(session).startswith("Preparing")
+    assert called.wait(10) and calls == [session.image_key]
+
+
+def test_counts_read_as_english():
+    """Issue 26 #9: "1 automatic mask", not "1 automatic masks"."""
+    from demo.outputs import plural
+
+    assert plural(1, "automatic mask") == "1 automatic mask"
+    assert plural(0, "candidate") == "0 candidates" and plural(3, "candidate") == "3 candidates"

@@ -89,3 +89,34 @@ def test_label_needs_a_labelling_before_a_view_and_sessions_do_not_share_it(cb):
     assert a.labels is not None and b.labels is None
     with pytest.raises(UserError, match="Label everything"):
         cb.find.show(b, "panoptic")
+
+
+def test_label_downloads_are_at_the_original_size(cb, tmp_path):
+    """Issue 26 #3: an upload larger than the working size (200 px here) is labelled on its
+    working copy, but panoptic.png, semantic.png and instances.json line up with the user's
+    file (before: at the working size)."""
+    from pycocotools import mask as mask_utils
+
+    big = tmp_path / "big.jpg"
+    with Image.open(REPO / "examples" / "chelsea_cat.jpg") as im:
+        im.convert("RGB").resize((640, 427)).save(big)
+    session = Session()
+    cb.segment.load_all(session, big, "big.jpg")
+    assert session.image.shape[:2] != (427, 640) and session.original_size == (427, 640)
+    _, _, files = cb.find.label(session, "cat, sofa, wall", "panoptic")
+    by_name = {Path(f).name: Path(f) for f in files}
+    for png in ("panoptic.png", "semantic.png"):
+        with Image.open(by_name[png]) as im:
+            assert im.size == (640, 427), png
+    inst = json.loads(by_name["instances.json"].read_text())
+    assert (inst["images"][0]["height"], inst["images"][0]["width"]) == (427, 640)
+    for ann in inst["annotations"]:
+        assert tuple(ann["segmentation"]["size"]) == (427, 640)
+        assert ann["area"] == int(mask_utils.area(ann["segmentation"]))
+    pan = json.loads(by_name["panoptic.json"].read_text())
+    assert (pan["images"][0]["height"], pan["images"][0]["width"]) == (427, 640)
+    with Image.open(by_name["panoptic.png"]) as im:
+        rgb = np.asarray(im.convert("RGB")).astype(np.int64)
+    ids = rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
+    for seg in pan["annotations"][0]["segments_info"]:
+        assert seg["area"] == int((ids == seg["id"]).sum())

@@ -10,7 +10,7 @@ analysed), and the files they write.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -89,22 +89,66 @@ def instances_json(found: Instances) -> dict:
 
 
 def instances_document(result: LabelResult, file_name: str) -> dict:
-    """COCO instances of the labelled things (RLE masks, scores, category names)."""
+    """COCO instances of the labelled things (RLE masks, scores, category names), at the size
+    of `result`'s maps (see `result_at_size` for the original photo's size)."""
     inst = result.instances
     extras = [{"score": round(float(s), 6), "category_name": n} for s, n in zip(inst.scores, inst.names)]
-    return coco_document(file_name, result.labelling.image_hw, list(inst.masks), extras,
+    return coco_document(file_name, result.semantic.shape[:2], list(inst.masks), extras,
                          note="instances labelled with CLIP (zero-shot) on SAM's automatic masks",
                          categories=category_entries(result.labelling.vocabulary),
                          category_ids=[int(c) for c in inst.category_ids])
 
 
+def _nearest(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An (h, w) bool or int32 map resampled to `size` (H, W), nearest neighbour (PIL's
+    sampling, the same as the app's mask downloads)."""
+    from PIL import Image
+
+    if values.dtype == bool:
+        pil = Image.fromarray(values.astype(np.uint8) * 255, mode="L")
+        return np.asarray(pil.resize((size[1], size[0]), Image.Resampling.NEAREST)) >= 128
+    pil = Image.fromarray(np.ascontiguousarray(values, dtype=np.int32), mode="I")
+    return np.asarray(pil.resize((size[1], size[0]), Image.Resampling.NEAREST), dtype=np.int32)
+
+
+def _measured(segment, id_map: np.ndarray):
+    """`segment` with its area and COCO bbox [x, y, w, h] measured again on `id_map`."""
+    ys, xs = np.nonzero(id_map == segment.id)
+    if not len(xs):
+        return replace(segment, area=0, bbox=(0.0, 0.0, 0.0, 0.0))
+    bbox = (float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min()))
+    return replace(segment, area=int(len(xs)), bbox=bbox)
+
+
+def result_at_size(result: LabelResult, size: tuple[int, int]) -> LabelResult:
+    """The same labelling with its three outputs at `size` (H, W), e.g. the original photo's
+    when the app worked on a downscaled copy: the semantic and panoptic maps and the
+    instance masks resampled nearest-neighbour, areas and boxes measured again. The
+    candidates (`labelling`) stay at the working size."""
+    size = (int(size[0]), int(size[1]))
+    if tuple(result.semantic.shape[:2]) == size:
+        return result
+    id_map = _nearest(result.panoptic.id_map, size)
+    inst = result.instances
+    masks = np.stack([_nearest(m, size) for m in inst.masks]) if len(inst.masks) else \
+        np.zeros((0, *size), bool)
+    sy, sx = size[0] / result.semantic.shape[0], size[1] / result.semantic.shape[1]
+    boxes = np.asarray(inst.boxes, np.float32).reshape(-1, 4) * np.asarray([sx, sy, sx, sy], np.float32)
+    return LabelResult(result.labelling, _nearest(result.semantic, size),
+                       replace(inst, masks=masks, boxes=boxes),
+                       Panoptic(id_map, [_measured(s, id_map) for s in result.panoptic.segments]))
+
+
 def write_label_outputs(out_dir: str | Path, result: LabelResult, file_name: str,
-                        untrained: bool = False) -> dict[str, Path]:
+                        untrained: bool = False, size: tuple[int, int] | None = None) -> dict[str, Path]:
     """Write panoptic.png + panoptic.json (COCO panoptic), semantic.png + semantic.json (legend)
-    and instances.json (COCO) into `out_dir`; returns their paths by kind."""
+    and instances.json (COCO) into `out_dir`; returns their paths by kind. `size` (H, W): write
+    them at that size (the original photo's), else at the labelling's own."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    vocab, size = result.labelling.vocabulary, result.labelling.image_hw
+    if size is not None:
+        result = result_at_size(result, size)
+    vocab, size = result.labelling.vocabulary, result.semantic.shape[:2]
     pan = panoptic_document(file_name, size, "panoptic.png", result.panoptic.segments, vocab)
     sem = {"image": file_name, "unlabelled": 0, "legend": legend(vocab, result.semantic)}
     inst = instances_document(result, file_name)

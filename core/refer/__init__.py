@@ -37,10 +37,10 @@ from core.refer.ground import (
     sam_candidates,
     text_features,
 )
-from core.refer.parse import DIRECTIONS, MAX_EXPRESSION_CHARS, Expression, noun_phrase_of, parse
+from core.refer.parse import DIRECTIONS, MAX_EXPRESSION_CHARS, Expression, is_known_word, noun_phrase_of, parse
 
 __all__ = [
-    "DIRECTIONS", "MAX_EXPRESSION_CHARS", "Expression", "parse", "noun_phrase_of", "choose", "direction_order",
+    "DIRECTIONS", "MAX_EXPRESSION_CHARS", "Expression", "parse", "is_known_word", "noun_phrase_of", "choose", "direction_order",
     "METHODS", "SCORINGS", "GLOBAL_EMPHASES", "LOCAL_FILLS", "GroundingSettings", "Candidates", "TextFeatures",
     "Grounding", "NoCandidatesError", "ground", "image_candidates", "choose_for_expression", "text_features",
     "filter_candidates", "candidate_limit", "sam_candidates", "local_view", "fill_colour", "emphasise",

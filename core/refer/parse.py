@@ -162,6 +162,18 @@ def _known_words(nlp) -> frozenset[str]:
     return frozenset(words)
 
 
+def is_known_word(word: str) -> bool:
+    """True when `word` is in the English dictionary the parser corrects typos against (the
+    lemmatizer's WordNet index), or a plural of one of its words; also True when the
+    pipeline has no such dictionary (nothing to judge by). "qwerty" -> False, "dog" -> True."""
+    nlp = _nlp()
+    with _NLP_LOCK:
+        known = _known_words(nlp)
+    w = (word or "").strip().lower()
+    return (not known or not w.isalpha() or w in known or w in _REAL_WORDS_EXTRA
+            or (w.endswith("s") and w[:-1] in known))
+
+
 def _edit_distance_at_most_1(a: str, b: str) -> bool:
     """True when a and b differ by at most one insertion, deletion, substitution or swap."""
     if a == b:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -162,18 +161,6 @@ def choose_cpu_precision(key: str, *, capable: bool, time_fn: Callable[[str], fl
 
 
 # ----------------------------------------------------------------------------- the cache
-
-
-def cpu_model_name() -> str:
-    """The CPU's model name ("Intel(R) Xeon(R) ..."), from /proc/cpuinfo or the platform."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def cache_key(variant: str, *, cpu: str, flags: Iterable[str], torch_version: str, threads: int) -> str:

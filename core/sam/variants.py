@@ -15,10 +15,13 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from core import config
+
 #: Image-encoder families, each with its own fast path (core.sam.fast_sam / core.sam.fast_tinyvit).
 ENCODER_FAMILIES = ("vit", "tinyvit")
-#: Precision policies a variant may default to ("auto": decided per machine, see core.sam.precision).
-PRECISION_POLICIES = ("auto", "fp32", "bf16", "fp16")
+#: Precision policies a variant may default to ("auto": decided per machine, see core.sam.precision):
+#: the precision names of `config.SAM_PRECISIONS`, defined there once.
+PRECISION_POLICIES = config.SAM_PRECISIONS
 
 
 @dataclass(frozen=True)

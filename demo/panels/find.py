@@ -76,7 +76,8 @@ class FindCallbacks:
         session.labels = result
         took = ms_since(start)
         folder = self.ws.files.files_dir(session) / "labels"
-        files = write_label_outputs(folder, result, session.image_name, untrained=self.ctx.engine.untrained)
+        files = write_label_outputs(folder, result, session.image_name, untrained=self.ctx.engine.untrained,
+                                    size=session.original_size)   # the user's file's size, not the working one
         picture, legend = self.show(session, view)
         return picture, f"Labelled {len(candidates)} candidate(s) in {took}. " + legend, [str(f) for f in files.values()]
 

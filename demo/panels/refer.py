@@ -11,7 +11,7 @@ import numpy as np
 from core import refer
 from demo import rendering
 from demo import settings as serving
-from demo.outputs import TILE_SIDE, Progress, ms_since, no_progress
+from demo.outputs import TILE_SIDE, Progress, ms_since, no_progress, plural
 from demo.state import Selection, Session, UserError
 from demo.wiring import QUIET, PanelHost, progress_adapter
 from demo.workspace import Workspace
@@ -58,10 +58,12 @@ class ReferCallbacks:
         session.prompts, session.candidates = [], None
         session.selection = Selection("refer", mask, int(grounding.chosen),
                                       float(grounding.scores[grounding.chosen]), len(grounding))
+        top = min(settings.top_k, len(grounding))
         how = (f"the direction '{grounding.expression.direction}' chose candidate "
-               f"#{grounding.chosen + 1} among the top {settings.top_k}"
-               if grounding.direction_applied else "the best score chose")
-        status = (f"Grounded '{text.strip()}' in {took} among {len(grounding)} candidates: {how}. "
+               f"#{grounding.chosen + 1} among the top {top}"
+               if grounding.direction_applied and top > 1 else
+               "the only candidate" if len(grounding) == 1 else "the best score chose")
+        status = (f"Grounded '{text.strip()}' in {took} among {plural(len(grounding), 'candidate')}: {how}. "
                   "It is drawn on the canvas and is now the selected object (Compare and Search use it).")
         canvas = self.ws.canvas_message(session, selection=self.ws.mask_payload(
             mask, self.ws.display_size(session), source="refer"))
@@ -77,7 +79,7 @@ class ReferCallbacks:
     def prepare(self, session: Session) -> str:
         """Start the image's analysis ahead of a sentence (the Refer tab was opened, the box
         focused): returns at once; the work runs in the background and yields to clicks."""
-        if session.image is None or session.embedding is None or not self.ctx.loaded.is_set():
+        if session.image is None or not session.encoded() or not self.ctx.loaded.is_set():
             return ""
         image, settings, model = session.image, self.ws.grounding_settings(), self.ws.model(session)
         engine = self.ws.engine
@@ -91,9 +93,17 @@ class ReferCallbacks:
         threading.Thread(target=work, name="samclip-prepare", daemon=True).start()
         return "Preparing this image's objects for referring..."
 
+    def prepare_if_open(self, session: Session) -> str:
+        """`prepare` when the Refer tab is the one open (called after every image load, so a
+        new image is prepared while the person looks at Refer); "" otherwise."""
+        return self.prepare(session) if session.open_tab == "refer" else ""
+
     @staticmethod
     def expression_markdown(expression) -> str:
-        parts = [f"**noun:** {expression.noun or '(none found)'}",
+        noun = expression.noun or "(none found)"
+        if expression.noun and not refer.is_known_word(expression.noun):
+            noun += " (not an English word the app knows: check the spelling)"
+        parts = [f"**noun:** {noun}",
                  f"**direction:** {expression.direction or '(none)'}"]
         if getattr(expression, "ordinal", 1) and expression.ordinal != 1:
             parts.append(f"**ordinal:** {expression.ordinal}")

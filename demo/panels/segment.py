@@ -18,6 +18,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from core.annotate.strokes import apply_strokes, edited_mask, parse_strokes
 from core.engine import sam_label
 from core.gallery.build import list_images
 from core.io.coco import coco_annotation, coco_document
@@ -27,7 +28,7 @@ from demo import maskdata
 from demo import settings as serving
 from demo.canvas import mask_canvas
 from demo.errors import error_message
-from demo.outputs import PICK_RADIUS_DISPLAY, Exports, Progress, SegmentOut, ms_since, no_progress, put_file
+from demo.outputs import PICK_RADIUS_DISPLAY, Exports, Progress, SegmentOut, ms_since, no_progress, plural, put_file
 from demo.state import Prompt, Selection, Session, Stale, UserError
 from demo.wiring import QUIET, PanelHost, event_data, queues
 from demo.workspace import Workspace
@@ -74,7 +75,7 @@ class SegmentCallbacks:
         h, w = opened.image.shape[:2]
         note = (f" (downscaled from {opened.original_size[1]}x{opened.original_size[0]}; exports "
                 f"stay at the original size)" if opened.downscaled else "")
-        if session.embedding is not None:
+        if session.encoded():
             return self.ws.segment_out(session, f"Loaded {name} ({w}x{h}){note}; its SAM embedding was "
                                              "cached. Click on an object.", self.ws.canvas_message(session))
         estimate = self.ctx.encode_estimate(self.ws.model(session))
@@ -85,7 +86,7 @@ class SegmentCallbacks:
     def finish_load(self, session: Session, key: str) -> SegmentOut:
         """Compute SAM's embedding of the image `key` (once per image, cached)."""
         self.ws.check_key(session, key)
-        if session.embedding is not None:
+        if session.encoded():
             raise Stale("already encoded")
         start = time.perf_counter()
         self.ws.embedding(session)
@@ -101,7 +102,7 @@ class SegmentCallbacks:
     def load_all(self, session: Session, path, name: str) -> SegmentOut:
         """`begin_load` + `finish_load` in one call (tests, scripts)."""
         first = self.begin_load(session, path, name)
-        if session.embedding is not None:
+        if session.encoded():
             return first
         return self.finish_load(session, session.image_key)
 
@@ -198,10 +199,21 @@ class SegmentCallbacks:
         if version < session.prompt_version:
             raise Stale("dropped: newer prompts were committed already")
         prompts = self.parse_prompts(payload, session.image.shape[:2])
+        try:
+            strokes = parse_strokes(payload.get("strokes") or [], session.image.shape[:2])
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
         session.prompt_version = version
         session.prompts = prompts
+        if not prompts and strokes:
+            return self.strokes_only(session, strokes, payload.get("shown", "none"))
         if not prompts:
-            self.clear_selection(session, payload.get("shown", "none"))
+            shown = payload.get("shown", "none")
+            sel = session.selection
+            if shown == "external" and sel is not None and sel is session.edited:   # strokes undone
+                session.selection = Selection(sel.source, session.edit_base, sel.index, sel.score, sel.of)
+            self.clear_selection(session, shown)
+            session.edited = session.edit_base = None
             return self.ws.segment_out(session, "No prompts: click an object (right-click: "
                                              "background, drag: a box).")
         emb = self.ws.embedding(session)
@@ -217,15 +229,46 @@ class SegmentCallbacks:
         if version < session.prompt_version or prompts is not session.prompts:
             raise Stale("dropped: newer prompts were committed meanwhile")
         session.candidates = pred
-        session.selection = Selection("prompt", pred.masks[chosen], chosen,
-                                      float(pred.scores[chosen]), len(pred.masks))
+        mask = edited_mask(pred.masks[chosen], strokes, pred.masks[chosen].shape) if strokes else pred.masks[chosen]
+        session.selection = Selection("prompt", mask, chosen, float(pred.scores[chosen]), len(pred.masks))
+        session.edited, session.edit_base = (session.selection, pred.masks[chosen]) if strokes else (None, None)
         canvas = None
         if payload.get("echo"):   # the canvas's fast path could not answer: send the mask
             canvas = self.ws.canvas_message(session, selection=self.ws.mask_payload(
                 pred.masks[chosen], self.ws.display_size(session), source="prompt"))
+        elif strokes:             # the edited mask as the server made it: the canvas shows it
+            canvas = self.edited_echo(session, mask, version)
+        edits = (f" Your {len(strokes)} brush/eraser stroke(s) are re-applied on top of it "
+                 "(Undo or Clear removes them)." if strokes else "")
         return self.ws.segment_out(session, f"Mask updated in {ms_since(start)}: {len(pred.masks)} "
                                          f"candidate(s); #{chosen + 1} selected, score "
-                                         f"{float(pred.scores[chosen]):.3f}.", canvas)
+                                         f"{float(pred.scores[chosen]):.3f}.{edits}", canvas)
+
+    def strokes_only(self, session: Session, strokes: list, shown: str) -> SegmentOut:
+        """Brush/eraser strokes without prompts: applied to the selection chosen elsewhere
+        (`shown` "external": Refer, a search hit; its unedited mask is kept as the base, so
+        every commit re-applies the whole list) or, with nothing selected, to an empty mask
+        (a brush with no selection starts a new mask)."""
+        session.candidates = None
+        sel = session.selection
+        if shown == "external" and sel is not None:
+            base = session.edit_base if session.edited is sel else sel.mask
+        else:
+            base = np.zeros(session.image.shape[:2], dtype=bool)
+        mask = apply_strokes(base, strokes, base.shape)
+        source = sel.source if shown == "external" and sel is not None else "prompt"
+        session.selection = Selection(source, mask, 0, float("nan"), 1)
+        session.edited, session.edit_base = session.selection, base
+        return self.ws.segment_out(session, f"Mask edited by {len(strokes)} brush/eraser stroke(s): "
+                                         f"{int(mask.sum())} pixels.",
+                                   self.edited_echo(session, mask, session.prompt_version))
+
+    def edited_echo(self, session: Session, mask: np.ndarray, version: int) -> str:
+        """A canvas message with the edited mask at display size (source "edited" and the
+        prompts' `version`): the canvas replaces its own drawing of the strokes with it, so
+        the canvas and the server (and every export) show the same pixels."""
+        return self.ws.canvas_message(session, selection=self.ws.mask_payload(
+            mask, self.ws.display_size(session), source="edited", version=version))
 
     @staticmethod
     def clear_selection(session: Session, shown: str) -> None:
@@ -264,7 +307,7 @@ class SegmentCallbacks:
             status = f"No automatic masks found ({ms_since(start)})."
             return self.ws.segment_out(session, status, self.ws.canvas_message(session, notice=status))
         masks = self.auto_payloads(session, auto)
-        return self.ws.segment_out(session, f"{len(auto.masks)} automatic masks in {ms_since(start)}: "
+        return self.ws.segment_out(session, f"{plural(len(auto.masks), 'automatic mask')} in {ms_since(start)}: "
                                          "hover to see one, click to select it.",
                                 self.ws.canvas_message(session, auto=masks))
 
@@ -277,7 +320,7 @@ class SegmentCallbacks:
         """The canvas message of the automatic masks found so far (`done`: the fraction of the
         grid decoded); the session is not changed (a pick waits for all of them)."""
         masks = self.auto_payloads(session, auto)
-        status = (f"{len(masks)} automatic masks so far ({round(100 * done)} % of the grid, "
+        status = (f"{plural(len(masks), 'automatic mask')} so far ({round(100 * done)} % of the grid, "
                   f"{ms_since(start)}); the rest are on their way.")
         return self.ws.segment_out(session, status,
                                    self.ws.canvas_message(session, auto=masks, partial=round(done, 3)))
@@ -533,9 +576,12 @@ def _wire(sh: PanelHost, example_gallery, sam_choice) -> None:
         return (*values(out, request), gr.Gallery(selected_index=None))
 
     def on_encode(sess: Session, request: gr.Request):
-        if sess.image is None or sess.embedding is not None:
+        if sess.image is None or sess.encoded():
+            cb.refer.prepare_if_open(sess)   # a cached image: Refer's analysis may start now
             return {sh.status: gr.skip()}
-        return values(cb.segment.finish_load(sess, sess.image_key), request)
+        out = values(cb.segment.finish_load(sess, sess.image_key), request)
+        cb.refer.prepare_if_open(sess)       # the Refer tab showing: prepare the new image
+        return out
 
     def on_model(sess: Session, name: str, request: gr.Request):
         cb.files.register(sess, request.session_hash)

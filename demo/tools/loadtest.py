@@ -301,6 +301,7 @@ class Stats:
         self.latency: dict[str, list[float]] = defaultdict(list)
         self.errors: list[str] = []
         self.cross: list[str] = []
+        self.stuck: list[str] = []   # sessions that never finished loading a picture
         self.requests = 0
 
     def add(self, kind: str, seconds: float):
@@ -421,6 +422,60 @@ def run_user(app: App, user: int, users: int, stats: Stats, deadline: float, enc
         page.close()
 
 
+def run_switcher(app: App, user: int, stats: Stats, deadline: float):
+    """A person who picks another picture while the first is still encoding (issue 26 #1):
+    upload A and start its encoding, upload B 0.3 s later and encode it. B must end ready:
+    its encode answers "Loaded ...", and a click preview on B answers with masks, not
+    "not encoded". A session left waiting for good counts as "stuck"."""
+    page = Page(app, deadline)
+    upload_dep = app.fn("canvas", "upload")
+    encode_dep = app.then(upload_dep)
+    mine, pair = marker(user), 0
+
+    def show(name: str, content: bytes) -> str | None:
+        code, path = page.upload(name, content)
+        if code != 200:
+            stats.error(f"user {user} upload HTTP {code}: {path}")
+            return None
+        out = page.call(upload_dep, [None], event_data={"path": path, "name": name},
+                        trigger_id=app.by_elem["canvas"])
+        return canvas_of(out).get("key")
+
+    def encode(results: list):
+        try:
+            results.append(status_of(page.call(encode_dep, [None], timeout=300)))
+        except Exception as exc:   # reported by the caller
+            results.append(f"⚠️ {type(exc).__name__}: {exc}")
+
+    try:
+        while time.monotonic() < deadline and pair < MAX_REQUESTS_PER_USER // 4:
+            pair += 1
+            start = time.perf_counter()
+            first = show(f"{mine}_switch{pair}a.png", user_image(user, 1000 + 2 * pair))
+            first_done: list = []
+            worker = threading.Thread(target=encode, args=(first_done,), daemon=True)
+            worker.start()
+            time.sleep(0.3)
+            second = show(f"{mine}_switch{pair}b.png", user_image(user, 1001 + 2 * pair))
+            second_done: list = []
+            encode(second_done)
+            worker.join(300)
+            if first is None or second is None:
+                continue
+            reply = page.preview({"key": second, "points": [[5, 5, 1]], "box": None})
+            if not reply.get("ok"):
+                with stats.lock:
+                    stats.stuck.append(f"user {user} pair {pair}: the second picture never became ready "
+                                       f"({reply.get('reason')}; encode said {second_done[:1]})")
+            else:
+                stats.add("switch: second picture ready", time.perf_counter() - start)
+            if second_done and "⚠️" in second_done[0]:
+                stats.error(f"user {user} switch encode: {second_done[0][:200]}")
+            time.sleep(1.0)
+    finally:
+        page.close()
+
+
 # ----------------------------------------------------------------------------- faults
 def big_png(width: int, height: int) -> bytes:
     """A valid, tiny PNG of width x height black pixels (a 'decompression bomb')."""
@@ -497,6 +552,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="Refer as a person does it: focus the box (which starts the image's "
                              "analysis), type the sentence at this many characters per second, "
                              "then press Enter (0: send it at once, no focus)")
+    parser.add_argument("--switchers", type=int, default=1,
+                        help="how many of the users pick a second picture while the first is still "
+                             "encoding, again and again (each pair must end ready: else 'stuck')")
     args = parser.parse_args(argv)
     if not 1 <= args.users <= 32 or not 1 <= args.seconds <= 1800:
         parser.error("--users 1..32, --seconds 1..1800")
@@ -536,8 +594,12 @@ def main(argv: list[str] | None = None) -> int:
         stats = Stats()
         encoding = threading.Event()
         deadline = time.monotonic() + args.seconds
-        threads = [threading.Thread(target=run_user, args=(app, u, args.users, stats, deadline, encoding, args.typing_cps),
-                                    daemon=True) for u in range(args.users)]
+        switchers = min(args.switchers, args.users)
+        threads = [threading.Thread(target=run_switcher, args=(app, u, stats, deadline), daemon=True)
+                   for u in range(switchers)]
+        threads += [threading.Thread(target=run_user, args=(app, u, args.users, stats, deadline, encoding,
+                                                            args.typing_cps), daemon=True)
+                    for u in range(switchers, args.users)]
         for i, t in enumerate(threads):
             t.start()
             time.sleep(0.3)
@@ -556,7 +618,8 @@ def main(argv: list[str] | None = None) -> int:
         memory.stop.set()
         left = sorted(files_under(tmp) - files_start)
         report["left_behind"], report["left_behind_count"] = left[:12], len(left)
-        report.update(requests=stats.requests, errors=stats.errors, cross_user=stats.cross,
+        report.update(requests=stats.requests, errors=stats.errors, cross_user=stats.cross, stuck=stats.stuck,
+                      switchers=switchers,
                       mem_start_gb=mem_start / 1e9, mem_peak_gb=memory.peak / 1e9,
                       mem_end_gb=rss_bytes(proc.pid) / 1e9,
                       disk_start=disk_start, disk_peak=disk_peak, disk_end=disk_end,
@@ -572,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     print_report(report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=str))
-    return 0 if not report.get("errors") and not report.get("cross_user") else 1
+    return 0 if not report.get("errors") and not report.get("cross_user") and not report.get("stuck") else 1
 
 
 def print_report(r: dict) -> None:
@@ -582,8 +645,9 @@ def print_report(r: dict) -> None:
     print(f"CPU: {r.get('cpu', '?')}")
     for case, reason, ok in r.get("faults", []):
         print(f"  fault {'ok ' if ok else 'BAD'} {case}: {reason}")
-    print(f"requests {r['requests']}, errors {len(r['errors'])}, cross-user answers {len(r['cross_user'])}")
-    for line in (r["errors"] + r["cross_user"])[:10]:
+    print(f"requests {r['requests']}, errors {len(r['errors'])}, cross-user answers {len(r['cross_user'])}, "
+          f"stuck sessions {len(r.get('stuck', []))} (of {r.get('switchers', 0)} user(s) switching pictures while encoding)")
+    for line in (r["errors"] + r["cross_user"] + r.get("stuck", []))[:10]:
         print("   ", line)
     print(f"{'event':34s} {'n':>5s} {'p50 s':>7s} {'p95 s':>7s} {'max s':>7s}")
     for kind, v in r["latency"].items():

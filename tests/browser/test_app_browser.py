@@ -267,7 +267,7 @@ def test_everything_click_just_outside_a_mask_edge_picks_it(page, screenshots):
     page.mouse.click(*at(page, 0.5, 0.5))                 # a prompt first: 'Everything' hides it
     wait_state(page, "s.selArea > 0")
     page.locator("#canvas .sc-everything").click()
-    page.wait_for_function("() => /automatic masks in|No automatic masks/.test("
+    page.wait_for_function("() => /automatic masks? in|No automatic masks/.test("
                            "document.querySelector('#status').innerText)", timeout=180_000)
     if "No automatic masks" in text_of(page, "#status"):
         pytest.skip("the untrained model produced no automatic masks")
@@ -561,3 +561,35 @@ def test_find_all_and_label_everything_in_the_find_tab(page, screenshots):
     page.locator("#find-btn").click()
     wait_text(page, "#status", "Type what to find")
     assert "semantic" in text_of(page, "#find-list")
+
+
+def test_keys_work_after_a_candidate_chip_and_the_notice_lets_clicks_through(page, tmp_path):
+    """Issue 26 #6 and #7: Ctrl+Z and Esc still work after a candidate chip was clicked (the
+    chip is rebuilt and the focus used to fall to <body>); a notice over the picture (after a
+    refused upload) no longer swallows clicks on the top of the picture for 8 s."""
+    pick_example(page, "astronaut")
+    hover_off(page)
+    page.mouse.click(*at(page, 0.5, 0.4))
+    wait_state(page, "s.points.length === 1 && s.selArea > 0")
+    chips = page.locator("#canvas .sc-chip")
+    chips.first.wait_for()
+    if chips.count() > 1:
+        chips.nth(1).click()
+        wait_state(page, "s.chosen === 1")
+    page.mouse.move(5, 5)                                    # the pointer leaves the picture
+    page.keyboard.press("Control+z")
+    wait_state(page, "s.points.length === 0")
+    page.keyboard.press("Control+y")
+    wait_state(page, "s.points.length === 1")
+    page.mouse.click(*at(page, 0.3, 0.6))
+    wait_state(page, "s.points.length === 2")
+    page.keyboard.press("Escape")
+    wait_state(page, "s.points.length === 0")
+    corrupt = tmp_path / "broken.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    upload(page, corrupt)
+    wait_text(page, "#status", "broken.jpg")
+    assert page.locator("#canvas .sc-notice").is_visible()
+    page.mouse.click(*at(page, 0.5, 0.02))                   # under the notice
+    s = wait_state(page, "s.points.length === 1", timeout=5_000)
+    assert s["name"] == "astronaut.jpg"
