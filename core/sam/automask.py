@@ -314,15 +314,18 @@ def _filter_batch(sam, logits, iou, prompts, point_ids, cfg: AutoMaskSettings, i
         idx = keep[i:i + chunk]
         full = upsample_logits(sam, logits[idx], input_size, original_size)
         stab = stability_scores(full, threshold, cfg.stability_score_offset)
-        ok = stab >= cfg.stability_score_thresh if cfg.stability_score_thresh > 0 \
-            else torch.ones_like(stab, dtype=torch.bool)
-        if not bool(ok.any()):
-            continue
-        masks = (full[ok] > threshold).cpu().numpy()
-        sel = idx[ok].cpu().numpy()
+        if cfg.stability_score_thresh > 0:
+            ok = stab >= cfg.stability_score_thresh
+            if not bool(ok.any()):
+                continue
+            if not bool(ok.all()):  # else no boolean-index copy of the full-size logits
+                full, idx, stab = full[ok], idx[ok], stab[ok]
+        masks = (full > threshold).cpu().numpy()
+        del full
+        sel = idx.cpu().numpy()
         out.packed.append(np.packbits(masks.reshape(len(masks), -1), axis=1))
-        out.scores.append(iou[idx[ok]].cpu().numpy().astype(np.float32))
-        out.stability.append(stab[ok].cpu().numpy().astype(np.float32))
+        out.scores.append(iou[idx].cpu().numpy().astype(np.float32))
+        out.stability.append(stab.cpu().numpy().astype(np.float32))
         out.boxes.append(masks_to_boxes(masks))
         out.points.append(prompts[sel // 3])
         out.order.append(point_ids[sel // 3] * 3 + sel % 3)
