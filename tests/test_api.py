@@ -328,7 +328,24 @@ def _mcp(app, work):
                 await session.initialize()
                 return await work(session)
 
-    return asyncio.run(main())
+    # in a thread of its own: an earlier test in the same process (Playwright's sync API)
+    # may have left an event loop running in this one, where asyncio.run() refuses to start
+    import threading
+
+    result: dict = {}
+
+    def runner():
+        try:
+            result["value"] = asyncio.run(main())
+        except BaseException as exc:  # re-raised in the test's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=runner, daemon=True)
+    thread.start()
+    thread.join(300)
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
 
 
 def _data_uri(path) -> str:

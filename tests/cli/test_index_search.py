@@ -103,8 +103,10 @@ def test_ray_pipeline_gives_the_in_process_gallery(tmp_path, coco_dir, workers):
         pytest.skip(reason)
     from core.gallery.gallery import Gallery
 
+    # one fixed precision: "auto" may be measured again in each process (a choice made under
+    # load is not kept), and the driver and the actors must run the same numerics
     common = ["--coco", str(coco_dir / "instances.json"), "--images", str(coco_dir / "images"), "--limit", "3",
-              "--checkpoint-every", "2", *MODELS]
+              "--checkpoint-every", "2", *MODELS, "--sam-precision", "fp32"]
     run("index", *common, "--out", str(tmp_path / "local"))
     # 2 workers on 2 CPUs: 4 actors and the read tasks must fit together (this once stalled)
     proc = run("index", *common, "--out", str(tmp_path / "ray"), "--ray", "--ray-cpus", "2",
