@@ -37,17 +37,14 @@ import argparse
 import io
 import json
 import os
-import queue
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 import zlib
 from collections import defaultdict
 from pathlib import Path
@@ -59,232 +56,13 @@ from PIL import Image
 from core import config
 from core.bench.timing import cpu_info
 from demo.api import ENDPOINTS
+from demo.tools.loadapp import (HOST, REPO, Memory, files_under, folder_bytes, log_tracebacks, rss_bytes,
+                                 start_app)
+from demo.tools.loadpage import App, Page, canvas_of, status_of
 
-REPO = Path(__file__).resolve().parents[2]
-HOST = "127.0.0.1"
 MAX_REQUESTS_PER_USER = 2000
 
 
-# ----------------------------------------------------------------------------- the app
-def start_app(port: int, sam: str, workdir: Path, extra_env: dict, repo: Path = REPO) -> subprocess.Popen:
-    env = {**os.environ, "TMPDIR": str(workdir / "tmp"), "GRADIO_TEMP_DIR": str(workdir / "tmp" / "gradio"),
-           "SAMCLIP_CACHE": str(workdir / "cache"), "SAMCLIP_OFFLINE": "1",
-           "GRADIO_ANALYTICS_ENABLED": "False", "SAMCLIP_CACHE_SWEEP": "5",
-           "SAMCLIP_CACHE_MAX_AGE": "20", **extra_env}
-    (workdir / "tmp" / "gradio").mkdir(parents=True, exist_ok=True)
-    log = open(workdir / "app.log", "w")
-    return subprocess.Popen([sys.executable, str(repo / "app.py"), "--untrained", "--sam", sam,
-                             "--host", HOST, "--port", str(port), "--gallery-max-objects", "6"],
-                            cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident memory of `pid` and its children (from /proc)."""
-    total = 0
-    pids = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(c) for c in children]
-    except OSError:
-        pass
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            pass
-    return total
-
-
-def files_under(folder: Path) -> set[str]:
-    """Paths of the files under `folder`, relative to it."""
-    return {os.path.relpath(os.path.join(root, name), folder)
-            for root, _, files in os.walk(folder) for name in files}
-
-
-def folder_bytes(folder: Path) -> tuple[int, int]:
-    """(bytes, files) under `folder`."""
-    size = count = 0
-    for root, _, files in os.walk(folder):
-        for name in files:
-            try:
-                size += os.path.getsize(os.path.join(root, name))
-                count += 1
-            except OSError:
-                pass
-    return size, count
-
-
-class Memory(threading.Thread):
-    """Samples the app's RSS every 0.25 s; `peak` is the highest seen."""
-
-    def __init__(self, pid: int):
-        super().__init__(daemon=True)
-        self.pid, self.peak, self.stop = pid, 0, threading.Event()
-
-    def run(self):
-        while not self.stop.is_set():
-            self.peak = max(self.peak, rss_bytes(self.pid))
-            time.sleep(0.25)
-
-
-# ----------------------------------------------------------------------------- protocol
-class App:
-    """The app's page config: which fn_index each event has."""
-
-    def __init__(self, base: str):
-        self.base = base
-        config = httpx.get(f"{base}/config", timeout=30).json()
-        self.components = {c["id"]: c for c in config["components"]}
-        self.by_elem = {c.get("props", {}).get("elem_id"): c["id"] for c in config["components"]
-                        if c.get("props", {}).get("elem_id")}
-        self.deps = config["dependencies"]
-
-    def fn(self, elem_id: str, event: str) -> dict:
-        cid = self.by_elem[elem_id]
-        for dep in self.deps:
-            if [cid, event] in [list(t) for t in dep.get("targets", [])]:
-                return dep
-        raise KeyError(f"no {event} event on #{elem_id}")
-
-    def then(self, dep: dict) -> dict:
-        for other in self.deps:
-            if other.get("trigger_after") == dep["id"]:
-                return other
-        raise KeyError(f"nothing follows fn {dep['id']}")
-
-
-class Page:
-    """One simulated browser page: its session hash and one open event stream."""
-
-    def __init__(self, app: App, deadline: float):
-        self.app, self.base = app, app.base
-        self.session = uuid.uuid4().hex[:11]
-        self.client = httpx.Client(timeout=httpx.Timeout(120.0, connect=10.0))
-        self.waiting: dict[str, queue.Queue] = {}
-        self.lock = threading.Lock()
-        self.early: dict[str, list] = defaultdict(list)
-        self.closed = threading.Event()
-        self.deadline = deadline
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.started = False
-        self.wanted = threading.Event()
-        self.heartbeat = self._open_heartbeat()
-
-    def _open_heartbeat(self) -> socket.socket:
-        """The page's client keeps GET /gradio_api/heartbeat/<session> open while the page is
-        open (never read here: Gradio writes a few bytes every 15 s); Gradio runs the unload
-        event when it ends."""
-        url = httpx.URL(self.base)
-        sock = socket.create_connection((url.host, url.port), timeout=10)
-        sock.sendall(f"GET /gradio_api/heartbeat/{self.session} HTTP/1.1\r\nHost: {url.host}:"
-                     f"{url.port}\r\nAccept: text/event-stream\r\n\r\n".encode())
-        return sock
-
-    def _read(self):
-        """Like the page: an event stream is open while events are pending; Gradio ends it
-        when none are left ("close_stream"), and it is opened again for the next event."""
-        url = f"{self.base}/gradio_api/queue/data?session_hash={self.session}"
-        with httpx.Client(timeout=httpx.Timeout(None, connect=10.0)) as stream_client:
-            while not self.closed.is_set() and time.monotonic() < self.deadline + 600:
-                with self.lock:
-                    busy = bool(self.waiting)
-                if not busy:
-                    self.wanted.wait(timeout=0.5)
-                    self.wanted.clear()
-                    continue
-                try:
-                    with stream_client.stream("GET", url) as resp:
-                        for line in resp.iter_lines():
-                            if self.closed.is_set():
-                                return
-                            if not line.startswith("data:"):
-                                continue
-                            msg = json.loads(line[5:])
-                            if msg.get("msg") == "close_stream":
-                                break
-                            eid = msg.get("event_id")
-                            with self.lock:
-                                target = self.waiting.get(eid)
-                                if target is None:
-                                    self.early[eid].append(msg)
-                                    continue
-                            target.put(msg)
-                except httpx.HTTPError:
-                    time.sleep(0.2)
-
-    def call(self, dep: dict, data: list, event_data=None, trigger_id=None, timeout: float = 120.0) -> list:
-        """Run one event through the queue; its output data (raises on failure)."""
-        body = {"data": data, "event_data": event_data, "fn_index": dep["id"],
-                "trigger_id": trigger_id, "session_hash": self.session}
-        resp = self.client.post(f"{self.base}/gradio_api/queue/join", json=body)
-        resp.raise_for_status()
-        eid = resp.json()["event_id"]
-        box: queue.Queue = queue.Queue()
-        with self.lock:
-            self.waiting[eid] = box
-            for msg in self.early.pop(eid, []):
-                box.put(msg)
-        self.wanted.set()
-        if not self.started:
-            self.reader.start()
-            self.started = True
-        end = time.monotonic() + timeout
-        try:
-            while True:
-                msg = box.get(timeout=max(0.1, end - time.monotonic()))
-                if msg.get("msg") == "process_completed":
-                    if not msg.get("success"):
-                        out = msg.get("output") or {}
-                        raise RuntimeError(f"event failed: {str(out.get('error') or out)[:200]}")
-                    return msg["output"]["data"]
-        except queue.Empty:
-            raise TimeoutError(f"no answer in {timeout:.0f} s") from None
-        finally:
-            with self.lock:
-                self.waiting.pop(eid, None)
-
-    def preview(self, payload: dict) -> dict:
-        body = {"session_hash": self.session, "component_id": self.app.by_elem["canvas"],
-                "fn_name": "preview", "data": [payload]}
-        resp = self.client.post(f"{self.base}/gradio_api/component_server", json=body)
-        resp.raise_for_status()
-        return resp.json()
-
-    def upload(self, name: str, content: bytes) -> tuple[int, str]:
-        resp = self.client.post(f"{self.base}/gradio_api/upload",
-                                files={"files": (name, content, "image/png")})
-        if resp.status_code != 200:
-            return resp.status_code, resp.text[:200]
-        return 200, resp.json()[0]
-
-    def close(self):
-        """The page is closed: its heartbeat request ends (Gradio runs the unload event)."""
-        self.closed.set()
-        self.client.close()
-        try:
-            self.heartbeat.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.heartbeat.close()
-
-
-def status_of(outputs: list) -> str:
-    """The status line among a Segment event's outputs (session, canvas, info, status, ...)."""
-    value = outputs[3] if len(outputs) > 3 else ""
-    return value if isinstance(value, str) else ""
-
-
-def canvas_of(outputs: list) -> dict:
-    try:
-        return json.loads(outputs[1]) if isinstance(outputs[1], str) and outputs[1] else {}
-    except (ValueError, IndexError, TypeError):
-        return {}
-
-
-# ----------------------------------------------------------------------------- users
 def user_image(user: int, index: int, side: int = 640) -> bytes:
     """A different picture per user and upload: coloured shapes on noise, as PNG bytes."""
     rng = np.random.default_rng(user * 1000 + index)
@@ -561,22 +339,6 @@ def run_faults(app: App, max_upload: int) -> list[tuple[str, str, bool]]:
 
 
 # ----------------------------------------------------------------------------- main
-def log_tracebacks(log: Path) -> list[str]:
-    """The last line (exception type and message) of every traceback in the app's log."""
-    try:
-        lines = log.read_text(errors="replace").splitlines()
-    except OSError:
-        return []
-    found, inside = [], False
-    for line in lines:
-        if line.startswith("Traceback (most recent call last)"):
-            inside = True
-        elif inside and line and not line.startswith((" ", "\t", "During handling", "The above exception")):
-            found.append(line[:200])
-            inside = False
-    return found
-
-
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else float("nan")
